@@ -1,0 +1,930 @@
+//! The input event contract of `shared/EVENTS.md`: typed events, and a
+//! decoder that turns raw bytes into an [`Event`] or a typed [`Reject`].
+//!
+//! Decoding never panics; every kind of bad input has its own reason, and
+//! [`RejectReason::code`] is a low-cardinality label for metrics.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
+use rustc_hash::FxHashMap;
+use serde::Deserialize;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+/// Event time: milliseconds since the Unix epoch, UTC.
+pub type Ts = i64;
+
+/// Milliseconds in one hour.
+pub const HOUR_MS: Ts = 3_600_000;
+/// Milliseconds in one day.
+pub const DAY_MS: Ts = 86_400_000;
+/// Longest accepted `customer_id`, in bytes.
+pub const MAX_CUSTOMER_ID_BYTES: usize = 256;
+
+/// Formats an event time as RFC 3339 UTC with second precision
+/// (millisecond precision when the instant has a fractional second).
+pub fn format_ts(ts: Ts) -> String {
+    let dt = DateTime::<Utc>::from_timestamp_millis(ts).unwrap_or_default();
+    let fmt = if ts.rem_euclid(1000) == 0 {
+        SecondsFormat::Secs
+    } else {
+        SecondsFormat::Millis
+    };
+    dt.to_rfc3339_opts(fmt, true)
+}
+
+/// Parses an RFC 3339 timestamp that carries a zone.
+pub fn parse_ts(s: &str) -> Result<Ts, RejectReason> {
+    match DateTime::parse_from_rfc3339(s) {
+        Ok(dt) => Ok(dt.timestamp_millis()),
+        Err(e) => {
+            let zoneless = NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f").is_ok()
+                || NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f").is_ok();
+            if zoneless {
+                Err(RejectReason::TimestampWithoutZone(s.to_string()))
+            } else {
+                Err(RejectReason::BadTimestamp(format!("{s:?}: {e}")))
+            }
+        }
+    }
+}
+
+/// One validated input event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// The customer the event is about (the Kafka key).
+    pub customer_id: Box<str>,
+    /// Event time.
+    pub ts: Ts,
+    /// Optional producer id used for deduplication.
+    pub event_id: Option<Box<str>>,
+    /// Segment carried by a billing event (`smb`, `enterprise`, ...).
+    pub segment: Option<Box<str>>,
+    /// What happened.
+    pub kind: EventKind,
+}
+
+/// How a subscription ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CancelKind {
+    /// The customer chose to leave.
+    Voluntary,
+    /// Billing ended it (dunning exhausted).
+    Involuntary,
+}
+
+impl CancelKind {
+    /// Contract spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CancelKind::Voluntary => "voluntary",
+            CancelKind::Involuntary => "involuntary",
+        }
+    }
+}
+
+/// Support ticket severity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Severity {
+    /// `low`
+    Low,
+    /// `normal` (default)
+    Normal,
+    /// `high`
+    High,
+    /// `urgent`
+    Urgent,
+}
+
+/// Event-specific fields. Money is in minor units of the reporting currency
+/// (already converted).
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventKind {
+    /// Product usage.
+    Usage {
+        /// What the user did.
+        action: Box<str>,
+        /// Product area.
+        feature: Option<Box<str>>,
+        /// Seat.
+        user_id: Option<Box<str>>,
+        /// Weight, >= 0.
+        quantity: f64,
+    },
+    /// New paying customer, or a reactivation.
+    SubscriptionStarted {
+        /// Plan name.
+        plan: Box<str>,
+        /// Monthly recurring revenue.
+        mrr: i64,
+    },
+    /// Period renewed; MRR unchanged unless given.
+    SubscriptionRenewed {
+        /// Plan, when given.
+        plan: Option<Box<str>>,
+        /// MRR, when given.
+        mrr: Option<i64>,
+    },
+    /// Upgrade or downgrade.
+    PlanChanged {
+        /// New plan.
+        plan: Box<str>,
+        /// New MRR.
+        mrr: i64,
+        /// Plan before, when the producer knows it.
+        previous_plan: Option<Box<str>>,
+        /// MRR before, when the producer knows it.
+        previous_mrr: Option<i64>,
+    },
+    /// A payment failed: opens dunning.
+    PaymentFailed {
+        /// MRR at stake, when given.
+        mrr: Option<i64>,
+        /// Processor's reason.
+        reason: Option<Box<str>>,
+        /// Retry attempt number.
+        attempt: Option<u32>,
+    },
+    /// A payment went through: closes dunning.
+    PaymentSucceeded {
+        /// Amount paid.
+        amount: Option<i64>,
+    },
+    /// Money returned.
+    RefundIssued {
+        /// Amount refunded.
+        amount: Option<i64>,
+    },
+    /// The customer churned.
+    SubscriptionCancelled {
+        /// Free-text reason.
+        reason: Option<Box<str>>,
+        /// Voluntary (default) or involuntary.
+        cancel_kind: CancelKind,
+    },
+    /// Net promoter score 0..=10.
+    Nps {
+        /// Score.
+        score: u8,
+    },
+    /// Satisfaction 1..=5.
+    Csat {
+        /// Score.
+        score: u8,
+    },
+    /// Customer effort 1..=7 (higher is harder).
+    Ces {
+        /// Score.
+        score: u8,
+    },
+    /// A support ticket opened or resolved.
+    SupportTicket {
+        /// Severity.
+        severity: Severity,
+        /// Ticket id; a repeated id is the same ticket.
+        ticket_id: Option<Box<str>>,
+        /// `false` = opened, `true` = resolved.
+        resolved: bool,
+    },
+}
+
+impl EventKind {
+    /// The contract's `type` string.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            EventKind::Usage { .. } => "usage",
+            EventKind::SubscriptionStarted { .. } => "subscription_started",
+            EventKind::SubscriptionRenewed { .. } => "subscription_renewed",
+            EventKind::PlanChanged { .. } => "plan_changed",
+            EventKind::PaymentFailed { .. } => "payment_failed",
+            EventKind::PaymentSucceeded { .. } => "payment_succeeded",
+            EventKind::RefundIssued { .. } => "refund_issued",
+            EventKind::SubscriptionCancelled { .. } => "subscription_cancelled",
+            EventKind::Nps { .. } => "nps",
+            EventKind::Csat { .. } => "csat",
+            EventKind::Ces { .. } => "ces",
+            EventKind::SupportTicket { .. } => "support_ticket",
+        }
+    }
+
+    /// True for billing events.
+    pub fn is_billing(&self) -> bool {
+        matches!(
+            self,
+            EventKind::SubscriptionStarted { .. }
+                | EventKind::SubscriptionRenewed { .. }
+                | EventKind::PlanChanged { .. }
+                | EventKind::PaymentFailed { .. }
+                | EventKind::PaymentSucceeded { .. }
+                | EventKind::RefundIssued { .. }
+                | EventKind::SubscriptionCancelled { .. }
+        )
+    }
+}
+
+/// Every event `type` of the contract, for metrics and docs.
+pub const EVENT_TYPES: [&str; 12] = [
+    "usage",
+    "subscription_started",
+    "subscription_renewed",
+    "plan_changed",
+    "payment_failed",
+    "payment_succeeded",
+    "refund_issued",
+    "subscription_cancelled",
+    "nps",
+    "csat",
+    "ces",
+    "support_ticket",
+];
+
+/// Why an input was rejected. Each kind of bad input has its own variant.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RejectReason {
+    /// The bytes are not UTF-8.
+    #[error("event is not valid UTF-8")]
+    NotUtf8,
+    /// The bytes are not JSON.
+    #[error("invalid JSON: {0}")]
+    InvalidJson(String),
+    /// Valid JSON, but not an object.
+    #[error("event must be a JSON object")]
+    NotAnObject,
+    /// A required field is absent or null.
+    #[error("missing required field `{0}`")]
+    MissingField(&'static str),
+    /// A field has the wrong JSON type.
+    #[error("field `{field}` must be {expected}")]
+    WrongType {
+        /// Field name.
+        field: &'static str,
+        /// What it should be.
+        expected: &'static str,
+    },
+    /// `customer_id` is the empty string.
+    #[error("`customer_id` is empty")]
+    EmptyCustomerId,
+    /// `customer_id` is longer than 256 bytes.
+    #[error("`customer_id` is {0} bytes long; at most 256 are allowed")]
+    CustomerIdTooLong(usize),
+    /// `ts` is not RFC 3339.
+    #[error("`ts` is not an RFC 3339 timestamp: {0}")]
+    BadTimestamp(String),
+    /// `ts` has no zone.
+    #[error("`ts` {0:?} has no time zone; add `Z` or an offset")]
+    TimestampWithoutZone(String),
+    /// `type` is not one the contract knows.
+    #[error("unknown event type {0:?}")]
+    UnknownType(String),
+    /// A quantity or amount is negative.
+    #[error("field `{0}` must not be negative")]
+    Negative(&'static str),
+    /// A score outside its scale.
+    #[error("field `{field}` = {value} is outside {min}..={max}")]
+    OutOfRange {
+        /// Field name.
+        field: &'static str,
+        /// Value seen.
+        value: f64,
+        /// Smallest allowed.
+        min: u8,
+        /// Largest allowed.
+        max: u8,
+    },
+    /// A currency with no configured rate.
+    #[error(
+        "currency {0:?} has no configured rate to the reporting currency; add it to `currency_rates`"
+    )]
+    UnknownCurrency(String),
+    /// A field with a value outside its allowed set.
+    #[error("field `{field}` has invalid value {value:?}; expected {expected}")]
+    InvalidValue {
+        /// Field name.
+        field: &'static str,
+        /// Value seen.
+        value: String,
+        /// What is allowed.
+        expected: &'static str,
+    },
+}
+
+impl RejectReason {
+    /// A stable, low-cardinality code for metrics and summaries.
+    pub fn code(&self) -> &'static str {
+        match self {
+            RejectReason::NotUtf8 => "not_utf8",
+            RejectReason::InvalidJson(_) => "invalid_json",
+            RejectReason::NotAnObject => "not_an_object",
+            RejectReason::MissingField(_) => "missing_field",
+            RejectReason::WrongType { .. } => "wrong_type",
+            RejectReason::EmptyCustomerId => "empty_customer_id",
+            RejectReason::CustomerIdTooLong(_) => "customer_id_too_long",
+            RejectReason::BadTimestamp(_) => "bad_timestamp",
+            RejectReason::TimestampWithoutZone(_) => "timestamp_without_zone",
+            RejectReason::UnknownType(_) => "unknown_type",
+            RejectReason::Negative(_) => "negative_value",
+            RejectReason::OutOfRange { .. } => "out_of_range",
+            RejectReason::UnknownCurrency(_) => "unknown_currency",
+            RejectReason::InvalidValue { .. } => "invalid_value",
+        }
+    }
+
+    /// Every code, for pre-registering metric series.
+    pub const CODES: [&'static str; 14] = [
+        "not_utf8",
+        "invalid_json",
+        "not_an_object",
+        "missing_field",
+        "wrong_type",
+        "empty_customer_id",
+        "customer_id_too_long",
+        "bad_timestamp",
+        "timestamp_without_zone",
+        "unknown_type",
+        "negative_value",
+        "out_of_range",
+        "unknown_currency",
+        "invalid_value",
+    ];
+}
+
+/// What the decoder needs to know: the reporting currency and the rates.
+#[derive(Debug, Clone)]
+pub struct DecodeConfig {
+    /// ISO 4217 code money is reported in.
+    pub reporting_currency: String,
+    /// Minor units of the reporting currency per minor unit of the key.
+    pub currency_rates: FxHashMap<String, f64>,
+}
+
+impl Default for DecodeConfig {
+    fn default() -> Self {
+        Self {
+            reporting_currency: "USD".into(),
+            currency_rates: FxHashMap::default(),
+        }
+    }
+}
+
+/// A JSON value as the decoder sees it: enough to give typed reasons
+/// without building a `serde_json::Value` tree.
+#[derive(Debug)]
+enum Val<'a> {
+    Str(Cow<'a, str>),
+    Int(i64),
+    Float(f64),
+    Bool,
+    Null,
+    Compound,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Val<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Val<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Val<'a>, E> {
+                Ok(Val::Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Val<'a>, E> {
+                Ok(Val::Str(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Val<'a>, E> {
+                Ok(Val::Str(Cow::Owned(v)))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Val<'a>, E> {
+                Ok(Val::Int(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Val<'a>, E> {
+                Ok(i64::try_from(v)
+                    .map(Val::Int)
+                    .unwrap_or(Val::Float(v as f64)))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Val<'a>, E> {
+                Ok(Val::Float(v))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Val<'a>, E> {
+                Ok(Val::Bool)
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Val<'a>, E> {
+                Ok(Val::Null)
+            }
+            fn visit_none<E: de::Error>(self) -> Result<Val<'a>, E> {
+                Ok(Val::Null)
+            }
+            fn visit_some<D2: Deserializer<'de>>(self, d: D2) -> Result<Val<'a>, D2::Error> {
+                Val::deserialize(d)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Val<'a>, A::Error> {
+                while a.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Val::Compound)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Val<'a>, A::Error> {
+                while a.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Val::Compound)
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
+}
+
+/// The raw object. Unknown fields are ignored; duplicate keys are invalid JSON.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Raw<'a> {
+    #[serde(rename = "type", borrow)]
+    ty: Option<Val<'a>>,
+    #[serde(borrow)]
+    customer_id: Option<Val<'a>>,
+    #[serde(borrow)]
+    ts: Option<Val<'a>>,
+    #[serde(borrow)]
+    event_id: Option<Val<'a>>,
+    #[serde(borrow)]
+    segment: Option<Val<'a>>,
+    #[serde(borrow)]
+    action: Option<Val<'a>>,
+    #[serde(borrow)]
+    feature: Option<Val<'a>>,
+    #[serde(borrow)]
+    user_id: Option<Val<'a>>,
+    #[serde(borrow)]
+    quantity: Option<Val<'a>>,
+    #[serde(borrow)]
+    plan: Option<Val<'a>>,
+    #[serde(borrow)]
+    mrr: Option<Val<'a>>,
+    #[serde(borrow)]
+    currency: Option<Val<'a>>,
+    #[serde(borrow)]
+    previous_plan: Option<Val<'a>>,
+    #[serde(borrow)]
+    previous_mrr: Option<Val<'a>>,
+    #[serde(borrow)]
+    reason: Option<Val<'a>>,
+    #[serde(borrow)]
+    attempt: Option<Val<'a>>,
+    #[serde(borrow)]
+    amount: Option<Val<'a>>,
+    #[serde(borrow)]
+    cancel_kind: Option<Val<'a>>,
+    #[serde(borrow)]
+    score: Option<Val<'a>>,
+    #[serde(borrow)]
+    severity: Option<Val<'a>>,
+    #[serde(borrow)]
+    ticket_id: Option<Val<'a>>,
+    #[serde(borrow)]
+    status: Option<Val<'a>>,
+}
+
+fn present<'a, 'b>(v: &'b Option<Val<'a>>) -> Option<&'b Val<'a>> {
+    match v {
+        None | Some(Val::Null) => None,
+        Some(v) => Some(v),
+    }
+}
+
+fn req_str<'a, 'b>(v: &'b Option<Val<'a>>, field: &'static str) -> Result<&'b str, RejectReason> {
+    match present(v) {
+        None => Err(RejectReason::MissingField(field)),
+        Some(Val::Str(s)) => Ok(s),
+        Some(_) => Err(RejectReason::WrongType {
+            field,
+            expected: "a string",
+        }),
+    }
+}
+
+fn opt_str(v: &Option<Val<'_>>, field: &'static str) -> Result<Option<Box<str>>, RejectReason> {
+    match present(v) {
+        None => Ok(None),
+        Some(Val::Str(s)) => Ok(Some(Box::from(s.as_ref()))),
+        Some(_) => Err(RejectReason::WrongType {
+            field,
+            expected: "a string",
+        }),
+    }
+}
+
+fn opt_num(v: &Option<Val<'_>>, field: &'static str) -> Result<Option<f64>, RejectReason> {
+    match present(v) {
+        None => Ok(None),
+        Some(Val::Int(i)) => Ok(Some(*i as f64)),
+        Some(Val::Float(f)) if f.is_finite() => Ok(Some(*f)),
+        Some(_) => Err(RejectReason::WrongType {
+            field,
+            expected: "a number",
+        }),
+    }
+}
+
+/// Money: a non-negative integer in minor units.
+fn opt_money(v: &Option<Val<'_>>, field: &'static str) -> Result<Option<i64>, RejectReason> {
+    let n = match present(v) {
+        None => return Ok(None),
+        Some(Val::Int(i)) => *i,
+        Some(Val::Float(f)) if f.fract() == 0.0 && f.abs() < 9.0e15 => *f as i64,
+        Some(_) => {
+            return Err(RejectReason::WrongType {
+                field,
+                expected: "an integer amount in minor units (cents)",
+            });
+        }
+    };
+    if n < 0 {
+        return Err(RejectReason::Negative(field));
+    }
+    Ok(Some(n))
+}
+
+fn req_money(v: &Option<Val<'_>>, field: &'static str) -> Result<i64, RejectReason> {
+    opt_money(v, field)?.ok_or(RejectReason::MissingField(field))
+}
+
+fn score(v: &Option<Val<'_>>, min: u8, max: u8) -> Result<u8, RejectReason> {
+    let field = "score";
+    let s = opt_num(v, field)?.ok_or(RejectReason::MissingField(field))?;
+    if s.fract() != 0.0 {
+        return Err(RejectReason::WrongType {
+            field,
+            expected: "an integer",
+        });
+    }
+    if s < f64::from(min) || s > f64::from(max) {
+        return Err(RejectReason::OutOfRange {
+            field,
+            value: s,
+            min,
+            max,
+        });
+    }
+    Ok(s as u8)
+}
+
+/// Decodes one message or JSONL line.
+pub fn decode(bytes: &[u8], cfg: &DecodeConfig) -> Result<Event, RejectReason> {
+    let text = std::str::from_utf8(bytes).map_err(|_| RejectReason::NotUtf8)?;
+    decode_str(text, cfg)
+}
+
+/// Decodes one JSON object.
+pub fn decode_str(text: &str, cfg: &DecodeConfig) -> Result<Event, RejectReason> {
+    let trimmed = text.trim_start();
+    if !trimmed.starts_with('{') {
+        // Distinguish "valid JSON but not an object" from garbage.
+        return match serde_json::from_str::<IgnoredAny>(text) {
+            Ok(_) => Err(RejectReason::NotAnObject),
+            Err(e) => Err(RejectReason::InvalidJson(e.to_string())),
+        };
+    }
+    let raw: Raw<'_> =
+        serde_json::from_str(text).map_err(|e| RejectReason::InvalidJson(e.to_string()))?;
+
+    let customer_id = req_str(&raw.customer_id, "customer_id")?;
+    if customer_id.is_empty() {
+        return Err(RejectReason::EmptyCustomerId);
+    }
+    if customer_id.len() > MAX_CUSTOMER_ID_BYTES {
+        return Err(RejectReason::CustomerIdTooLong(customer_id.len()));
+    }
+    let ty = req_str(&raw.ty, "type")?;
+    let ts = parse_ts(req_str(&raw.ts, "ts")?)?;
+    let event_id = opt_str(&raw.event_id, "event_id")?;
+    let segment = opt_str(&raw.segment, "segment")?;
+
+    let kind = match ty {
+        "usage" => {
+            let quantity = opt_num(&raw.quantity, "quantity")?.unwrap_or(1.0);
+            if quantity < 0.0 {
+                return Err(RejectReason::Negative("quantity"));
+            }
+            EventKind::Usage {
+                action: Box::from(req_str(&raw.action, "action")?),
+                feature: opt_str(&raw.feature, "feature")?,
+                user_id: opt_str(&raw.user_id, "user_id")?,
+                quantity,
+            }
+        }
+        "subscription_started"
+        | "subscription_renewed"
+        | "plan_changed"
+        | "payment_failed"
+        | "payment_succeeded"
+        | "refund_issued"
+        | "subscription_cancelled" => decode_billing(ty, &raw, cfg)?,
+        "nps" => EventKind::Nps {
+            score: score(&raw.score, 0, 10)?,
+        },
+        "csat" => EventKind::Csat {
+            score: score(&raw.score, 1, 5)?,
+        },
+        "ces" => EventKind::Ces {
+            score: score(&raw.score, 1, 7)?,
+        },
+        "support_ticket" => {
+            let severity = match opt_str(&raw.severity, "severity")?.as_deref() {
+                None | Some("normal") => Severity::Normal,
+                Some("low") => Severity::Low,
+                Some("high") => Severity::High,
+                Some("urgent") => Severity::Urgent,
+                Some(other) => {
+                    return Err(RejectReason::InvalidValue {
+                        field: "severity",
+                        value: other.into(),
+                        expected: "low, normal, high or urgent",
+                    });
+                }
+            };
+            let resolved = match opt_str(&raw.status, "status")?.as_deref() {
+                None | Some("opened") => false,
+                Some("resolved") => true,
+                Some(other) => {
+                    return Err(RejectReason::InvalidValue {
+                        field: "status",
+                        value: other.into(),
+                        expected: "opened or resolved",
+                    });
+                }
+            };
+            EventKind::SupportTicket {
+                severity,
+                ticket_id: opt_str(&raw.ticket_id, "ticket_id")?,
+                resolved,
+            }
+        }
+        other => return Err(RejectReason::UnknownType(other.chars().take(64).collect())),
+    };
+    Ok(Event {
+        customer_id: Box::from(customer_id),
+        ts,
+        event_id,
+        segment,
+        kind,
+    })
+}
+
+fn decode_billing(ty: &str, raw: &Raw<'_>, cfg: &DecodeConfig) -> Result<EventKind, RejectReason> {
+    let rate = match opt_str(&raw.currency, "currency")?.as_deref() {
+        None => 1.0,
+        Some(c) if c == cfg.reporting_currency => 1.0,
+        Some(c) => *cfg
+            .currency_rates
+            .get(c)
+            .ok_or_else(|| RejectReason::UnknownCurrency(c.chars().take(16).collect()))?,
+    };
+    let conv = |m: Option<i64>| m.map(|m| (m as f64 * rate).round() as i64);
+    Ok(match ty {
+        "subscription_started" => EventKind::SubscriptionStarted {
+            plan: Box::from(req_str(&raw.plan, "plan")?),
+            mrr: conv(Some(req_money(&raw.mrr, "mrr")?)).unwrap_or(0),
+        },
+        "subscription_renewed" => EventKind::SubscriptionRenewed {
+            plan: opt_str(&raw.plan, "plan")?,
+            mrr: conv(opt_money(&raw.mrr, "mrr")?),
+        },
+        "plan_changed" => EventKind::PlanChanged {
+            plan: Box::from(req_str(&raw.plan, "plan")?),
+            mrr: conv(Some(req_money(&raw.mrr, "mrr")?)).unwrap_or(0),
+            previous_plan: opt_str(&raw.previous_plan, "previous_plan")?,
+            previous_mrr: conv(opt_money(&raw.previous_mrr, "previous_mrr")?),
+        },
+        "payment_failed" => {
+            let attempt = match opt_num(&raw.attempt, "attempt")? {
+                None => None,
+                Some(a) if a >= 1.0 && a.fract() == 0.0 && a <= f64::from(u32::MAX) => {
+                    Some(a as u32)
+                }
+                Some(_) => {
+                    return Err(RejectReason::WrongType {
+                        field: "attempt",
+                        expected: "a positive integer",
+                    });
+                }
+            };
+            EventKind::PaymentFailed {
+                mrr: conv(opt_money(&raw.mrr, "mrr")?),
+                reason: opt_str(&raw.reason, "reason")?,
+                attempt,
+            }
+        }
+        "payment_succeeded" => EventKind::PaymentSucceeded {
+            amount: conv(opt_money(&raw.amount, "amount")?),
+        },
+        "refund_issued" => EventKind::RefundIssued {
+            amount: conv(opt_money(&raw.amount, "amount")?),
+        },
+        _ => {
+            let cancel_kind = match opt_str(&raw.cancel_kind, "cancel_kind")?.as_deref() {
+                None | Some("voluntary") => CancelKind::Voluntary,
+                Some("involuntary") => CancelKind::Involuntary,
+                Some(other) => {
+                    return Err(RejectReason::InvalidValue {
+                        field: "cancel_kind",
+                        value: other.into(),
+                        expected: "voluntary or involuntary",
+                    });
+                }
+            };
+            EventKind::SubscriptionCancelled {
+                reason: opt_str(&raw.reason, "reason")?,
+                cancel_kind,
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn d(s: &str) -> Result<Event, RejectReason> {
+        let mut cfg = DecodeConfig::default();
+        cfg.currency_rates.insert("EUR".into(), 1.1);
+        decode_str(s, &cfg)
+    }
+
+    fn code(s: &str) -> &'static str {
+        d(s).expect_err("should be rejected").code()
+    }
+
+    #[test]
+    fn decodes_every_contract_example() {
+        let e = d(r#"{"type":"usage","customer_id":"c-4821","user_id":"u-77","action":"report_exported","feature":"reports","quantity":1,"ts":"2026-11-24T10:00:00Z","event_id":"e-123"}"#).unwrap();
+        assert_eq!(&*e.customer_id, "c-4821");
+        assert_eq!(format_ts(e.ts), "2026-11-24T10:00:00Z");
+        assert!(matches!(e.kind, EventKind::Usage { quantity, .. } if quantity == 1.0));
+        let e = d(r#"{"type":"payment_failed","customer_id":"c-4821","plan":"pro","mrr":4900,"currency":"USD","reason":"card_declined","ts":"2026-11-24T10:00:00Z"}"#).unwrap();
+        assert!(matches!(
+            e.kind,
+            EventKind::PaymentFailed {
+                mrr: Some(4900),
+                ..
+            }
+        ));
+        let e = d(
+            r#"{"type":"nps","customer_id":"c-4821","score":4,"ts":"2026-11-24T10:00:00+01:00"}"#,
+        )
+        .unwrap();
+        assert_eq!(format_ts(e.ts), "2026-11-24T09:00:00Z");
+        let e = d(r#"{"type":"subscription_started","customer_id":"c","plan":"pro","mrr":1000,"currency":"EUR","ts":"2026-11-24T10:00:00Z","extra":{"x":[1,2]}}"#).unwrap();
+        assert!(matches!(
+            e.kind,
+            EventKind::SubscriptionStarted { mrr: 1100, .. }
+        ));
+        let e = d(r#"{"type":"support_ticket","customer_id":"c","ts":"2026-11-24T10:00:00Z","severity":"urgent","ticket_id":"t1","status":"resolved"}"#).unwrap();
+        assert!(matches!(
+            e.kind,
+            EventKind::SupportTicket {
+                severity: Severity::Urgent,
+                resolved: true,
+                ..
+            }
+        ));
+        let e = d(r#"{"type":"subscription_cancelled","customer_id":"c","ts":"2026-11-24T10:00:00Z","cancel_kind":"involuntary"}"#).unwrap();
+        assert!(matches!(
+            e.kind,
+            EventKind::SubscriptionCancelled {
+                cancel_kind: CancelKind::Involuntary,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn each_bad_input_has_its_own_reason() {
+        let ok_tail = r#""ts":"2026-11-24T10:00:00Z","action":"login""#;
+        assert_eq!(code("{not json"), "invalid_json");
+        assert_eq!(code("[1,2]"), "not_an_object");
+        assert_eq!(code("42"), "not_an_object");
+        assert_eq!(
+            code(&format!(r#"{{"type":"usage",{ok_tail}}}"#)),
+            "missing_field"
+        );
+        assert_eq!(
+            code(&format!(r#"{{"type":"usage","customer_id":"",{ok_tail}}}"#)),
+            "empty_customer_id"
+        );
+        assert_eq!(
+            code(&format!(r#"{{"type":"usage","customer_id":7,{ok_tail}}}"#)),
+            "wrong_type"
+        );
+        let long = "x".repeat(257);
+        assert_eq!(
+            code(&format!(
+                r#"{{"type":"usage","customer_id":"{long}",{ok_tail}}}"#
+            )),
+            "customer_id_too_long"
+        );
+        let fine = "x".repeat(256);
+        assert!(
+            d(&format!(
+                r#"{{"type":"usage","customer_id":"{fine}",{ok_tail}}}"#
+            ))
+            .is_ok()
+        );
+        assert_eq!(
+            code(r#"{"type":"usage","customer_id":"c","ts":"yesterday","action":"a"}"#),
+            "bad_timestamp"
+        );
+        assert_eq!(
+            code(r#"{"type":"usage","customer_id":"c","ts":"2026-11-24T10:00:00","action":"a"}"#),
+            "timestamp_without_zone"
+        );
+        assert_eq!(
+            code(r#"{"type":"bogus","customer_id":"c","ts":"2026-11-24T10:00:00Z"}"#),
+            "unknown_type"
+        );
+        assert_eq!(
+            code(&format!(
+                r#"{{"type":"usage","customer_id":"c",{ok_tail},"quantity":-1}}"#
+            )),
+            "negative_value"
+        );
+        assert_eq!(
+            code(&format!(
+                r#"{{"type":"usage","customer_id":"c",{ok_tail},"quantity":"many"}}"#
+            )),
+            "wrong_type"
+        );
+        assert_eq!(
+            code(
+                r#"{"type":"subscription_started","customer_id":"c","ts":"2026-11-24T10:00:00Z","plan":"p","mrr":-5}"#
+            ),
+            "negative_value"
+        );
+        assert_eq!(
+            code(
+                r#"{"type":"subscription_started","customer_id":"c","ts":"2026-11-24T10:00:00Z","plan":"p","mrr":"lots"}"#
+            ),
+            "wrong_type"
+        );
+        assert_eq!(
+            code(r#"{"type":"nps","customer_id":"c","ts":"2026-11-24T10:00:00Z","score":11}"#),
+            "out_of_range"
+        );
+        assert_eq!(
+            code(r#"{"type":"csat","customer_id":"c","ts":"2026-11-24T10:00:00Z","score":0}"#),
+            "out_of_range"
+        );
+        assert_eq!(
+            code(
+                r#"{"type":"subscription_started","customer_id":"c","ts":"2026-11-24T10:00:00Z","plan":"p","mrr":5,"currency":"XYZ"}"#
+            ),
+            "unknown_currency"
+        );
+        assert_eq!(
+            code(
+                r#"{"type":"support_ticket","customer_id":"c","ts":"2026-11-24T10:00:00Z","severity":"meh"}"#
+            ),
+            "invalid_value"
+        );
+        assert_eq!(
+            decode(&[0xff, 0xfe], &DecodeConfig::default())
+                .unwrap_err()
+                .code(),
+            "not_utf8"
+        );
+    }
+
+    #[test]
+    fn reject_messages_tell_what_to_do() {
+        let e = d(r#"{"type":"usage","customer_id":"c","ts":"2026-11-24T10:00:00","action":"a"}"#)
+            .unwrap_err();
+        assert!(e.to_string().contains("add `Z`"), "{e}");
+        let e = d(r#"{"type":"subscription_started","customer_id":"c","ts":"2026-11-24T10:00:00Z","plan":"p","mrr":5,"currency":"XYZ"}"#).unwrap_err();
+        assert!(e.to_string().contains("currency_rates"), "{e}");
+    }
+
+    const VALID: &str = r#"{"type":"usage","customer_id":"c-1","user_id":"u-7","action":"login","feature":"reports","quantity":2.5,"ts":"2026-11-24T10:00:00Z","event_id":"e-1"}"#;
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = decode(&bytes, &DecodeConfig::default());
+        }
+
+        #[test]
+        fn mutated_valid_events_never_panic(pos in 0usize..VALID.len(), len in 0usize..12, ins in "[ -~]{0,8}") {
+            let mut s = VALID.as_bytes().to_vec();
+            let end = (pos + len).min(s.len());
+            s.splice(pos..end, ins.bytes());
+            let _ = decode(&s, &DecodeConfig::default());
+        }
+
+        #[test]
+        fn valid_events_roundtrip_their_fields(cid in "[a-z0-9-]{1,40}", q in 0.0f64..1e6, secs in 0i64..4_000_000_000i64) {
+            let ts = format_ts(secs * 1000);
+            let line = serde_json::json!({"type":"usage","customer_id":cid,"action":"a","quantity":q,"ts":ts}).to_string();
+            let e = decode_str(&line, &DecodeConfig::default()).unwrap();
+            prop_assert_eq!(&*e.customer_id, cid.as_str());
+            prop_assert_eq!(e.ts, secs * 1000);
+        }
+    }
+}
