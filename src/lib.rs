@@ -3,8 +3,16 @@
 //! # Layout
 //! - [`event`]: the input contract of `shared/EVENTS.md`: typed events and the decoder with typed rejects.
 //! - [`config`]: raw config (file + env + flags) validated into the typed config, every error at once.
-//! - [`signals`]: the alert catalogue and one pure function per alert family.
+//! - [`engine`]: sans-IO per-customer state, rolling windows, reorder buffer, timers and the daily sweep.
+//! - [`signals`]: the alert catalogue, one pure function per alert family, and the health score.
+//! - [`alert`]: alert transitions and their CloudEvents wire format with deterministic ids.
+//! - [`backtest`]: the `backtest` command: replay a JSONL file, write alerts, customers, rejects and a summary.
+//! - [`business`]: the retention ledger: churn, CRR, MRR movements, GRR/NRR, NPS, LTV per period.
 
+pub mod alert;
+pub mod backtest;
+pub mod business;
 pub mod config;
+pub mod engine;
 pub mod event;
 pub mod signals;

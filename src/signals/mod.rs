@@ -84,7 +84,7 @@ impl AlertKind {
         };
         match self {
             AlertKind::EngagementDrop => p("warning", 0.5, 0.3, 5.0, 21),
-            AlertKind::Inactivity => p("warning", 3.0, 0.0, 3.0, 7),
+            AlertKind::Inactivity => p("warning", 3.0, 0.0, 1.0, 7),
             AlertKind::SeatContraction => p("warning", 0.4, 0.2, 3.0, 21),
             AlertKind::KeyFeatureUnused => p("info", 0.0, 0.0, 0.0, 14),
             AlertKind::Downgrade => p("warning", 0.01, 0.0, 0.0, 30),
@@ -95,3 +95,112 @@ impl AlertKind {
         }
     }
 }
+
+pub mod billing;
+pub mod engagement;
+pub mod feedback;
+pub mod health;
+pub mod inactivity;
+
+use crate::engine::customer::Customer;
+use crate::event::Ts;
+
+/// How the whole customer base (of one plan) moved: keeps a quiet week that
+/// everyone shares from firing, and judges customers with little history.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Population {
+    /// Median over customers of current-week / own-baseline activity, capped at 1.
+    pub activity_factor: f64,
+    /// The same for distinct active users.
+    pub seat_factor: f64,
+    /// Median typical gap between active days, in days.
+    pub typical_gap_days: f64,
+    /// Quantiles (0%, 1%, ..., 100%) of current-week events across customers.
+    pub weekly_events_quantiles: Vec<f64>,
+    /// Customers the context was computed from.
+    pub customers: u64,
+}
+
+impl Default for Population {
+    fn default() -> Self {
+        Self {
+            activity_factor: 1.0,
+            seat_factor: 1.0,
+            typical_gap_days: 2.0,
+            weekly_events_quantiles: Vec::new(),
+            customers: 0,
+        }
+    }
+}
+
+impl Population {
+    /// Fraction of the population whose weekly events are below `v` (0..=1),
+    /// `None` without a population.
+    pub fn percentile_of(&self, v: f64) -> Option<f64> {
+        let q = &self.weekly_events_quantiles;
+        if q.is_empty() {
+            return None;
+        }
+        let below = q.partition_point(|x| *x < v);
+        Some(below as f64 / q.len() as f64)
+    }
+}
+
+/// Everything a signal reads besides the customer.
+#[derive(Debug, Clone, Copy)]
+pub struct Ctx<'a> {
+    /// Evaluation instant (event time).
+    pub now: Ts,
+    /// UTC day of `now`; windows end at the start of this day (exclusive)
+    /// unless `now` is exactly midnight, where they end at `now`.
+    pub today: i32,
+    /// Population context of the customer's plan.
+    pub pop: &'a Population,
+    /// The alert's tunables for the customer's plan.
+    pub params: &'a AlertParams,
+    /// Whether the alert is firing now (for hysteresis).
+    pub firing: bool,
+    /// Configured dunning grace.
+    pub dunning_grace: Ts,
+    /// Configured key features.
+    pub key_features: &'a [String],
+}
+
+/// A condition that holds: the alert should be firing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finding {
+    /// Event-time instant the condition began.
+    pub starts_at: Ts,
+    /// One human line with the numbers.
+    pub summary: String,
+    /// The numbers.
+    pub evidence: serde_json::Value,
+}
+
+/// Evaluates one alert for one customer: `Some` when it should be firing.
+pub fn evaluate(kind: AlertKind, c: &Customer, ctx: &Ctx<'_>) -> Option<Finding> {
+    match kind {
+        AlertKind::EngagementDrop => engagement::engagement_drop(c, ctx),
+        AlertKind::SeatContraction => engagement::seat_contraction(c, ctx),
+        AlertKind::Inactivity => inactivity::inactivity(c, ctx),
+        AlertKind::KeyFeatureUnused => inactivity::key_feature_unused(c, ctx),
+        AlertKind::Downgrade => billing::downgrade(c, ctx),
+        AlertKind::PaymentFailed => billing::payment_failed(c, ctx),
+        AlertKind::Churned => billing::churned(c, ctx),
+        AlertKind::Detractor => feedback::detractor(c, ctx),
+        AlertKind::SupportSpike => feedback::support_spike(c, ctx),
+    }
+}
+
+/// Rounds to one decimal for evidence.
+pub(crate) fn r1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+/// Percent, rounded to an integer.
+pub(crate) fn pct(x: f64) -> i64 {
+    (x * 100.0).round() as i64
+}
+
+#[cfg(test)]
+mod tests;

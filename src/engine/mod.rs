@@ -1,0 +1,1303 @@
+//! The sans-IO engine: no Kafka, no clock, no sockets. Events go in with
+//! [`Engine::ingest`], time goes forward with [`Engine::advance_to`] /
+//! [`Engine::finish`], alert transitions come out of [`Engine::take_alerts`].
+//!
+//! Determinism: on-time events wait in a reorder buffer until the watermark
+//! (highest `ts` seen minus `allowed_lateness`) passes them, and are then
+//! applied in event-time order together with the timers (inactivity, dunning
+//! expiry, ...) and the daily sweep (window signals). So any arrival order
+//! within the allowed lateness gives the same state and byte-identical alerts.
+
+pub mod customer;
+pub mod window;
+
+use std::cmp::{Ordering, Reverse};
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::Arc;
+
+use hashbrown::HashTable;
+use rustc_hash::{FxBuildHasher, FxHashMap};
+use serde::Serialize;
+
+use crate::alert::{AlertEvent, AlertStatus};
+use crate::business::{Fact, Ledger, PeriodReport};
+use crate::config::Config;
+use crate::event::{CancelKind, DAY_MS, Event, EventKind, Ts, format_ts};
+use crate::signals::health::{self, Health};
+use crate::signals::{self, AlertKind, Ctx, Finding, Population};
+
+use customer::{Billing, Customer, Feedback, Firing, NEVER, SubStatus, Ticket};
+use window::day_of;
+
+/// What happened to an ingested event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// Accepted; applied when the watermark passes it.
+    Buffered,
+    /// Older than the watermark: applied at once where it still can be.
+    Late,
+    /// Its `event_id` was seen within the dedup horizon: dropped.
+    Duplicate,
+    /// After the backtest's `--until`: not applied.
+    AfterUntil,
+}
+
+/// Counters of what the engine did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Stats {
+    /// Events handed to `ingest`.
+    pub ingested: u64,
+    /// Events applied to state.
+    pub applied: u64,
+    /// Events later than the allowed lateness.
+    pub late: u64,
+    /// Events dropped as duplicates.
+    pub duplicates: u64,
+    /// Events after `--until`.
+    pub after_until: u64,
+    /// Applied events by type.
+    pub by_type: BTreeMap<&'static str, u64>,
+    /// Alert transitions by alert and status.
+    pub alerts: BTreeMap<String, u64>,
+}
+
+/// An event waiting in the reorder buffer, ordered by (ts, customer, type,
+/// event_id, arrival) so the apply order does not depend on arrival order.
+struct Pending {
+    ev: Event,
+    seq: u64,
+    type_ix: u8,
+}
+
+impl PartialEq for Pending {
+    fn eq(&self, o: &Self) -> bool {
+        self.cmp(o) == Ordering::Equal
+    }
+}
+impl Eq for Pending {}
+impl PartialOrd for Pending {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Pending {
+    fn cmp(&self, o: &Self) -> Ordering {
+        (
+            self.ev.ts,
+            &self.ev.customer_id,
+            self.type_ix,
+            &self.ev.event_id,
+            self.seq,
+        )
+            .cmp(&(o.ev.ts, &o.ev.customer_id, o.type_ix, &o.ev.event_id, o.seq))
+    }
+}
+
+/// Interns plan and segment names; id 0 is "none".
+#[derive(Debug, Default)]
+struct Names {
+    names: Vec<Box<str>>,
+    ids: FxHashMap<Box<str>, u16>,
+}
+
+impl Names {
+    fn id(&mut self, s: &str) -> u16 {
+        if let Some(&i) = self.ids.get(s) {
+            return i;
+        }
+        if self.names.is_empty() {
+            self.names.push("none".into());
+        }
+        let i = u16::try_from(self.names.len()).unwrap_or(u16::MAX);
+        if i == u16::MAX {
+            return 0; // beyond 65k distinct names: folded into "none"
+        }
+        self.names.push(s.into());
+        self.ids.insert(s.into(), i);
+        i
+    }
+    fn name(&self, i: u16) -> Option<&str> {
+        if i == 0 {
+            None
+        } else {
+            self.names.get(usize::from(i)).map(|s| &**s)
+        }
+    }
+}
+
+/// One row of `--customers-out` (and of the at-risk API).
+#[derive(Debug, Clone, Serialize)]
+pub struct CustomerRow {
+    /// Id.
+    pub customer_id: Box<str>,
+    /// 0..=100.
+    pub health_score: u8,
+    /// `low`, `medium`, `high`.
+    pub risk: &'static str,
+    /// Firing alert names, sorted.
+    pub firing: Vec<&'static str>,
+    /// Plan.
+    pub plan: Option<Box<str>>,
+    /// Segment.
+    pub segment: Option<Box<str>>,
+    /// MRR, null without billing.
+    pub mrr: Option<i64>,
+    /// Reporting currency.
+    pub currency: String,
+    /// Latest usage (RFC 3339), null without usage.
+    pub last_seen: Option<String>,
+    /// Lifecycle stage.
+    pub lifecycle: &'static str,
+    /// Points deducted per signal.
+    pub breakdown: BTreeMap<&'static str, u8>,
+    /// MRR at risk: the MRR of a customer with risk high or an alert firing.
+    #[serde(skip)]
+    pub mrr_at_risk: i64,
+}
+
+/// Prometheus view of one (plan, segment) group.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct GroupSnapshot {
+    /// Plan name or `none`.
+    pub plan: String,
+    /// Segment name or `none`.
+    pub segment: String,
+    /// Customers in the group.
+    pub customers: u64,
+    /// Customers by lifecycle.
+    pub by_lifecycle: BTreeMap<&'static str, u64>,
+    /// Customers by risk.
+    pub by_risk: BTreeMap<&'static str, u64>,
+    /// Customers with each alert firing.
+    pub firing: BTreeMap<&'static str, u64>,
+    /// MRR of subscribed customers.
+    pub mrr: i64,
+    /// MRR of customers at risk.
+    pub mrr_at_risk: i64,
+    /// Sum of health scores (for averages).
+    pub health_sum: u64,
+}
+
+/// Gauges for Prometheus.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Snapshot {
+    /// One entry per (plan, segment).
+    pub groups: Vec<GroupSnapshot>,
+}
+
+/// Lifecycle stages, for pre-registering metrics.
+pub const LIFECYCLES: [&str; 6] = [
+    "new",
+    "active",
+    "at_risk",
+    "dormant",
+    "churned",
+    "reactivated",
+];
+/// Risk bands.
+pub const RISKS: [&str; 3] = ["low", "medium", "high"];
+
+/// The engine.
+pub struct Engine {
+    cfg: Arc<Config>,
+    index: HashTable<u32>,
+    customers: Vec<Customer>,
+    hasher: FxBuildHasher,
+    plans: Names,
+    segments: Names,
+    buffer: BinaryHeap<Reverse<Pending>>,
+    timers: BinaryHeap<Reverse<(Ts, u32)>>,
+    dedup: FxHashMap<u64, Ts>,
+    dedup_queue: VecDeque<(Ts, u64)>,
+    max_ts: Option<Ts>,
+    watermark: Ts,
+    clock: Ts,
+    next_sweep: Ts,
+    until: Option<Ts>,
+    population: FxHashMap<u16, Population>,
+    overall: Population,
+    ledger: Ledger,
+    staged: Vec<AlertEvent>,
+    out: Vec<AlertEvent>,
+    stats: Stats,
+}
+
+/// Plans with fewer customers than this use the overall population context.
+const MIN_PLAN_POPULATION: u64 = 20;
+
+impl Engine {
+    /// A fresh engine.
+    pub fn new(cfg: Arc<Config>) -> Self {
+        Self {
+            cfg,
+            index: HashTable::new(),
+            customers: Vec::new(),
+            hasher: FxBuildHasher,
+            plans: Names::default(),
+            segments: Names::default(),
+            buffer: BinaryHeap::new(),
+            timers: BinaryHeap::new(),
+            dedup: FxHashMap::default(),
+            dedup_queue: VecDeque::new(),
+            max_ts: None,
+            watermark: Ts::MIN,
+            clock: Ts::MIN,
+            next_sweep: Ts::MIN,
+            until: None,
+            population: FxHashMap::default(),
+            overall: Population::default(),
+            ledger: Ledger::new(),
+            staged: Vec::new(),
+            out: Vec::new(),
+            stats: Stats::default(),
+        }
+    }
+
+    /// Events with `ts` after `until` are not applied (backtest `--until`).
+    pub fn set_until(&mut self, until: Option<Ts>) {
+        self.until = until;
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Feeds one decoded event, in arrival order. `seq` is the caller's
+    /// unique arrival number (e.g. to map back to a Kafka offset).
+    pub fn ingest(&mut self, ev: Event, seq: u64) -> Disposition {
+        self.stats.ingested += 1;
+        if self.until.is_some_and(|u| ev.ts > u) {
+            self.stats.after_until += 1;
+            return Disposition::AfterUntil;
+        }
+        if let Some(id) = &ev.event_id {
+            let mut h = self.hasher.build_hasher();
+            ev.customer_id.hash(&mut h);
+            0xffu8.hash(&mut h);
+            id.hash(&mut h);
+            let key = h.finish();
+            match self.dedup.get(&key) {
+                Some(&first) if (ev.ts - first).abs() <= self.cfg.dedup_horizon => {
+                    self.stats.duplicates += 1;
+                    return Disposition::Duplicate;
+                }
+                _ => {
+                    self.dedup.insert(key, ev.ts);
+                    self.dedup_queue.push_back((ev.ts, key));
+                }
+            }
+        }
+        if self.next_sweep == Ts::MIN {
+            self.next_sweep = (day_of(ev.ts) as Ts + 1) * DAY_MS;
+        }
+        if ev.ts < self.watermark {
+            self.stats.late += 1;
+            let now = self.clock.max(ev.ts);
+            self.apply(ev, now);
+            self.flush_staged();
+            return Disposition::Late;
+        }
+        let type_ix = crate::event::EVENT_TYPES
+            .iter()
+            .position(|t| *t == ev.kind.type_name())
+            .unwrap_or(0) as u8;
+        let ts = ev.ts;
+        self.buffer.push(Reverse(Pending { ev, seq, type_ix }));
+        if self.max_ts.is_none_or(|m| ts > m) {
+            self.max_ts = Some(ts);
+            let wm = ts.saturating_sub(self.cfg.allowed_lateness);
+            if wm > self.watermark {
+                self.watermark = wm;
+                self.process(wm, false);
+            }
+        }
+        Disposition::Buffered
+    }
+
+    /// Moves the event-time clock forward to `ts` (idle partitions):
+    /// applies due events and fires due time-based alerts.
+    pub fn advance_to(&mut self, ts: Ts) {
+        if ts > self.watermark {
+            self.watermark = ts;
+            self.process(ts, false);
+        }
+    }
+
+    /// End of input: applies everything buffered and runs the clock to
+    /// `until` (or to the last event time) so that alerts due by then fire.
+    pub fn finish(&mut self, until: Option<Ts>) {
+        let end = until.or(self.max_ts).unwrap_or(self.watermark);
+        self.watermark = self.watermark.max(end);
+        self.process(end, true);
+    }
+
+    /// Alert transitions produced since the last call, in the order they happened.
+    pub fn take_alerts(&mut self) -> Vec<AlertEvent> {
+        std::mem::take(&mut self.out)
+    }
+
+    /// Arrival numbers ingested but not yet applied.
+    pub fn pending_seqs(&self) -> Vec<u64> {
+        self.buffer.iter().map(|p| p.0.seq).collect()
+    }
+
+    /// Current watermark (`i64::MIN` before any event).
+    pub fn watermark(&self) -> Ts {
+        self.watermark
+    }
+
+    /// Highest event time seen.
+    pub fn max_ts(&self) -> Option<Ts> {
+        self.max_ts
+    }
+
+    /// Event time state was last evaluated at.
+    pub fn clock(&self) -> Ts {
+        self.clock
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Customers tracked.
+    pub fn customer_count(&self) -> usize {
+        self.customers.len()
+    }
+
+    /// Approximate bytes of state.
+    pub fn state_bytes(&self) -> usize {
+        self.customers.iter().map(Customer::bytes).sum::<usize>()
+            + self.index.capacity() * 5
+            + self.buffer.len() * std::mem::size_of::<Pending>()
+            + self.dedup.capacity() * 17
+    }
+
+    /// Business metrics over `[start, end)`.
+    pub fn business(&self, start: Ts, end: Ts) -> PeriodReport {
+        self.ledger.report(start, end)
+    }
+
+    /// Business metrics over the rolling `metrics_window` ending at the clock.
+    pub fn business_rolling(&self) -> PeriodReport {
+        let end = self.now();
+        self.ledger.report(end - self.cfg.metrics_window, end)
+    }
+
+    /// Business metrics per calendar month up to the clock.
+    pub fn business_monthly(&self) -> Vec<PeriodReport> {
+        self.ledger.monthly(self.now())
+    }
+
+    /// The population context of a plan (overall for `None`).
+    pub fn population(&self, plan: Option<&str>) -> &Population {
+        let id = plan.and_then(|p| self.plans.ids.get(p).copied());
+        self.pop_for(id.unwrap_or(0))
+    }
+
+    fn now(&self) -> Ts {
+        if self.clock == Ts::MIN {
+            self.max_ts.unwrap_or(0)
+        } else {
+            self.clock
+        }
+    }
+
+    fn find(&self, id: &str) -> Option<u32> {
+        let h = self.hasher.hash_one(id);
+        self.index
+            .find(h, |&ix| &*self.customers[ix as usize].id == id)
+            .copied()
+    }
+
+    fn find_or_insert(&mut self, id: &str, ts: Ts) -> u32 {
+        if let Some(ix) = self.find(id) {
+            return ix;
+        }
+        let ix = self.customers.len() as u32;
+        self.customers.push(Customer::new(id.into(), ts));
+        let h = self.hasher.hash_one(id);
+        let (customers, hasher) = (&self.customers, &self.hasher);
+        self.index
+            .insert_unique(h, ix, |&i| hasher.hash_one(&*customers[i as usize].id));
+        ix
+    }
+
+    /// Runs events, timers and sweeps due before `limit` (up to and including it when `inclusive`), in time order.
+    fn process(&mut self, limit: Ts, inclusive: bool) {
+        let due = |t: Ts| if inclusive { t <= limit } else { t < limit };
+        loop {
+            let ev_t = self.buffer.peek().map(|p| p.0.ev.ts);
+            let tm_t = self.timers.peek().map(|t| t.0.0);
+            let sw_t = (self.next_sweep != Ts::MIN).then_some(self.next_sweep);
+            // Ties: events first, then timers, then the sweep.
+            let next = [
+                ev_t.map(|t| (t, 0)),
+                tm_t.map(|t| (t, 1)),
+                sw_t.map(|t| (t, 2)),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            let Some((t, which)) = next else { break };
+            if !due(t) {
+                break;
+            }
+            self.clock = self.clock.max(t);
+            match which {
+                0 => {
+                    if let Some(Reverse(p)) = self.buffer.pop() {
+                        self.apply(p.ev, t);
+                    }
+                }
+                1 => {
+                    if let Some(Reverse((at, ix))) = self.timers.pop() {
+                        self.on_timer(ix, at);
+                    }
+                }
+                _ => {
+                    self.sweep(t);
+                    self.next_sweep = t + DAY_MS;
+                }
+            }
+        }
+        self.flush_staged();
+    }
+
+    /// Orders this batch's transitions by (time, customer, alert, status) and releases them.
+    fn flush_staged(&mut self) {
+        if self.staged.is_empty() {
+            return;
+        }
+        self.staged.sort_by(|a, b| {
+            (a.time(), &a.customer_id, a.alert, a.status).cmp(&(
+                b.time(),
+                &b.customer_id,
+                b.alert,
+                b.status,
+            ))
+        });
+        for a in &self.staged {
+            *self
+                .stats
+                .alerts
+                .entry(format!("{}/{}", a.alert.name(), a.status.as_str()))
+                .or_default() += 1;
+        }
+        self.out.append(&mut self.staged);
+    }
+
+    fn pop_for(&self, plan: u16) -> &Population {
+        match self.population.get(&plan) {
+            Some(p) if p.customers >= MIN_PLAN_POPULATION => p,
+            _ => &self.overall,
+        }
+    }
+
+    fn plan_of(c: &Customer) -> u16 {
+        c.billing.as_ref().map_or(0, |b| b.plan)
+    }
+
+    /// Applies one event at processing time `now`.
+    fn apply(&mut self, ev: Event, now: Ts) {
+        self.stats.applied += 1;
+        *self.stats.by_type.entry(ev.kind.type_name()).or_default() += 1;
+        let ix = self.find_or_insert(&ev.customer_id, ev.ts);
+        let today = day_of(self.max_ts.unwrap_or(ev.ts).max(ev.ts));
+        let ts = ev.ts;
+        {
+            let c = &mut self.customers[ix as usize];
+            c.last_seen = c.last_seen.max(ts);
+            c.first_seen = c.first_seen.min(ts);
+        }
+        if let Some(seg) = ev.segment.as_deref() {
+            let id = self.segments.id(seg);
+            let c = &mut self.customers[ix as usize];
+            if c.segment != id {
+                c.segment = id;
+                self.ledger.record(
+                    ts,
+                    ix,
+                    Fact::Segment {
+                        segment: seg.into(),
+                    },
+                );
+            }
+        }
+        let kinds: &[AlertKind] = match ev.kind {
+            EventKind::Usage {
+                feature,
+                user_id,
+                quantity,
+                ..
+            } => {
+                let user_hash = user_id.map(|u| self.hasher.hash_one(&*u) as u32);
+                let kf_ix =
+                    feature.and_then(|f| self.cfg.key_features.iter().position(|k| **k == *f));
+                let n_kf = self.cfg.key_features.len();
+                let c = &mut self.customers[ix as usize];
+                c.record_usage(ts, quantity, user_hash, today);
+                if let Some(k) = kf_ix {
+                    let kf = c
+                        .key_features
+                        .get_or_insert_with(|| vec![(NEVER, 0u16, i32::MIN); n_kf].into());
+                    let (last, days, last_day) = &mut kf[k];
+                    *last = (*last).max(ts);
+                    if day_of(ts) != *last_day {
+                        *days = days.saturating_add(1);
+                        *last_day = day_of(ts);
+                    }
+                }
+                &[AlertKind::Inactivity, AlertKind::KeyFeatureUnused]
+            }
+            EventKind::Nps { score } | EventKind::Csat { score } | EventKind::Ces { score } => {
+                let fact = match ev.kind {
+                    EventKind::Nps { .. } => Fact::Nps { score },
+                    EventKind::Csat { .. } => Fact::Csat { score },
+                    _ => Fact::Ces { score },
+                };
+                let c = &mut self.customers[ix as usize];
+                let f = c.feedback.get_or_insert_with(Default::default);
+                let slot = match fact {
+                    Fact::Nps { .. } => &mut f.nps,
+                    Fact::Csat { .. } => &mut f.csat,
+                    _ => &mut f.ces,
+                };
+                if slot.is_none_or(|(_, t)| ts >= t) {
+                    *slot = Some((score, ts));
+                }
+                self.ledger.record(ts, ix, fact);
+                &[AlertKind::Detractor]
+            }
+            EventKind::SupportTicket {
+                severity,
+                ticket_id,
+                resolved,
+            } => {
+                let id = ticket_id.map_or(0, |t| self.hasher.hash_one(&*t) | 1);
+                let c = &mut self.customers[ix as usize];
+                let f: &mut Feedback = c.feedback.get_or_insert_with(Default::default);
+                match f.tickets.iter_mut().find(|t| id != 0 && t.id == id) {
+                    Some(t) => {
+                        t.resolved |= resolved;
+                        t.severity = t.severity.max(severity);
+                    }
+                    None => f.tickets.push(Ticket {
+                        id,
+                        opened: ts,
+                        severity,
+                        resolved,
+                    }),
+                }
+                &[AlertKind::SupportSpike]
+            }
+            kind => {
+                self.apply_billing(ix, ts, kind);
+                &AlertKind::ALL
+            }
+        };
+        self.evaluate(ix, kinds, now);
+        self.schedule(ix);
+    }
+
+    fn apply_billing(&mut self, ix: u32, ts: Ts, kind: EventKind) {
+        let plan_id = match &kind {
+            EventKind::SubscriptionStarted { plan, .. } | EventKind::PlanChanged { plan, .. } => {
+                Some(self.plans.id(plan))
+            }
+            EventKind::SubscriptionRenewed {
+                plan: Some(plan), ..
+            } => Some(self.plans.id(plan)),
+            _ => None,
+        };
+        let mut facts: Vec<Fact> = Vec::new();
+        let plans = &self.plans;
+        let name = |id: u16| -> Box<str> { plans.name(id).unwrap_or("none").into() };
+        let c = &mut self.customers[ix as usize];
+        let b: &mut Billing = c.billing.get_or_insert_with(Default::default);
+        // A churned customer that starts or pays again is reactivated.
+        let rejoin = |b: &mut Billing, facts: &mut Vec<Fact>, plan: u16, mrr: i64| {
+            let reactivation = b.status == Some(SubStatus::Churned);
+            b.status = Some(SubStatus::Active);
+            b.plan = plan;
+            b.mrr = mrr;
+            b.sub_started = ts;
+            b.dunning_since = None;
+            b.dunning_attempts = 0;
+            b.downgrade = None;
+            if reactivation {
+                b.churned = None;
+                b.reactivated_at = Some(ts);
+            }
+            facts.push(Fact::Joined {
+                plan: name(plan),
+                mrr,
+                reactivation,
+            });
+        };
+        match kind {
+            EventKind::SubscriptionStarted { mrr, .. } => {
+                let plan = plan_id.unwrap_or(0);
+                if b.status == Some(SubStatus::Active) {
+                    if b.mrr != mrr || b.plan != plan {
+                        facts.push(Fact::MrrChanged {
+                            plan: name(plan),
+                            old_mrr: b.mrr,
+                            new_mrr: mrr,
+                        });
+                        b.mrr = mrr;
+                        b.plan = plan;
+                    }
+                } else {
+                    rejoin(b, &mut facts, plan, mrr);
+                }
+            }
+            EventKind::SubscriptionRenewed { mrr, .. } => {
+                let plan = plan_id.unwrap_or(b.plan);
+                let mrr = mrr.unwrap_or(b.mrr);
+                match b.status {
+                    Some(SubStatus::Active) => {
+                        if mrr != b.mrr || plan != b.plan {
+                            facts.push(Fact::MrrChanged {
+                                plan: name(plan),
+                                old_mrr: b.mrr,
+                                new_mrr: mrr,
+                            });
+                            b.mrr = mrr;
+                            b.plan = plan;
+                        }
+                    }
+                    _ => rejoin(b, &mut facts, plan, mrr),
+                }
+            }
+            EventKind::PlanChanged {
+                mrr, previous_mrr, ..
+            } => {
+                let plan = plan_id.unwrap_or(0);
+                if b.status == Some(SubStatus::Active) {
+                    let old = b.mrr;
+                    let prev_for_downgrade = previous_mrr.unwrap_or(old);
+                    let old_plan = b.plan;
+                    if mrr < prev_for_downgrade {
+                        b.downgrade = Some((ts, old_plan, prev_for_downgrade, mrr));
+                    } else if b.downgrade.is_some_and(|(_, _, prev, _)| mrr >= prev) {
+                        b.downgrade = None;
+                    }
+                    if mrr != old || plan != old_plan {
+                        facts.push(Fact::MrrChanged {
+                            plan: name(plan),
+                            old_mrr: old,
+                            new_mrr: mrr,
+                        });
+                    }
+                    b.mrr = mrr;
+                    b.plan = plan;
+                } else {
+                    rejoin(b, &mut facts, plan, mrr);
+                }
+            }
+            EventKind::PaymentFailed {
+                mrr,
+                reason,
+                attempt,
+            } => {
+                if b.status == Some(SubStatus::Active) {
+                    if b.dunning_since.is_none() {
+                        b.dunning_since = Some(ts);
+                        b.dunning_attempts = 0;
+                        facts.push(Fact::DunningOpened);
+                    }
+                    b.dunning_attempts = b
+                        .dunning_attempts
+                        .saturating_add(1)
+                        .max(attempt.unwrap_or(0));
+                    b.dunning_reason = reason.or(b.dunning_reason.take());
+                    if b.mrr == 0 {
+                        if let Some(m) = mrr {
+                            b.mrr = m;
+                        }
+                    }
+                }
+            }
+            EventKind::PaymentSucceeded { .. } => match b.status {
+                Some(SubStatus::Active) => {
+                    if b.dunning_since.take().is_some() {
+                        b.dunning_attempts = 0;
+                        facts.push(Fact::DunningClosed { recovered: true });
+                    }
+                }
+                Some(SubStatus::Churned) => {
+                    let (plan, mrr) = (b.plan, b.churned_mrr);
+                    rejoin(b, &mut facts, plan, mrr);
+                }
+                None => {}
+            },
+            EventKind::RefundIssued { amount } => facts.push(Fact::Refund {
+                amount: amount.unwrap_or(0),
+            }),
+            EventKind::SubscriptionCancelled { cancel_kind, .. } => {
+                if b.status != Some(SubStatus::Churned) {
+                    churn(b, ts, cancel_kind, &mut facts);
+                }
+            }
+            _ => {}
+        }
+        for f in facts {
+            self.ledger.record(ts, ix, f);
+        }
+    }
+
+    /// Evaluates `kinds` for one customer at `now` and stages transitions.
+    fn evaluate(&mut self, ix: u32, kinds: &[AlertKind], now: Ts) {
+        let c = &self.customers[ix as usize];
+        let plan_id = Self::plan_of(c);
+        let plan = self.plans.name(plan_id);
+        let pop = self.pop_for(plan_id);
+        let mut changes: Vec<(AlertKind, Option<Finding>)> = Vec::new();
+        for &kind in kinds {
+            let params = self.cfg.alert(kind, plan);
+            let firing = c.is_firing(kind);
+            if !params.enabled && !firing {
+                continue;
+            }
+            let ctx = Ctx {
+                now,
+                today: day_of(now),
+                pop,
+                params,
+                firing,
+                dunning_grace: self.cfg.dunning_grace,
+                key_features: &self.cfg.key_features,
+            };
+            let finding = if params.enabled {
+                signals::evaluate(kind, c, &ctx)
+            } else {
+                None
+            };
+            if finding.is_some() != firing {
+                changes.push((kind, finding));
+            }
+        }
+        if changes.is_empty() {
+            return;
+        }
+        let c = &mut self.customers[ix as usize];
+        let mut transitions = Vec::with_capacity(changes.len());
+        for (kind, finding) in changes {
+            match finding {
+                Some(f) => {
+                    let starts_at = f.starts_at.min(now);
+                    c.firing.push(Firing {
+                        kind,
+                        starts_at,
+                        evidence: f.evidence.clone(),
+                        summary: f.summary.clone(),
+                    });
+                    transitions.push((
+                        kind,
+                        AlertStatus::Firing,
+                        starts_at,
+                        None,
+                        f.summary,
+                        f.evidence,
+                    ));
+                }
+                None => {
+                    if let Some(pos) = c.firing.iter().position(|f| f.kind == kind) {
+                        let old = c.firing.remove(pos);
+                        let ends = now.max(old.starts_at);
+                        let summary = format!("Resolved: {}", resolved_summary(kind));
+                        transitions.push((
+                            kind,
+                            AlertStatus::Resolved,
+                            old.starts_at,
+                            Some(ends),
+                            summary,
+                            old.evidence,
+                        ));
+                    }
+                }
+            }
+        }
+        c.firing.sort_by_key(|f| f.kind);
+        let health = self.health(ix, now);
+        let c = &self.customers[ix as usize];
+        for (kind, status, starts_at, ends_at, summary, evidence) in transitions {
+            let event = AlertEvent {
+                customer_id: c.id.clone(),
+                alert: kind,
+                status,
+                severity: self.cfg.alert(kind, plan).severity.clone(),
+                plan: plan.map(Into::into),
+                segment: self.segments.name(c.segment).map(Into::into),
+                starts_at,
+                ends_at,
+                health_score: health.score,
+                mrr_at_risk: c.mrr().map(|m| {
+                    if kind == AlertKind::Churned {
+                        c.billing.as_ref().map_or(m, |b| b.churned_mrr)
+                    } else {
+                        m
+                    }
+                }),
+                currency: self.cfg.decode.reporting_currency.clone(),
+                summary,
+                evidence,
+            };
+            self.staged.push(event);
+        }
+    }
+
+    /// Health of a customer at `now`.
+    pub fn health_at(&self, id: &str, now: Ts) -> Option<Health> {
+        self.find(id).map(|ix| self.health(ix, now))
+    }
+
+    fn health(&self, ix: u32, now: Ts) -> Health {
+        let c = &self.customers[ix as usize];
+        let plan_id = Self::plan_of(c);
+        let plan = self.plans.name(plan_id);
+        let ctx = Ctx {
+            now,
+            today: day_of(now),
+            pop: self.pop_for(plan_id),
+            params: self.cfg.alert(AlertKind::Inactivity, plan),
+            firing: false,
+            dunning_grace: self.cfg.dunning_grace,
+            key_features: &self.cfg.key_features,
+        };
+        health::score(
+            c,
+            &ctx,
+            self.cfg
+                .alert(AlertKind::SeatContraction, plan)
+                .min_baseline,
+        )
+    }
+
+    /// The next instant a time-based condition of `ix` can change.
+    fn next_deadline(&self, ix: u32) -> Option<Ts> {
+        let c = &self.customers[ix as usize];
+        let plan_id = Self::plan_of(c);
+        let plan = self.plans.name(plan_id);
+        let mut d: Option<Ts> = None;
+        let mut consider = |t: Option<Ts>| {
+            if let Some(t) = t {
+                d = Some(d.map_or(t, |x| x.min(t)));
+            }
+        };
+        if let Some(b) = &c.billing {
+            if b.status == Some(SubStatus::Active) {
+                consider(b.dunning_since.map(|s| s + self.cfg.dunning_grace));
+                if c.is_firing(AlertKind::Downgrade) {
+                    consider(
+                        b.downgrade
+                            .map(|(t, ..)| t + self.cfg.alert(AlertKind::Downgrade, plan).window),
+                    );
+                }
+            }
+        }
+        if c.is_churned() {
+            return d;
+        }
+        let inact = self.cfg.alert(AlertKind::Inactivity, plan);
+        if c.last_usage != NEVER && !c.is_firing(AlertKind::Inactivity) && inact.enabled {
+            let ctx = Ctx {
+                now: self.clock,
+                today: day_of(self.clock),
+                pop: self.pop_for(plan_id),
+                params: inact,
+                firing: false,
+                dunning_grace: self.cfg.dunning_grace,
+                key_features: &self.cfg.key_features,
+            };
+            let (allowed, _, _) = signals::inactivity::allowed_gap(c, &ctx);
+            consider(Some(c.last_usage + allowed));
+        }
+        if !c.is_firing(AlertKind::KeyFeatureUnused) {
+            consider(signals::inactivity::key_feature_deadline(
+                c,
+                self.cfg.alert(AlertKind::KeyFeatureUnused, plan).window,
+            ));
+        }
+        if c.is_firing(AlertKind::Detractor) {
+            consider(signals::feedback::detractor_expiry(
+                c,
+                self.cfg.alert(AlertKind::Detractor, plan).window,
+            ));
+        }
+        d
+    }
+
+    /// Keeps one live timer per customer, at its next deadline.
+    fn schedule(&mut self, ix: u32) {
+        let Some(d) = self.next_deadline(ix) else {
+            return;
+        };
+        let c = &mut self.customers[ix as usize];
+        if c.timer_at == NEVER || d < c.timer_at || c.timer_at <= self.clock {
+            c.timer_at = d;
+            self.timers.push(Reverse((d, ix)));
+        }
+    }
+
+    fn on_timer(&mut self, ix: u32, at: Ts) {
+        if self.customers[ix as usize].timer_at != at {
+            return; // superseded
+        }
+        self.customers[ix as usize].timer_at = NEVER;
+        // Dunning that outlived its grace is an involuntary churn at that instant.
+        let grace = self.cfg.dunning_grace;
+        let mut facts = Vec::new();
+        if let Some(b) = self.customers[ix as usize].billing.as_deref_mut() {
+            if let Some(since) = b.dunning_since {
+                if b.status == Some(SubStatus::Active) && since + grace <= at {
+                    churn(b, since + grace, CancelKind::Involuntary, &mut facts);
+                }
+            }
+        }
+        let churn_ts = at;
+        for f in facts {
+            self.ledger.record(churn_ts, ix, f);
+        }
+        self.evaluate(ix, &AlertKind::ALL, at);
+        self.schedule(ix);
+    }
+
+    /// Daily: population context, window signals, pruning.
+    fn sweep(&mut self, now: Ts) {
+        let today = day_of(now);
+        self.compute_population(today);
+        let kinds = [
+            AlertKind::EngagementDrop,
+            AlertKind::SeatContraction,
+            AlertKind::SupportSpike,
+        ];
+        for ix in 0..self.customers.len() as u32 {
+            let c = &self.customers[ix as usize];
+            let active_recently =
+                c.last_usage != NEVER && day_of(c.last_usage) > today - window::HORIZON_DAYS;
+            if active_recently || !c.firing.is_empty() || c.feedback.is_some() {
+                self.evaluate(ix, &kinds, now);
+            }
+            let c = &mut self.customers[ix as usize];
+            c.activity.prune(today);
+            if let Some(f) = c.feedback.as_deref_mut() {
+                f.tickets
+                    .retain(|t| !t.resolved || now - t.opened < 70 * DAY_MS);
+            }
+            if c.timer_at != NEVER && c.timer_at < now {
+                c.timer_at = NEVER;
+            }
+            self.schedule(ix);
+        }
+        let horizon = self.cfg.dedup_horizon;
+        while let Some(&(ts, key)) = self.dedup_queue.front() {
+            if ts + horizon >= self.watermark {
+                break;
+            }
+            self.dedup_queue.pop_front();
+            if self.dedup.get(&key) == Some(&ts) {
+                self.dedup.remove(&key);
+            }
+        }
+    }
+
+    fn compute_population(&mut self, today: i32) {
+        #[derive(Default)]
+        struct Acc {
+            ratios: Vec<f64>,
+            seat_ratios: Vec<f64>,
+            gaps: Vec<f64>,
+            weekly: Vec<f64>,
+        }
+        let mut per_plan: FxHashMap<u16, Acc> = FxHashMap::default();
+        let mut all = Acc::default();
+        let min_gaps = self.cfg.alerts[AlertKind::Inactivity as usize].min_baseline as usize;
+        for c in &self.customers {
+            if c.last_usage == NEVER
+                || c.is_churned()
+                || day_of(c.last_usage) <= today - window::HORIZON_DAYS
+            {
+                continue;
+            }
+            let acc = per_plan.entry(Self::plan_of(c)).or_default();
+            let current = c.current_events(today) as f64;
+            acc.weekly.push(current);
+            all.weekly.push(current);
+            if let (Some(b), n) = c.baseline_events(today) {
+                if n >= 2 && b >= 1.0 {
+                    acc.ratios.push(current / b);
+                    all.ratios.push(current / b);
+                }
+            }
+            if let Some(b) = c.baseline_seats(today).filter(|b| *b >= 1.0) {
+                let r = f64::from(c.current_seats(today)) / b;
+                acc.seat_ratios.push(r);
+                all.seat_ratios.push(r);
+            }
+            if let Some(g) = c.typical_gap_days(min_gaps) {
+                acc.gaps.push(g);
+                all.gaps.push(g);
+            }
+        }
+        fn build(mut a: Acc) -> Population {
+            let n = a.weekly.len() as u64;
+            let d = Population::default();
+            a.weekly.sort_by(|x, y| x.total_cmp(y));
+            let quantiles = if a.weekly.is_empty() {
+                Vec::new()
+            } else {
+                (0..=100)
+                    .map(|q| a.weekly[(q * (a.weekly.len() - 1)) / 100])
+                    .collect()
+            };
+            Population {
+                activity_factor: window::median(&mut a.ratios)
+                    .map_or(d.activity_factor, |m| m.min(1.0)),
+                seat_factor: window::median(&mut a.seat_ratios)
+                    .map_or(d.seat_factor, |m| m.min(1.0)),
+                typical_gap_days: window::median(&mut a.gaps).unwrap_or(d.typical_gap_days),
+                weekly_events_quantiles: quantiles,
+                customers: n,
+            }
+        }
+        self.population = per_plan.into_iter().map(|(k, v)| (k, build(v))).collect();
+        self.overall = build(all);
+    }
+
+    fn lifecycle(&self, c: &Customer, health: &Health, now: Ts) -> &'static str {
+        const THIRTY_DAYS: Ts = 30 * DAY_MS;
+        if c.is_churned() {
+            return "churned";
+        }
+        if c.last_usage != NEVER && now - c.last_usage >= self.cfg.dormant_after {
+            return "dormant";
+        }
+        let plan = self.plans.name(Self::plan_of(c));
+        let warning = c
+            .firing
+            .iter()
+            .any(|f| self.cfg.alert(f.kind, plan).severity != "info");
+        if health.score < self.cfg.risk_high_below || warning {
+            return "at_risk";
+        }
+        if c.billing
+            .as_ref()
+            .and_then(|b| b.reactivated_at)
+            .is_some_and(|t| now - t < THIRTY_DAYS)
+        {
+            return "reactivated";
+        }
+        if now - c.first_seen < THIRTY_DAYS {
+            return "new";
+        }
+        "active"
+    }
+
+    fn row(&self, ix: u32, now: Ts) -> CustomerRow {
+        let c = &self.customers[ix as usize];
+        let h = self.health(ix, now);
+        let risk = health::risk(
+            h.score,
+            self.cfg.risk_high_below,
+            self.cfg.risk_medium_below,
+        );
+        let lifecycle = self.lifecycle(c, &h, now);
+        let mrr = c.mrr();
+        let at_risk = risk == "high" || !c.firing.is_empty();
+        CustomerRow {
+            customer_id: c.id.clone(),
+            health_score: h.score,
+            risk,
+            firing: c
+                .firing
+                .iter()
+                .map(|f| f.kind.name())
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect(),
+            plan: self.plans.name(Self::plan_of(c)).map(Into::into),
+            segment: self.segments.name(c.segment).map(Into::into),
+            mrr,
+            currency: self.cfg.decode.reporting_currency.clone(),
+            last_seen: (c.last_usage != NEVER).then(|| format_ts(c.last_usage)),
+            lifecycle,
+            breakdown: h.breakdown,
+            mrr_at_risk: if at_risk && !c.is_churned() {
+                mrr.unwrap_or(0)
+            } else {
+                0
+            },
+        }
+    }
+
+    /// Every customer at the clock, sorted by id.
+    pub fn customers(&self) -> Vec<CustomerRow> {
+        let now = self.now();
+        let mut rows: Vec<CustomerRow> = (0..self.customers.len() as u32)
+            .map(|ix| self.row(ix, now))
+            .collect();
+        rows.sort_by(|a, b| a.customer_id.cmp(&b.customer_id));
+        rows
+    }
+
+    /// Full view of one customer: row, windows, population and firing alerts with evidence.
+    pub fn customer(&self, id: &str) -> Option<serde_json::Value> {
+        let ix = self.find(id)?;
+        let now = self.now();
+        let c = &self.customers[ix as usize];
+        let row = self.row(ix, now);
+        let today = day_of(now);
+        let weeks: Vec<serde_json::Value> = (0..9)
+            .map(|k| {
+                let (from, to) = (today - 7 * (k + 1), today - 7 * k);
+                serde_json::json!({
+                    "from": format_ts(from as Ts * DAY_MS),
+                    "to": format_ts(to as Ts * DAY_MS),
+                    "events": c.activity.events(from, to),
+                    "quantity": (c.activity.quantity(from, to) * 100.0).round() / 100.0,
+                    "active_days": c.activity.active_days(from, to),
+                    "active_users": c.seats.as_ref().map_or(0, |s| s.distinct(from, to)),
+                })
+            })
+            .collect();
+        let firing: Vec<serde_json::Value> = c
+            .firing
+            .iter()
+            .map(|f| {
+                serde_json::json!({
+                    "alert": f.kind.name(),
+                    "starts_at": format_ts(f.starts_at),
+                    "summary": f.summary,
+                    "evidence": f.evidence,
+                })
+            })
+            .collect();
+        let b = c.billing.as_deref();
+        let mut v = serde_json::to_value(&row).ok()?;
+        let extra = serde_json::json!({
+            "as_of": format_ts(now),
+            "first_seen": format_ts(c.first_seen),
+            "mrr_at_risk": row.mrr_at_risk,
+            "alerts": firing,
+            "windows": {"weeks": weeks, "typical_gap_days": c.typical_gap_days(1)},
+            "billing": b.map(|b| serde_json::json!({
+                "status": match b.status { Some(SubStatus::Active) => "active", Some(SubStatus::Churned) => "churned", None => "none" },
+                "subscribed_since": (b.sub_started != NEVER).then(|| format_ts(b.sub_started)),
+                "dunning_since": b.dunning_since.map(format_ts),
+                "dunning_attempts": b.dunning_attempts,
+                "churned_at": b.churned.map(|(t, _)| format_ts(t)),
+                "churn_kind": b.churned.map(|(_, k)| k.as_str()),
+            })),
+            "feedback": c.feedback.as_deref().map(|f| serde_json::json!({
+                "nps": f.nps.map(|(s, t)| serde_json::json!({"score": s, "at": format_ts(t)})),
+                "csat": f.csat.map(|(s, t)| serde_json::json!({"score": s, "at": format_ts(t)})),
+                "ces": f.ces.map(|(s, t)| serde_json::json!({"score": s, "at": format_ts(t)})),
+                "open_tickets": f.tickets.iter().filter(|t| !t.resolved).count(),
+            })),
+        });
+        if let (Some(o), serde_json::Value::Object(e)) = (v.as_object_mut(), extra) {
+            o.extend(e);
+        }
+        Some(v)
+    }
+
+    /// Alerts firing now, as firing transitions (sorted by customer, alert).
+    pub fn firing(&self) -> Vec<AlertEvent> {
+        let now = self.now();
+        let mut out = Vec::new();
+        for (ix, c) in self.customers.iter().enumerate() {
+            if c.firing.is_empty() {
+                continue;
+            }
+            let h = self.health(ix as u32, now);
+            let plan = self.plans.name(Self::plan_of(c));
+            for f in &c.firing {
+                out.push(AlertEvent {
+                    customer_id: c.id.clone(),
+                    alert: f.kind,
+                    status: AlertStatus::Firing,
+                    severity: self.cfg.alert(f.kind, plan).severity.clone(),
+                    plan: plan.map(Into::into),
+                    segment: self.segments.name(c.segment).map(Into::into),
+                    starts_at: f.starts_at,
+                    ends_at: None,
+                    health_score: h.score,
+                    mrr_at_risk: c.mrr(),
+                    currency: self.cfg.decode.reporting_currency.clone(),
+                    summary: f.summary.clone(),
+                    evidence: f.evidence.clone(),
+                });
+            }
+        }
+        out.sort_by(|a, b| (&a.customer_id, a.alert).cmp(&(&b.customer_id, b.alert)));
+        out
+    }
+
+    /// Gauges per (plan, segment).
+    pub fn snapshot(&self) -> Snapshot {
+        let now = self.now();
+        let mut groups: BTreeMap<(u16, u16), GroupSnapshot> = BTreeMap::new();
+        for ix in 0..self.customers.len() as u32 {
+            let c = &self.customers[ix as usize];
+            let row = self.row(ix, now);
+            let g = groups
+                .entry((Self::plan_of(c), c.segment))
+                .or_insert_with(|| GroupSnapshot {
+                    plan: self
+                        .plans
+                        .name(Self::plan_of(c))
+                        .unwrap_or("none")
+                        .to_string(),
+                    segment: self.segments.name(c.segment).unwrap_or("none").to_string(),
+                    ..Default::default()
+                });
+            g.customers += 1;
+            *g.by_lifecycle.entry(row.lifecycle).or_default() += 1;
+            *g.by_risk.entry(row.risk).or_default() += 1;
+            for f in &row.firing {
+                *g.firing.entry(f).or_default() += 1;
+            }
+            if !c.is_churned() {
+                g.mrr += row.mrr.unwrap_or(0);
+            }
+            g.mrr_at_risk += row.mrr_at_risk;
+            g.health_sum += u64::from(row.health_score);
+        }
+        Snapshot {
+            groups: groups.into_values().collect(),
+        }
+    }
+}
+
+fn churn(b: &mut Billing, ts: Ts, kind: CancelKind, facts: &mut Vec<Fact>) {
+    let had_sub = b.status == Some(SubStatus::Active);
+    if b.dunning_since.take().is_some() {
+        facts.push(Fact::DunningClosed { recovered: false });
+    }
+    b.dunning_attempts = 0;
+    b.status = Some(SubStatus::Churned);
+    b.churned = Some((ts, kind));
+    b.churned_mrr = b.mrr;
+    if had_sub {
+        facts.push(Fact::Churned { kind, mrr: b.mrr });
+    }
+}
+
+fn resolved_summary(kind: AlertKind) -> &'static str {
+    match kind {
+        AlertKind::EngagementDrop => "activity is back near this customer's baseline",
+        AlertKind::Inactivity => "the customer is using the product again",
+        AlertKind::SeatContraction => "active users are back near baseline",
+        AlertKind::KeyFeatureUnused => "the key feature is in use again",
+        AlertKind::Downgrade => "the downgrade is no longer recent, or MRR is back",
+        AlertKind::PaymentFailed => "the payment was recovered (or dunning ended)",
+        AlertKind::Churned => "the customer was reactivated",
+        AlertKind::Detractor => "latest feedback is no longer negative",
+        AlertKind::SupportSpike => "support load is back to normal",
+    }
+}

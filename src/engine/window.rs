@@ -1,0 +1,277 @@
+//! Compact per-customer rolling windows, bucketed by UTC day of event time.
+//!
+//! - [`Activity`]: sparse daily buckets of event count and quantity (only days
+//!   with activity are stored) for [`HORIZON_DAYS`] days.
+//! - [`Seats`]: per user, a 64-bit bitmap of the days it was active, so the
+//!   distinct active users of any window inside the last 64 days are exact.
+
+use crate::event::{DAY_MS, Ts};
+
+/// Days of history kept: a 7-day current window plus an 8-week baseline.
+pub const HORIZON_DAYS: i32 = 63;
+
+/// UTC day number of an event time.
+pub fn day_of(ts: Ts) -> i32 {
+    ts.div_euclid(DAY_MS) as i32
+}
+
+/// One day of activity.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DayBucket {
+    /// UTC day number.
+    pub day: i32,
+    /// Events that day.
+    pub events: u32,
+    /// Sum of `quantity` that day.
+    pub quantity: f32,
+}
+
+/// Sparse daily activity buckets, sorted by day.
+#[derive(Debug, Clone, Default)]
+pub struct Activity {
+    buckets: Vec<DayBucket>,
+}
+
+impl Activity {
+    /// Adds one event on `day`; `today` is the newest day seen, for pruning.
+    pub fn add(&mut self, day: i32, quantity: f64, today: i32) {
+        if day <= today - HORIZON_DAYS {
+            return; // older than anything a window looks at
+        }
+        match self.buckets.last_mut() {
+            Some(b) if b.day == day => {
+                b.events = b.events.saturating_add(1);
+                b.quantity += quantity as f32;
+            }
+            Some(b) if b.day < day => self.buckets.push(DayBucket {
+                day,
+                events: 1,
+                quantity: quantity as f32,
+            }),
+            None => self.buckets.push(DayBucket {
+                day,
+                events: 1,
+                quantity: quantity as f32,
+            }),
+            Some(_) => match self.buckets.binary_search_by_key(&day, |b| b.day) {
+                Ok(i) => {
+                    self.buckets[i].events = self.buckets[i].events.saturating_add(1);
+                    self.buckets[i].quantity += quantity as f32;
+                }
+                Err(i) => self.buckets.insert(
+                    i,
+                    DayBucket {
+                        day,
+                        events: 1,
+                        quantity: quantity as f32,
+                    },
+                ),
+            },
+        }
+        self.prune(today);
+    }
+
+    /// Drops buckets that fell out of the horizon.
+    pub fn prune(&mut self, today: i32) {
+        let keep_from = today - HORIZON_DAYS + 1;
+        let n = self
+            .buckets
+            .iter()
+            .take_while(|b| b.day < keep_from)
+            .count();
+        if n > 0 {
+            self.buckets.drain(..n);
+        }
+        if self.buckets.capacity() > self.buckets.len() * 2 + 4 {
+            self.buckets.shrink_to_fit();
+        }
+    }
+
+    /// Events in days `[from, to)`.
+    pub fn events(&self, from: i32, to: i32) -> u64 {
+        self.range(from, to).map(|b| u64::from(b.events)).sum()
+    }
+
+    /// Quantity in days `[from, to)`.
+    pub fn quantity(&self, from: i32, to: i32) -> f64 {
+        self.range(from, to).map(|b| f64::from(b.quantity)).sum()
+    }
+
+    /// Days with activity in `[from, to)`.
+    pub fn active_days(&self, from: i32, to: i32) -> u32 {
+        self.range(from, to).count() as u32
+    }
+
+    fn range(&self, from: i32, to: i32) -> impl Iterator<Item = &DayBucket> {
+        let start = self.buckets.partition_point(|b| b.day < from);
+        self.buckets[start..].iter().take_while(move |b| b.day < to)
+    }
+
+    /// Buckets held.
+    pub fn buckets(&self) -> &[DayBucket] {
+        &self.buckets
+    }
+
+    /// Heap bytes used.
+    pub fn heap_bytes(&self) -> usize {
+        self.buckets.capacity() * std::mem::size_of::<DayBucket>()
+    }
+}
+
+/// Distinct active users by day, exact over the last 64 days.
+#[derive(Debug, Clone, Default)]
+pub struct Seats {
+    /// Day of bit 0 of every bitmap (the newest day seen).
+    anchor: i32,
+    /// (hash of user_id, bit i set = active on day `anchor - i`).
+    users: Vec<(u32, u64)>,
+}
+
+/// Most users tracked per customer; beyond it new users are not counted.
+pub const MAX_SEATS: usize = 4096;
+
+impl Seats {
+    /// Marks `user` active on `day`.
+    pub fn add(&mut self, user_hash: u32, day: i32) {
+        if self.users.is_empty() && self.anchor == 0 {
+            self.anchor = day;
+        }
+        if day > self.anchor {
+            let shift = (day - self.anchor) as u32;
+            for (_, bits) in &mut self.users {
+                *bits = if shift >= 64 { 0 } else { *bits << shift };
+            }
+            self.users.retain(|(_, b)| *b != 0);
+            self.anchor = day;
+        }
+        let back = self.anchor - day;
+        if back >= 64 {
+            return;
+        }
+        let bit = 1u64 << back;
+        if let Some((_, bits)) = self.users.iter_mut().find(|(h, _)| *h == user_hash) {
+            *bits |= bit;
+        } else if self.users.len() < MAX_SEATS {
+            self.users.push((user_hash, bit));
+        }
+    }
+
+    /// Distinct users active in days `[from, to)`.
+    pub fn distinct(&self, from: i32, to: i32) -> u32 {
+        let mask = self.mask(from, to);
+        if mask == 0 {
+            return 0;
+        }
+        self.users.iter().filter(|(_, b)| b & mask != 0).count() as u32
+    }
+
+    fn mask(&self, from: i32, to: i32) -> u64 {
+        // Day d maps to bit anchor - d; keep days within the 64 bits.
+        let hi = (self.anchor - from).min(63);
+        let lo = (self.anchor - to + 1).max(0);
+        if hi < lo || hi < 0 {
+            return 0;
+        }
+        let width = (hi - lo + 1) as u32;
+        let ones = if width >= 64 {
+            u64::MAX
+        } else {
+            (1u64 << width) - 1
+        };
+        ones << lo
+    }
+
+    /// Users tracked.
+    pub fn tracked(&self) -> usize {
+        self.users.len()
+    }
+
+    /// Heap bytes used.
+    pub fn heap_bytes(&self) -> usize {
+        self.users.capacity() * std::mem::size_of::<(u32, u64)>()
+    }
+}
+
+/// Median of a small slice (sorts a copy); `None` when empty.
+pub fn median(values: &mut [f64]) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(|a, b| a.total_cmp(b));
+    let n = values.len();
+    Some(if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn late_events_land_in_their_day() {
+        let mut a = Activity::default();
+        a.add(100, 1.0, 100);
+        a.add(98, 2.0, 100);
+        a.add(99, 1.0, 100);
+        a.add(98, 1.0, 100);
+        assert_eq!(
+            a.buckets().iter().map(|b| b.day).collect::<Vec<_>>(),
+            vec![98, 99, 100]
+        );
+        assert_eq!(a.events(98, 99), 2);
+        assert_eq!(a.quantity(98, 101), 5.0);
+        a.add(100 + HORIZON_DAYS, 1.0, 100 + HORIZON_DAYS);
+        assert_eq!(a.events(0, 1000), 1, "old days pruned");
+    }
+
+    #[test]
+    fn seats_count_distinct_users_per_window() {
+        let mut s = Seats::default();
+        s.add(1, 10);
+        s.add(2, 10);
+        s.add(1, 12);
+        s.add(3, 20);
+        assert_eq!(s.distinct(10, 11), 2);
+        assert_eq!(s.distinct(10, 21), 3);
+        assert_eq!(s.distinct(11, 20), 1);
+        assert_eq!(s.distinct(13, 20), 0);
+        s.add(4, 90); // everything earlier falls out of the 64-day bitmap
+        assert_eq!(s.distinct(0, 100), 1);
+    }
+
+    proptest! {
+        /// The windows agree with a naive recompute over the raw events.
+        #[test]
+        fn windows_match_naive_recompute(
+            evs in proptest::collection::vec((0i32..120, 0u32..6, 0.0f64..10.0), 1..300),
+            from_back in 1i32..63, len in 1i32..40,
+        ) {
+            let mut a = Activity::default();
+            let mut s = Seats::default();
+            let mut today = i32::MIN;
+            for &(day, user, q) in &evs {
+                today = today.max(day);
+                a.add(day, q, today);
+                s.add(user, day);
+            }
+            let from = today - from_back;
+            let to = (from + len).min(today + 1);
+            let in_range: Vec<_> = evs.iter().filter(|(d, _, _)| *d >= from && *d < to).collect();
+            prop_assert_eq!(a.events(from, to), in_range.len() as u64);
+            let q: f64 = in_range.iter().map(|(_, _, q)| *q).sum();
+            prop_assert!((a.quantity(from, to) - q).abs() < 1e-3 * (1.0 + q));
+            let mut users: Vec<u32> = in_range.iter().map(|(_, u, _)| *u).collect();
+            users.sort();
+            users.dedup();
+            prop_assert_eq!(s.distinct(from, to), users.len() as u32);
+            let mut days: Vec<i32> = in_range.iter().map(|(d, _, _)| *d).collect();
+            days.sort();
+            days.dedup();
+            prop_assert_eq!(a.active_days(from, to), days.len() as u32);
+        }
+    }
+}

@@ -1,0 +1,212 @@
+//! The health score: 100 = healthy, minus graded deductions per signal.
+//! Deductions are graded (how far below normal, how long idle), not a count
+//! of alerts; the breakdown always sums to 100 minus the score.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::{Ctx, feedback, inactivity};
+use crate::engine::customer::{Customer, NEVER};
+use crate::event::{DAY_MS, Severity};
+
+/// A health score with its breakdown.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Health {
+    /// 0..=100.
+    pub score: u8,
+    /// Signal -> points deducted; sums to `100 - score`.
+    pub breakdown: BTreeMap<&'static str, u8>,
+}
+
+/// Largest deduction per signal.
+pub const WEIGHTS: [(&str, f64); 10] = [
+    ("recency", 25.0),
+    ("frequency", 25.0),
+    ("seats", 10.0),
+    ("key_feature", 5.0),
+    ("payment", 25.0),
+    ("downgrade", 10.0),
+    ("nps", 10.0),
+    ("csat", 6.0),
+    ("ces", 6.0),
+    ("support", 10.0),
+];
+
+fn ramp(x: f64, zero_at: f64, full_at: f64) -> f64 {
+    ((x - zero_at) / (full_at - zero_at)).clamp(0.0, 1.0)
+}
+
+/// Scores `c`. `ctx.params` must be the inactivity tunables (for the allowed gap).
+pub fn score(c: &Customer, ctx: &Ctx<'_>, seats_min_baseline: f64) -> Health {
+    let mut breakdown = BTreeMap::new();
+    if c.is_churned() {
+        breakdown.insert("churned", 100);
+        return Health {
+            score: 0,
+            breakdown,
+        };
+    }
+    let mut d: Vec<(&'static str, f64)> = Vec::new();
+    let w = |name: &str| {
+        WEIGHTS
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or(0.0, |(_, w)| *w)
+    };
+
+    // Recency: idle time against the allowed gap (half of it is free).
+    if c.last_usage != NEVER {
+        let (allowed, _, _) = inactivity::allowed_gap(c, ctx);
+        let idle = (ctx.now - c.last_usage) as f64;
+        d.push((
+            "recency",
+            w("recency") * ramp(idle / allowed as f64, 0.5, 1.5),
+        ));
+    } else if ctx.now - c.first_seen > 7 * DAY_MS {
+        d.push(("recency", w("recency") * 0.6));
+    }
+
+    // Frequency: own baseline when there is one, else the plan's population.
+    let current = c.current_events(ctx.today) as f64;
+    let (baseline, weeks) = c.baseline_events(ctx.today);
+    match baseline {
+        Some(b) if weeks >= 2 && b > 0.0 => {
+            let expected = b * ctx.pop.activity_factor.clamp(0.05, 1.0);
+            let drop = 1.0 - current / expected;
+            d.push(("frequency", w("frequency") * ramp(drop, 0.1, 0.8)));
+        }
+        _ if c.last_usage != NEVER => {
+            if let Some(p) = ctx.pop.percentile_of(current) {
+                d.push((
+                    "frequency",
+                    0.6 * w("frequency") * ramp(0.25 - p, 0.0, 0.25),
+                ));
+            }
+        }
+        _ => {}
+    }
+
+    // Seats against their baseline.
+    if let Some(b) = c
+        .baseline_seats(ctx.today)
+        .filter(|b| *b >= seats_min_baseline)
+    {
+        let expected = b * ctx.pop.seat_factor.clamp(0.05, 1.0);
+        let drop = 1.0 - f64::from(c.current_seats(ctx.today)) / expected;
+        d.push(("seats", w("seats") * ramp(drop, 0.1, 0.6)));
+    }
+
+    // Key features: the share of regularly used ones that went quiet for a week.
+    if let Some(kf) = &c.key_features {
+        let regular: Vec<_> = kf
+            .iter()
+            .filter(|(l, n, _)| *n >= inactivity::KEY_FEATURE_MIN_DAYS && *l != NEVER)
+            .collect();
+        if !regular.is_empty() {
+            let quiet = regular
+                .iter()
+                .filter(|(l, _, _)| ctx.now - l > 7 * DAY_MS)
+                .count();
+            d.push((
+                "key_feature",
+                w("key_feature") * quiet as f64 / regular.len() as f64,
+            ));
+        }
+    }
+
+    if let Some(b) = &c.billing {
+        if let Some(since) = b.dunning_since {
+            let frac = (ctx.now - since) as f64 / ctx.dunning_grace.max(1) as f64;
+            d.push(("payment", w("payment") * (0.6 + 0.4 * frac.clamp(0.0, 1.0))));
+        }
+        if let Some((ts, _, prev, new)) = b.downgrade {
+            if ctx.now - ts < 60 * DAY_MS && prev > 0 && new < prev {
+                let age = (ctx.now - ts) as f64 / (60 * DAY_MS) as f64;
+                d.push((
+                    "downgrade",
+                    w("downgrade") * (1.0 - age) * ((prev - new) as f64 / prev as f64).max(0.5),
+                ));
+            }
+        }
+    }
+
+    if let Some(f) = &c.feedback {
+        let fresh = |ts: i64| ctx.now - ts < 90 * DAY_MS;
+        if let Some((s, ts)) = f.nps.filter(|(_, ts)| fresh(*ts)) {
+            let _ = ts;
+            let x = if feedback::nps_bad(s) {
+                1.0 - f64::from(s) / 20.0
+            } else if s <= 8 {
+                0.25
+            } else {
+                0.0
+            };
+            d.push(("nps", w("nps") * x));
+        }
+        if let Some((s, _)) = f.csat.filter(|(_, ts)| fresh(*ts)) {
+            d.push((
+                "csat",
+                w("csat")
+                    * match s {
+                        1 => 1.0,
+                        2 => 0.8,
+                        3 => 0.3,
+                        _ => 0.0,
+                    },
+            ));
+        }
+        if let Some((s, _)) = f.ces.filter(|(_, ts)| fresh(*ts)) {
+            d.push((
+                "ces",
+                w("ces")
+                    * match s {
+                        7 => 1.0,
+                        6 => 0.8,
+                        5 => 0.3,
+                        _ => 0.0,
+                    },
+            ));
+        }
+        let week = f
+            .tickets
+            .iter()
+            .filter(|t| ctx.now - t.opened < 7 * DAY_MS && t.opened <= ctx.now)
+            .count();
+        let urgent = f
+            .tickets
+            .iter()
+            .any(|t| t.severity == Severity::Urgent && !t.resolved);
+        let x = if urgent {
+            1.0
+        } else {
+            ramp(week as f64, 1.0, 5.0)
+        };
+        d.push(("support", w("support") * x));
+    }
+
+    // Integer points, trimmed so the total never exceeds 100.
+    let mut left: u32 = 100;
+    for (name, pts) in d {
+        let p = (pts.round().max(0.0) as u32).min(left);
+        if p > 0 {
+            breakdown.insert(name, p as u8);
+            left -= p;
+        }
+    }
+    Health {
+        score: left as u8,
+        breakdown,
+    }
+}
+
+/// Risk band of a score.
+pub fn risk(score: u8, high_below: u8, medium_below: u8) -> &'static str {
+    if score < high_below {
+        "high"
+    } else if score < medium_below {
+        "medium"
+    } else {
+        "low"
+    }
+}

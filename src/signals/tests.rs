@@ -1,0 +1,598 @@
+//! Per-signal behaviour through the engine: each alert fires on its story,
+//! stays quiet on weekend-idle, shared-quiet-week and bursty customers, and
+//! resolves when its cause goes away.
+
+use std::sync::Arc;
+
+use crate::alert::{AlertEvent, AlertStatus};
+use crate::config::{Config, RawConfig};
+use crate::engine::Engine;
+use crate::event::{CancelKind, DAY_MS, Event, EventKind, HOUR_MS, Severity, Ts, parse_ts};
+use crate::signals::AlertKind;
+
+fn t0() -> Ts {
+    parse_ts("2026-01-05T00:00:00Z").unwrap() // a Monday
+}
+
+fn at(day: f64) -> Ts {
+    t0() + (day * DAY_MS as f64) as Ts
+}
+
+fn ev(c: &str, ts: Ts, kind: EventKind) -> Event {
+    Event {
+        customer_id: c.into(),
+        ts,
+        event_id: None,
+        segment: None,
+        kind,
+    }
+}
+
+fn usage(c: &str, ts: Ts, user: u32, feature: Option<&str>) -> Event {
+    ev(
+        c,
+        ts,
+        EventKind::Usage {
+            action: "click".into(),
+            feature: feature.map(Into::into),
+            user_id: Some(format!("u{user}").into()),
+            quantity: 1.0,
+        },
+    )
+}
+
+fn is_weekend(day: i64) -> bool {
+    day.rem_euclid(7) >= 5 // t0 is a Monday
+}
+
+/// `per_day(day) -> events that day` for one customer, spread over 5 users and office hours.
+fn daily(c: &str, days: std::ops::Range<i64>, per_day: impl Fn(i64) -> u32) -> Vec<Event> {
+    let mut out = Vec::new();
+    for d in days {
+        let n = per_day(d);
+        for i in 0..n {
+            let ts = at(d as f64) + 9 * HOUR_MS + (i as Ts * 8 * HOUR_MS) / n.max(1) as Ts;
+            out.push(usage(c, ts, i % 5, None));
+        }
+    }
+    out
+}
+
+/// Thirty steady customers so the population context has a quorum.
+fn peers(days: std::ops::Range<i64>, quiet_week: Option<i64>) -> Vec<Event> {
+    let mut out = Vec::new();
+    for p in 0..30 {
+        let name = format!("peer-{p:02}");
+        let base = 5 + p % 7;
+        out.extend(daily(&name, days.clone(), |d| {
+            let n = if is_weekend(d) { base / 3 } else { base };
+            if quiet_week.is_some_and(|w| d / 7 == w) {
+                (n as f64 * 0.4).round() as u32
+            } else {
+                n
+            }
+        }));
+    }
+    out
+}
+
+fn config(f: impl FnOnce(&mut RawConfig)) -> Arc<Config> {
+    let mut raw = RawConfig::default();
+    f(&mut raw);
+    Arc::new(raw.validate().unwrap())
+}
+
+fn run_with(cfg: Arc<Config>, mut events: Vec<Event>, until: Ts) -> (Engine, Vec<AlertEvent>) {
+    events.sort_by_key(|e| e.ts);
+    let mut e = Engine::new(cfg);
+    e.set_until(Some(until));
+    for (i, ev) in events.into_iter().enumerate() {
+        e.ingest(ev, i as u64);
+    }
+    e.finish(Some(until));
+    let alerts = e.take_alerts();
+    (e, alerts)
+}
+
+fn run(events: Vec<Event>, until: Ts) -> (Engine, Vec<AlertEvent>) {
+    run_with(Arc::new(Config::default()), events, until)
+}
+
+fn of<'a>(alerts: &'a [AlertEvent], c: &str, kind: AlertKind) -> Vec<&'a AlertEvent> {
+    alerts
+        .iter()
+        .filter(|a| &*a.customer_id == c && a.alert == kind)
+        .collect()
+}
+
+fn statuses(alerts: &[&AlertEvent]) -> Vec<AlertStatus> {
+    alerts.iter().map(|a| a.status).collect()
+}
+
+#[test]
+fn engagement_drop_fires_on_decline_and_resolves_on_recovery() {
+    let mut evs = peers(0..120, None);
+    evs.extend(daily("story", 0..120, |d| match d {
+        0..70 => 20,
+        70..90 => 3,
+        _ => 20,
+    }));
+    let (_, alerts) = run(evs, at(120.0));
+    let a = of(&alerts, "story", AlertKind::EngagementDrop);
+    assert_eq!(
+        statuses(&a),
+        vec![AlertStatus::Firing, AlertStatus::Resolved],
+        "{a:#?}"
+    );
+    assert!(
+        a[0].starts_at > at(70.0) && a[0].starts_at <= at(77.0),
+        "fired within a week"
+    );
+    assert!(a[0].evidence["drop_pct"].as_i64().unwrap() >= 50);
+    assert!(a[0].summary.contains("below"));
+    assert!(a[1].ends_at.unwrap() > at(90.0));
+    assert!(
+        alerts.iter().all(|a| !a.customer_id.starts_with("peer")),
+        "steady peers stay quiet"
+    );
+}
+
+#[test]
+fn weekend_idle_customers_raise_nothing() {
+    let mut evs = peers(0..120, None);
+    evs.extend(daily("weekdays", 0..120, |d| {
+        if is_weekend(d) { 0 } else { 12 }
+    }));
+    let cfg = config(|r| r.key_features = Some(vec!["reports".into()]));
+    let (e, alerts) = run_with(cfg, evs, at(120.0));
+    assert!(
+        alerts.iter().all(|a| &*a.customer_id != "weekdays"),
+        "{alerts:#?}"
+    );
+    // Evaluated on a Monday morning too: the weekend gap is normal.
+    assert!(
+        e.customer("weekdays").unwrap()["alerts"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[test]
+fn a_quiet_week_shared_by_everyone_raises_nothing() {
+    let mut evs = peers(0..120, Some(11));
+    // Everyone, the seat-heavy customer included, drops 60% in week 11.
+    evs.extend(daily("big", 0..120, |d| if d / 7 == 11 { 8 } else { 20 }));
+    let (_, alerts) = run(evs, at(120.0));
+    let bad: Vec<_> = alerts
+        .iter()
+        .filter(|a| {
+            matches!(
+                a.alert,
+                AlertKind::EngagementDrop | AlertKind::SeatContraction
+            )
+        })
+        .collect();
+    assert!(bad.is_empty(), "{bad:#?}");
+}
+
+#[test]
+fn a_bursty_customer_is_judged_by_its_own_rhythm() {
+    let mut evs = peers(0..130, None);
+    // One active day every 21 days, a few events each.
+    evs.extend(daily("bursty", 0..130, |d| if d % 21 == 0 { 4 } else { 0 }));
+    // Once its rhythm is known (one gap seen, day 21), nothing fires; at
+    // day 14 after its last burst (day 105) nothing is firing.
+    let (e, alerts) = run(evs, at(119.0));
+    let after_rhythm: Vec<_> = alerts
+        .iter()
+        .filter(|a| &*a.customer_id == "bursty" && a.starts_at > at(22.0))
+        .collect();
+    assert!(after_rhythm.is_empty(), "{after_rhythm:#?}");
+    let v = e.customer("bursty").unwrap();
+    assert!(v["firing"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn inactivity_fires_at_the_deadline_and_resolves_on_return() {
+    let mut evs = peers(0..120, None);
+    evs.extend(daily("gone", 0..120, |d| {
+        if (70..95).contains(&d) { 0 } else { 10 }
+    }));
+    let (_, alerts) = run(evs, at(120.0));
+    let a = of(&alerts, "gone", AlertKind::Inactivity);
+    assert_eq!(
+        statuses(&a),
+        vec![AlertStatus::Firing, AlertStatus::Resolved],
+        "{a:#?}"
+    );
+    // Last usage day 69 ~17:00; typical gap 1 day -> allowed 7 days (the floor).
+    let last = at(69.0) + 9 * HOUR_MS + 9 * 8 * HOUR_MS / 10;
+    assert_eq!(a[0].starts_at, last + 7 * DAY_MS);
+    assert_eq!(a[1].ends_at, Some(at(95.0) + 9 * HOUR_MS));
+    assert!(a[0].evidence["idle_days"].as_f64().unwrap() >= 7.0);
+}
+
+#[test]
+fn seat_contraction_fires_when_users_leave_and_resolves_when_back() {
+    let mut evs = peers(0..120, None);
+    for d in 0..120i64 {
+        let users: u32 = if (70..90).contains(&d) { 3 } else { 10 };
+        for u in 0..10u32 {
+            // Remaining users do the work of those who left: total activity is unchanged.
+            let n = if u < users { 10 / users.max(1) } else { 0 };
+            for i in 0..n {
+                evs.push(usage(
+                    "seats",
+                    at(d as f64) + (9 + i as i64) * HOUR_MS,
+                    u,
+                    None,
+                ));
+            }
+        }
+    }
+    let (_, alerts) = run(evs, at(120.0));
+    let a = of(&alerts, "seats", AlertKind::SeatContraction);
+    assert_eq!(
+        statuses(&a),
+        vec![AlertStatus::Firing, AlertStatus::Resolved],
+        "{a:#?}"
+    );
+    assert!(a[0].starts_at <= at(77.0));
+    assert!(of(&alerts, "seats", AlertKind::EngagementDrop).is_empty());
+}
+
+#[test]
+fn key_feature_unused_fires_after_its_window_and_resolves_on_use() {
+    let mut evs = peers(0..120, None);
+    evs.extend(daily("kf", 0..120, |_| 5));
+    for d in (0..120i64).step_by(2).filter(|d| !(60..95).contains(d)) {
+        evs.push(usage("kf", at(d as f64) + 12 * HOUR_MS, 1, Some("reports")));
+    }
+    let cfg = config(|r| r.key_features = Some(vec!["reports".into(), "exports".into()]));
+    let (_, alerts) = run_with(cfg, evs, at(120.0));
+    let a = of(&alerts, "kf", AlertKind::KeyFeatureUnused);
+    assert_eq!(
+        statuses(&a),
+        vec![AlertStatus::Firing, AlertStatus::Resolved],
+        "{a:#?}"
+    );
+    assert_eq!(a[0].starts_at, at(58.0) + 12 * HOUR_MS + 14 * DAY_MS);
+    assert_eq!(a[0].evidence["features"][0]["feature"], "reports");
+    assert_eq!(a[1].ends_at, Some(at(96.0) + 12 * HOUR_MS));
+}
+
+fn billing(c: &str, ts: Ts, kind: EventKind) -> Event {
+    let mut e = ev(c, ts, kind);
+    e.segment = Some("smb".into());
+    e
+}
+
+fn started(c: &str, ts: Ts, plan: &str, mrr: i64) -> Event {
+    billing(
+        c,
+        ts,
+        EventKind::SubscriptionStarted {
+            plan: plan.into(),
+            mrr,
+        },
+    )
+}
+
+#[test]
+fn downgrade_fires_on_lower_mrr_and_resolves_after_its_window() {
+    let evs = vec![
+        started("d", at(0.0), "pro", 9900),
+        billing(
+            "d",
+            at(40.0),
+            EventKind::PlanChanged {
+                plan: "starter".into(),
+                mrr: 2900,
+                previous_plan: None,
+                previous_mrr: None,
+            },
+        ),
+        started("up", at(0.0), "starter", 2900),
+        billing(
+            "up",
+            at(40.0),
+            EventKind::PlanChanged {
+                plan: "pro".into(),
+                mrr: 9900,
+                previous_plan: None,
+                previous_mrr: None,
+            },
+        ),
+    ];
+    let (_, alerts) = run(evs, at(100.0));
+    let a = of(&alerts, "d", AlertKind::Downgrade);
+    assert_eq!(
+        statuses(&a),
+        vec![AlertStatus::Firing, AlertStatus::Resolved]
+    );
+    assert_eq!(a[0].starts_at, at(40.0));
+    assert_eq!(a[0].evidence["drop_pct"], 71);
+    assert_eq!(a[1].ends_at, Some(at(70.0)));
+    assert!(
+        of(&alerts, "up", AlertKind::Downgrade).is_empty(),
+        "an upgrade is not a downgrade"
+    );
+}
+
+#[test]
+fn payment_failed_recovered_and_not_recovered() {
+    let failed = |c: &str, ts, attempt| {
+        billing(
+            c,
+            ts,
+            EventKind::PaymentFailed {
+                mrr: Some(4900),
+                reason: Some("card_declined".into()),
+                attempt: Some(attempt),
+            },
+        )
+    };
+    let evs = vec![
+        started("ok", at(0.0), "pro", 4900),
+        failed("ok", at(30.0), 1),
+        failed("ok", at(33.0), 2),
+        billing(
+            "ok",
+            at(35.0),
+            EventKind::PaymentSucceeded { amount: Some(4900) },
+        ),
+        started("lost", at(0.0), "pro", 4900),
+        failed("lost", at(30.0), 1),
+        failed("lost", at(37.0), 2),
+        failed("lost", at(44.5), 3),
+        // Billing gives up after the fact: not counted again.
+        billing(
+            "lost",
+            at(50.0),
+            EventKind::SubscriptionCancelled {
+                reason: None,
+                cancel_kind: CancelKind::Involuntary,
+            },
+        ),
+    ];
+    let (e, alerts) = run(evs, at(60.0));
+    let ok = of(&alerts, "ok", AlertKind::PaymentFailed);
+    assert_eq!(
+        statuses(&ok),
+        vec![AlertStatus::Firing, AlertStatus::Resolved]
+    );
+    assert_eq!((ok[0].starts_at, ok[1].ends_at), (at(30.0), Some(at(35.0))));
+    assert!(of(&alerts, "ok", AlertKind::Churned).is_empty());
+
+    let lost = of(&alerts, "lost", AlertKind::PaymentFailed);
+    assert_eq!(
+        statuses(&lost),
+        vec![AlertStatus::Firing, AlertStatus::Resolved]
+    );
+    assert_eq!(
+        lost[1].ends_at,
+        Some(at(44.0)),
+        "dunning ends at first failure + 14 days"
+    );
+    let churned = of(&alerts, "lost", AlertKind::Churned);
+    assert_eq!(
+        statuses(&churned),
+        vec![AlertStatus::Firing],
+        "cancel after expiry is not a second churn"
+    );
+    assert_eq!(churned[0].starts_at, at(44.0));
+    assert_eq!(churned[0].evidence["kind"], "involuntary");
+    assert_eq!(churned[0].mrr_at_risk, Some(4900));
+    assert_eq!(e.customer("lost").unwrap()["health_score"], 0);
+}
+
+#[test]
+fn churned_fires_on_cancel_and_resolves_on_reactivation() {
+    let evs = vec![
+        started("c", at(0.0), "pro", 4900),
+        billing(
+            "c",
+            at(20.0),
+            EventKind::SubscriptionCancelled {
+                reason: Some("too expensive".into()),
+                cancel_kind: CancelKind::Voluntary,
+            },
+        ),
+        started("c", at(50.0), "starter", 2900),
+    ];
+    let (_, alerts) = run(evs, at(60.0));
+    let a = of(&alerts, "c", AlertKind::Churned);
+    assert_eq!(
+        statuses(&a),
+        vec![AlertStatus::Firing, AlertStatus::Resolved]
+    );
+    assert_eq!(a[0].evidence["kind"], "voluntary");
+    assert_eq!(a[1].ends_at, Some(at(50.0)));
+}
+
+#[test]
+fn detractor_fires_on_bad_feedback_and_resolves_on_good() {
+    let evs = vec![
+        ev("n", at(1.0), EventKind::Nps { score: 9 }),
+        ev("n", at(10.0), EventKind::Nps { score: 3 }),
+        ev("n", at(40.0), EventKind::Nps { score: 9 }),
+        ev("ces", at(10.0), EventKind::Ces { score: 7 }),
+        ev("happy", at(10.0), EventKind::Csat { score: 5 }),
+    ];
+    let (_, alerts) = run(evs, at(200.0));
+    let a = of(&alerts, "n", AlertKind::Detractor);
+    assert_eq!(
+        statuses(&a),
+        vec![AlertStatus::Firing, AlertStatus::Resolved]
+    );
+    assert_eq!((a[0].starts_at, a[1].ends_at), (at(10.0), Some(at(40.0))));
+    assert!(a[0].summary.contains("NPS 3"));
+    let c = of(&alerts, "ces", AlertKind::Detractor);
+    assert_eq!(
+        statuses(&c),
+        vec![AlertStatus::Firing, AlertStatus::Resolved],
+        "ages out after 90 days"
+    );
+    assert_eq!(c[1].ends_at, Some(at(100.0)));
+    assert!(of(&alerts, "happy", AlertKind::Detractor).is_empty());
+}
+
+#[test]
+fn support_spike_fires_on_a_burst_or_an_urgent_ticket() {
+    let ticket = |c: &str, ts, sev, id: &str, resolved| {
+        ev(
+            c,
+            ts,
+            EventKind::SupportTicket {
+                severity: sev,
+                ticket_id: Some(id.into()),
+                resolved,
+            },
+        )
+    };
+    let mut evs = vec![
+        ticket("s", at(1.0), Severity::Normal, "t0", false),
+        ticket("s", at(30.0), Severity::Low, "t1", false),
+    ];
+    for i in 0..6 {
+        evs.push(ticket(
+            "s",
+            at(60.0 + f64::from(i) * 0.5),
+            Severity::High,
+            &format!("b{i}"),
+            false,
+        ));
+    }
+    // A repeated ticket id is the same ticket.
+    evs.push(ticket("s", at(61.0), Severity::High, "b0", false));
+    evs.push(ticket("u", at(5.0), Severity::Urgent, "x", false));
+    evs.push(ticket("u", at(6.0), Severity::Urgent, "x", true));
+    let (_, alerts) = run(evs, at(100.0));
+    let a = of(&alerts, "s", AlertKind::SupportSpike);
+    assert_eq!(
+        statuses(&a),
+        vec![AlertStatus::Firing, AlertStatus::Resolved],
+        "{a:#?}"
+    );
+    assert_eq!(
+        a[0].starts_at,
+        at(61.0),
+        "third ticket of the burst crosses the floor of 3"
+    );
+    assert!(a[1].ends_at.unwrap() > at(63.0) && a[1].ends_at.unwrap() <= at(70.0));
+    let u = of(&alerts, "u", AlertKind::SupportSpike);
+    assert_eq!(
+        statuses(&u),
+        vec![AlertStatus::Firing, AlertStatus::Resolved]
+    );
+    assert_eq!((u[0].starts_at, u[1].ends_at), (at(5.0), Some(at(6.0))));
+}
+
+#[test]
+fn oscillating_around_the_threshold_gives_at_most_one_pair() {
+    let mut evs = peers(0..140, None);
+    // Eight weeks at baseline 20/day, then eight weeks alternating 45% / 55% drops.
+    evs.extend(daily("osc", 0..140, |d| match d {
+        0..56 => 20,
+        _ if (d / 7) % 2 == 0 => 11,
+        _ => 9,
+    }));
+    let (_, alerts) = run(evs, at(140.0));
+    let a = of(&alerts, "osc", AlertKind::EngagementDrop);
+    assert!(a.len() <= 2, "flapping: {:?}", statuses(&a));
+}
+
+#[test]
+fn disabled_alerts_and_plan_overrides() {
+    let evs = vec![
+        started("a", at(0.0), "pro", 9900),
+        billing(
+            "a",
+            at(10.0),
+            EventKind::PlanChanged {
+                plan: "starter".into(),
+                mrr: 2900,
+                previous_plan: None,
+                previous_mrr: None,
+            },
+        ),
+        started("b", at(0.0), "enterprise", 99000),
+        billing(
+            "b",
+            at(10.0),
+            EventKind::PlanChanged {
+                plan: "enterprise".into(),
+                mrr: 90000,
+                previous_plan: None,
+                previous_mrr: None,
+            },
+        ),
+    ];
+    let cfg: RawConfig = toml::from_str(
+        "[plans.enterprise.downgrade]\nfire = 0.2\n[alerts.detractor]\nenabled = false\n",
+    )
+    .unwrap();
+    let (_, alerts) = run_with(Arc::new(cfg.validate().unwrap()), evs.clone(), at(20.0));
+    assert_eq!(of(&alerts, "a", AlertKind::Downgrade).len(), 1);
+    assert!(
+        of(&alerts, "b", AlertKind::Downgrade).is_empty(),
+        "a 9% cut is below enterprise's 20%"
+    );
+    let cfg: RawConfig = toml::from_str("[alerts.downgrade]\nenabled = false\n").unwrap();
+    let (_, alerts) = run_with(Arc::new(cfg.validate().unwrap()), evs, at(20.0));
+    assert!(alerts.is_empty());
+}
+
+#[test]
+fn health_score_breakdown_sums_and_ranks_risk() {
+    let mut evs = peers(0..100, None);
+    evs.extend(daily("fading", 0..100, |d| if d < 75 { 15 } else { 1 }));
+    evs.push(ev("fading", at(90.0), EventKind::Nps { score: 2 }));
+    let (e, _) = run(evs, at(100.0));
+    for c in e.customers() {
+        let sum: u32 = c.breakdown.values().map(|v| u32::from(*v)).sum();
+        assert_eq!(sum, 100 - u32::from(c.health_score), "{}", c.customer_id);
+    }
+    let fading = e
+        .customers()
+        .into_iter()
+        .find(|c| &*c.customer_id == "fading")
+        .unwrap();
+    let peer = e
+        .customers()
+        .into_iter()
+        .find(|c| &*c.customer_id == "peer-03")
+        .unwrap();
+    assert!(fading.health_score < 70, "{fading:?}");
+    assert!(peer.health_score >= 90, "{peer:?}");
+    assert_ne!(fading.risk, "low");
+    assert!(fading.breakdown.contains_key("frequency") && fading.breakdown.contains_key("nps"));
+}
+
+#[test]
+fn late_within_lateness_gives_identical_alerts() {
+    let mut evs = peers(0..100, None);
+    evs.extend(daily("x", 0..100, |d| if d < 70 { 10 } else { 0 }));
+    evs.sort_by_key(|e| e.ts);
+    let (_, sorted) = run(evs.clone(), at(100.0));
+    // Reverse every block of events that fall within one hour: still within 2h lateness.
+    let mut shuffled = Vec::new();
+    let mut block: Vec<Event> = Vec::new();
+    for e in evs {
+        if block.first().is_some_and(|f| e.ts - f.ts > HOUR_MS) {
+            shuffled.extend(block.drain(..).rev());
+        }
+        block.push(e);
+    }
+    shuffled.extend(block.into_iter().rev());
+    let mut eng = Engine::new(Arc::new(Config::default()));
+    eng.set_until(Some(at(100.0)));
+    for (i, e) in shuffled.into_iter().enumerate() {
+        assert_ne!(eng.ingest(e, i as u64), crate::engine::Disposition::Late);
+    }
+    eng.finish(Some(at(100.0)));
+    let json = |v: &[AlertEvent]| v.iter().map(AlertEvent::to_json).collect::<Vec<_>>();
+    assert_eq!(json(&sorted), json(&eng.take_alerts()));
+    assert!(!sorted.is_empty());
+}
