@@ -1,75 +1,1996 @@
-//! STUB: replaced by the business-metrics ledger at merge.
-#![allow(missing_docs)]
-use serde::Serialize;
+//! Business metrics: the retention numbers a SaaS business runs on, per
+//! period (a rolling window or a UTC calendar month), overall, per plan and
+//! per segment.
+//!
+//! The engine owns per-customer billing state and reports what happened as
+//! [`Fact`]s, in event-time order, to a [`Ledger`]. The ledger keeps
+//! * a compact, time-ordered log of the facts that changed something
+//!   (24 bytes a fact; plan and segment names interned to `u16` ids), and
+//! * the current state of each billed customer (24 bytes a customer),
+//!
+//! and computes a [`PeriodReport`] on demand by replaying the log once
+//! (O(facts + customers) per report, O(1) amortized per [`Ledger::record`]).
+//!
+//! # Definitions
+//!
+//! * **Customer**: a customer with a live subscription at that instant, at any
+//!   MRR including 0 (a free plan). **Paying**: a customer with MRR > 0.
+//!   A customer with no billing (usage-only) is never counted; feedback and
+//!   refunds count only from customers that have had a subscription by then.
+//! * **Stock** (`customers_*`, `paying_*`, `mrr_*`, `dunning_open_end`) is
+//!   counted in the group the customer is in at that instant: its plan then,
+//!   and the latest segment seen by then.
+//! * **Flows** (new, reactivated, churned, expansion, contraction, dunning,
+//!   feedback, refunds) are counted in the group at the flow: a join under the
+//!   plan joined, a churn under the plan churned from, an MRR change under
+//!   the NEW plan. A plan change moves the stock between plan groups and a
+//!   segment change between segment groups; `moved_in`/`moved_out` (and their
+//!   MRR, at the MRR the customer had when it moved) record that, so every
+//!   group satisfies `customers_end = customers_start + new + reactivated -
+//!   churned_total + moved_in - moved_out` and `mrr_end = mrr_start + new_mrr +
+//!   reactivation_mrr + expansion_mrr - contraction_mrr - churned_mrr +
+//!   moved_in_mrr - moved_out_mrr` (moves are always 0 overall).
+//! * **Start cohort**: the customers subscribed at the period start, each
+//!   counted in the group it was in at the start. A cohort member that churns
+//!   in the period is *lost* (even if it comes back later in the period: the
+//!   comeback is a reactivation, not retention). `cohort_churned_mrr` is the
+//!   lost members' MRR at the start; `cohort_expansion_mrr` /
+//!   `cohort_contraction_mrr` are the retained members' net change from their
+//!   start MRR to their end MRR (a downgrade undone in the same period nets
+//!   out). So `mrr_start + cohort_expansion_mrr - cohort_contraction_mrr -
+//!   cohort_churned_mrr` is the start cohort's MRR at the end, and GRR stays
+//!   within 0..=1.
+//! * Every ratio is a fraction (0.25, not 25%), except NPS (-100..=100), and is
+//!   `None` (JSON `null`) when its denominator is zero; never NaN or infinite.
+//!
+//! Facts that change nothing are dropped on arrival: a second churn of a
+//! churned customer, an MRR change or dunning fact for a customer that is not
+//! subscribed, a dunning close without an open dunning period, feedback or a
+//! refund from a customer that never had a subscription. A churn closes an
+//! open dunning period as failed (so the `DunningClosed { recovered: false }`
+//! that may follow is not counted twice, and a voluntary cancel during dunning
+//! also counts as a failed dunning period).
+//!
+//! Facts should arrive in non-decreasing time. A customer's fact older than
+//! that customer's previous fact is recorded at the previous fact's time, so
+//! each customer's history is kept in arrival order; disorder across customers
+//! is kept at the exact instants (late facts wait in a small buffer that is
+//! merged into the log in batches).
 
-use crate::event::{CancelKind, Ts};
+use std::collections::BTreeMap;
 
-/// Dense customer index.
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
+use rustc_hash::FxHashMap;
+use serde::{Serialize, Serializer};
+
+use crate::event::{CancelKind, DAY_MS, Ts, format_ts};
+
+/// Dense customer index, assigned by the engine and stable for the process.
 pub type CustomerIx = u32;
 
-/// A billing or feedback fact.
-#[derive(Debug, Clone)]
+/// Group name of customers with no segment seen yet.
+pub const NO_SEGMENT: &str = "(none)";
+/// Group name that collects plans or segments beyond the 65 535th distinct name.
+pub const OTHER_GROUP: &str = "(other)";
+/// Largest money amount (minor units) taken from one fact; larger ones are
+/// clamped so that sums over millions of customers cannot overflow `i64`.
+pub const MAX_AMOUNT: i64 = 1 << 40;
+
+/// Something that happened to a customer's subscription, dunning or
+/// feedback, as decided by the engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fact {
-    /// Joined.
+    /// A subscription began. `reactivation` = the customer had churned before
+    /// (the ledger also treats a customer it has seen subscribed before as
+    /// reactivated). A `Joined` for a subscribed customer is an MRR change.
     Joined {
+        /// Plan subscribed to.
         plan: Box<str>,
+        /// Monthly recurring revenue, minor units.
         mrr: i64,
+        /// The customer had churned before.
         reactivation: bool,
     },
-    /// MRR changed.
+    /// MRR and/or plan changed for a subscribed customer (a plan change, or a
+    /// renewal with a new MRR). A drop to MRR 0 (free plan) is contraction,
+    /// not churn. The delta is taken from the ledger's own state (the MRR the
+    /// customer had), so `old_mrr` is informational.
     MrrChanged {
+        /// Plan after the change.
         plan: Box<str>,
+        /// MRR before the change, as the engine saw it.
         old_mrr: i64,
+        /// MRR after the change.
         new_mrr: i64,
     },
-    /// Churned.
-    Churned { kind: CancelKind, mrr: i64 },
-    /// Segment.
-    Segment { segment: Box<str> },
-    /// Dunning opened.
+    /// The customer churned (voluntary cancel, or involuntary: dunning expired
+    /// or billing cancelled). The MRR lost is the MRR the ledger holds for the
+    /// customer; `mrr` is informational.
+    Churned {
+        /// Voluntary or involuntary.
+        kind: CancelKind,
+        /// MRR lost, as the engine saw it.
+        mrr: i64,
+    },
+    /// Latest segment seen for the customer (sent when it changes; may come
+    /// before `Joined`).
+    Segment {
+        /// Segment name.
+        segment: Box<str>,
+    },
+    /// A dunning period opened (first failed payment).
     DunningOpened,
-    /// Dunning closed.
-    DunningClosed { recovered: bool },
-    /// NPS.
-    Nps { score: u8 },
-    /// CSAT.
-    Csat { score: u8 },
-    /// CES.
-    Ces { score: u8 },
-    /// Refund.
-    Refund { amount: i64 },
+    /// A dunning period closed: `recovered` = paid in time; `false` = it ended
+    /// in involuntary churn.
+    DunningClosed {
+        /// Paid in time.
+        recovered: bool,
+    },
+    /// NPS response, 0..=10.
+    Nps {
+        /// Score.
+        score: u8,
+    },
+    /// CSAT response, 1..=5.
+    Csat {
+        /// Score.
+        score: u8,
+    },
+    /// CES response, 1..=7 (higher is harder).
+    Ces {
+        /// Score.
+        score: u8,
+    },
+    /// Money returned.
+    Refund {
+        /// Amount, minor units.
+        amount: i64,
+    },
 }
 
-/// Ledger.
-#[derive(Debug, Default)]
-pub struct Ledger {
-    n: usize,
+/// Current stock of one group (or overall).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Stock {
+    /// Subscribed customers (any MRR, free included).
+    pub customers: i64,
+    /// Subscribed customers with MRR > 0.
+    pub paying: i64,
+    /// Sum of MRR, minor units.
+    pub mrr: i64,
+    /// Customers with an open dunning period.
+    pub dunning_open: i64,
 }
 
-/// Report.
-#[derive(Debug, Clone, Serialize)]
+/// The ledger's current state: stock overall, per plan and per segment
+/// (groups with no stock are left out).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Snapshot {
+    /// All customers.
+    pub overall: Stock,
+    /// By current plan.
+    pub by_plan: BTreeMap<String, Stock>,
+    /// By latest segment ([`NO_SEGMENT`] when none seen).
+    pub by_segment: BTreeMap<String, Stock>,
+}
+
+/// Business metrics of one period `[start, end)`, overall and per group.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PeriodReport {
-    /// Start.
+    /// Period start, RFC 3339 UTC (inclusive).
     pub start: String,
+    /// Period end, RFC 3339 UTC (exclusive).
+    pub end: String,
+    /// All customers.
+    pub overall: Metrics,
+    /// Per plan (see the module doc for attribution); groups with nothing in
+    /// the period are left out.
+    pub by_plan: BTreeMap<String, Metrics>,
+    /// Per segment ([`NO_SEGMENT`] for customers with no segment seen).
+    pub by_segment: BTreeMap<String, Metrics>,
+}
+
+/// Metrics of one group over one period. Money is in minor units; ratios are
+/// fractions, `None` when the denominator is zero. See the module doc for
+/// stock, flow and start-cohort attribution.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Metrics {
+    /// Customers subscribed at the start (any MRR).
+    pub customers_start: i64,
+    /// Customers subscribed at the end (any MRR).
+    pub customers_end: i64,
+    /// Customers with MRR > 0 at the start.
+    pub paying_start: i64,
+    /// Customers with MRR > 0 at the end.
+    pub paying_end: i64,
+    /// First-ever subscriptions in the period.
+    pub new: i64,
+    /// Subscriptions of customers that had churned before.
+    pub reactivated: i64,
+    /// Voluntary churns in the period (any customer, also one that joined in it).
+    pub churned_voluntary: i64,
+    /// Involuntary churns in the period (dunning expired, billing cancelled).
+    pub churned_involuntary: i64,
+    /// `churned_voluntary + churned_involuntary`.
+    pub churned_total: i64,
+    /// Customers that moved into this group (plan or segment change) while subscribed.
+    pub moved_in: i64,
+    /// Customers that moved out of this group while subscribed.
+    pub moved_out: i64,
+    /// Start-cohort customers lost voluntarily (first churn in the period).
+    pub cohort_churned_voluntary: i64,
+    /// Start-cohort customers lost involuntarily (first churn in the period).
+    pub cohort_churned_involuntary: i64,
+    /// `(cohort_churned_voluntary + cohort_churned_involuntary) / customers_start`.
+    #[serde(serialize_with = "ser_ratio")]
+    pub customer_churn_rate: Option<f64>,
+    /// `cohort_churned_voluntary / customers_start`.
+    #[serde(serialize_with = "ser_ratio")]
+    pub voluntary_churn_rate: Option<f64>,
+    /// `cohort_churned_involuntary / customers_start`.
+    #[serde(serialize_with = "ser_ratio")]
+    pub involuntary_churn_rate: Option<f64>,
+    /// CRR = `(customers_end - new - reactivated - moved_in) / customers_start`.
+    /// `new` and `reactivated` are every acquisition in the period, including
+    /// ones that churned again within it, so CRR can be below
+    /// `1 - customer_churn_rate` (which is the exact start-cohort retention)
+    /// and even negative; `moved_in` is 0 overall.
+    #[serde(serialize_with = "ser_ratio")]
+    pub customer_retention_rate: Option<f64>,
+    /// MRR at the start.
+    pub mrr_start: i64,
+    /// MRR at the end.
+    pub mrr_end: i64,
+    /// MRR of new customers at their join.
+    pub new_mrr: i64,
+    /// MRR of reactivated customers at their return.
+    pub reactivation_mrr: i64,
+    /// Sum of MRR increases (any customer), under the new plan.
+    pub expansion_mrr: i64,
+    /// Sum of MRR decreases (any customer, drops to a free plan included).
+    pub contraction_mrr: i64,
+    /// MRR lost to churn (any customer), at the MRR it had when it churned.
+    pub churned_mrr: i64,
+    /// Part of `churned_mrr` lost to voluntary churn.
+    pub churned_mrr_voluntary: i64,
+    /// Part of `churned_mrr` lost to involuntary churn.
+    pub churned_mrr_involuntary: i64,
+    /// MRR that moved into this group with `moved_in` customers.
+    pub moved_in_mrr: i64,
+    /// MRR that moved out of this group with `moved_out` customers.
+    pub moved_out_mrr: i64,
+    /// Start MRR of the start-cohort customers lost in the period.
+    pub cohort_churned_mrr: i64,
+    /// Net MRR growth of retained start-cohort customers (end vs start, per customer, > 0 part).
+    pub cohort_expansion_mrr: i64,
+    /// Net MRR shrink of retained start-cohort customers (start vs end, per customer, > 0 part).
+    pub cohort_contraction_mrr: i64,
+    /// Lost MRR rate = `churned_mrr / mrr_start` (all churn, also of customers that joined in the period).
+    #[serde(serialize_with = "ser_ratio")]
+    pub lost_mrr_rate: Option<f64>,
+    /// Gross MRR churn = `(cohort_churned_mrr + cohort_contraction_mrr) / mrr_start`.
+    #[serde(serialize_with = "ser_ratio")]
+    pub gross_mrr_churn_rate: Option<f64>,
+    /// Net MRR churn = `(cohort_churned_mrr + cohort_contraction_mrr - cohort_expansion_mrr) / mrr_start`.
+    #[serde(serialize_with = "ser_ratio")]
+    pub net_mrr_churn_rate: Option<f64>,
+    /// GRR = `(mrr_start - cohort_contraction_mrr - cohort_churned_mrr) / mrr_start`, in 0..=1.
+    #[serde(serialize_with = "ser_ratio")]
+    pub grr: Option<f64>,
+    /// NRR = `(mrr_start + cohort_expansion_mrr - cohort_contraction_mrr - cohort_churned_mrr) / mrr_start`.
+    #[serde(serialize_with = "ser_ratio")]
+    pub nrr: Option<f64>,
+    /// Dunning periods opened in the period.
+    pub dunning_opened: i64,
+    /// Dunning periods recovered (paid in time) in the period.
+    pub dunning_recovered: i64,
+    /// Dunning periods that ended in churn in the period.
+    pub dunning_failed: i64,
+    /// Customers in an open dunning period at the end.
+    pub dunning_open_end: i64,
+    /// `dunning_recovered / (dunning_recovered + dunning_failed)`.
+    #[serde(serialize_with = "ser_ratio")]
+    pub dunning_recovery_rate: Option<f64>,
+    /// NPS = % promoters (9-10) - % detractors (0-6), -100..=100.
+    #[serde(serialize_with = "ser_ratio")]
+    pub nps: Option<f64>,
+    /// NPS responses in the period.
+    pub nps_responses: i64,
+    /// NPS 9-10.
+    pub nps_promoters: i64,
+    /// NPS 7-8.
+    pub nps_passives: i64,
+    /// NPS 0-6.
+    pub nps_detractors: i64,
+    /// Mean CSAT (1..=5).
+    #[serde(serialize_with = "ser_ratio")]
+    pub csat_avg: Option<f64>,
+    /// CSAT responses in the period.
+    pub csat_responses: i64,
+    /// Mean CES (1..=7, higher is harder).
+    #[serde(serialize_with = "ser_ratio")]
+    pub ces_avg: Option<f64>,
+    /// CES responses in the period.
+    pub ces_responses: i64,
+    /// Money refunded in the period.
+    pub refunds: i64,
+    /// ARPA = `mrr_end / paying_end`.
+    #[serde(serialize_with = "ser_ratio")]
+    pub arpa: Option<f64>,
+    /// LTV estimate = `arpa / monthly churn`, where monthly churn =
+    /// `customer_churn_rate * 30 days / period length`; `None` when the churn
+    /// rate is 0 or unknown (a zero churn would make LTV infinite).
+    #[serde(serialize_with = "ser_ratio")]
+    pub ltv: Option<f64>,
+}
+
+/// Serializes a ratio; a non-finite value is an error rather than a silent
+/// `null` (ratios are finite by construction, this keeps it checked).
+fn ser_ratio<S: Serializer>(v: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(x) if !x.is_finite() => Err(serde::ser::Error::custom(format!(
+            "business metric ratio is not finite: {x}"
+        ))),
+        Some(x) => s.serialize_some(x),
+        None => s.serialize_none(),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Compact storage
+
+/// Fact kinds as stored in the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Kind {
+    Joined,
+    MrrChanged,
+    Churned,
+    Segment,
+    DunningOpened,
+    DunningClosed,
+    Nps,
+    Csat,
+    Ces,
+    Refund,
+}
+
+/// One stored fact. `id` = plan (Joined, MrrChanged) or segment id;
+/// `value` = MRR or amount; `aux` = flag or score.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Entry {
+    ts: Ts,
+    value: i64,
+    customer: CustomerIx,
+    id: u16,
+    kind: Kind,
+    aux: u8,
+}
+
+const _: () = assert!(std::mem::size_of::<Entry>() == 24);
+
+/// Entries a log chunk holds (chunks avoid copying and doubling one huge Vec).
+const CHUNK: usize = if cfg!(test) { 16 } else { 1 << 16 };
+/// Late entries buffered before they are merged into the log.
+const LATE_MERGE: usize = if cfg!(test) { 8 } else { 1024 };
+
+/// Facts ordered by time (ties in arrival order), in fixed-size chunks, plus
+/// a small unsorted buffer of late facts.
+#[derive(Debug, Default)]
+struct FactLog {
+    chunks: Vec<Vec<Entry>>,
+    late: Vec<Entry>,
+}
+
+impl FactLog {
+    fn len(&self) -> usize {
+        self.chunks.iter().map(Vec::len).sum::<usize>() + self.late.len()
+    }
+
+    fn tail_ts(&self) -> Option<Ts> {
+        self.chunks.last().and_then(|c| c.last()).map(|e| e.ts)
+    }
+
+    fn first_ts(&self) -> Option<Ts> {
+        let main = self.chunks.first().and_then(|c| c.first()).map(|e| e.ts);
+        let late = self.late.iter().map(|e| e.ts).min();
+        match (main, late) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn push(&mut self, e: Entry) {
+        if self.tail_ts().is_some_and(|t| e.ts < t) {
+            self.late.push(e);
+            if self.late.len() >= LATE_MERGE {
+                self.merge_late();
+            }
+        } else {
+            self.push_main(e);
+        }
+    }
+
+    fn push_main(&mut self, e: Entry) {
+        match self.chunks.last_mut() {
+            Some(c) if c.len() < CHUNK => c.push(e),
+            _ => {
+                // The first chunk grows from small; later ones are allocated whole.
+                let cap = if self.chunks.is_empty() { 0 } else { CHUNK };
+                let mut c = Vec::with_capacity(cap);
+                c.push(e);
+                self.chunks.push(c);
+            }
+        }
+    }
+
+    /// Merges the late buffer into the log: only the log's suffix after the
+    /// earliest late fact is rewritten.
+    fn merge_late(&mut self) {
+        if self.late.is_empty() {
+            return;
+        }
+        let mut late = std::mem::take(&mut self.late);
+        late.sort_by_key(|e| e.ts); // stable: arrival order on ties
+        let t0 = late[0].ts;
+        let mut i = self.chunks.len();
+        while i > 0 && self.chunks[i - 1].first().is_some_and(|e| e.ts > t0) {
+            i -= 1;
+        }
+        let mut suffix = Vec::new();
+        if i > 0 {
+            let c = &mut self.chunks[i - 1];
+            let pos = c.partition_point(|e| e.ts <= t0);
+            suffix.extend(c.drain(pos..));
+        }
+        for c in self.chunks.drain(i..) {
+            suffix.extend(c);
+        }
+        for e in Merge::new(suffix.into_iter(), late.into_iter()) {
+            self.push_main(e);
+        }
+    }
+
+    /// All entries in time order (the log first on ties: it arrived first).
+    fn iter(&self) -> impl Iterator<Item = Entry> + '_ {
+        let mut late = self.late.clone();
+        late.sort_by_key(|e| e.ts);
+        Merge::new(self.chunks.iter().flatten().copied(), late.into_iter())
+    }
+
+    fn heap_bytes(&self) -> usize {
+        let e = std::mem::size_of::<Entry>();
+        self.chunks.iter().map(|c| c.capacity() * e).sum::<usize>()
+            + self.chunks.capacity() * std::mem::size_of::<Vec<Entry>>()
+            + self.late.capacity() * e
+    }
+}
+
+/// Merges two time-ordered streams, `a` first on ties.
+struct Merge<A: Iterator<Item = Entry>, B: Iterator<Item = Entry>> {
+    a: std::iter::Peekable<A>,
+    b: std::iter::Peekable<B>,
+}
+
+impl<A: Iterator<Item = Entry>, B: Iterator<Item = Entry>> Merge<A, B> {
+    fn new(a: A, b: B) -> Self {
+        Merge {
+            a: a.peekable(),
+            b: b.peekable(),
+        }
+    }
+}
+
+impl<A: Iterator<Item = Entry>, B: Iterator<Item = Entry>> Iterator for Merge<A, B> {
+    type Item = Entry;
+    fn next(&mut self) -> Option<Entry> {
+        match (self.a.peek(), self.b.peek()) {
+            (Some(x), Some(y)) if y.ts < x.ts => self.b.next(),
+            (Some(_), _) => self.a.next(),
+            (None, _) => self.b.next(),
+        }
+    }
+}
+
+/// Names to dense `u16` ids. Id 0 is [`OTHER_GROUP`], which also takes every
+/// name past the 65 535th.
+#[derive(Debug)]
+struct Interner {
+    ids: FxHashMap<Box<str>, u16>,
+    names: Vec<Box<str>>,
+}
+
+impl Interner {
+    fn with(reserved: &[&str]) -> Self {
+        let mut i = Interner {
+            ids: FxHashMap::default(),
+            names: Vec::new(),
+        };
+        for r in reserved {
+            i.intern(r);
+        }
+        i
+    }
+
+    fn intern(&mut self, s: &str) -> u16 {
+        if let Some(&id) = self.ids.get(s) {
+            return id;
+        }
+        let Ok(id) = u16::try_from(self.names.len()) else {
+            return 0;
+        };
+        self.names.push(s.into());
+        self.ids.insert(s.into(), id);
+        id
+    }
+
+    fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.names.iter().map(|n| 2 * n.len()).sum::<usize>()
+            + self.names.capacity() * std::mem::size_of::<Box<str>>()
+            + self.ids.capacity() * (std::mem::size_of::<(Box<str>, u16)>() + 1)
+    }
+}
+
+/// Segment id of [`NO_SEGMENT`] (the default of every customer).
+const NO_SEGMENT_ID: u16 = 1;
+
+// ---------------------------------------------------------------------------
+// Customer state and the transition function shared by live state and replay
+
+const SUBSCRIBED: u8 = 1;
+const BILLED: u8 = 2;
+const DUNNING: u8 = 4;
+
+/// A customer's billing state (16 bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Cust {
+    mrr: i64,
+    plan: u16,
+    segment: u16,
+    flags: u8,
+}
+
+impl Default for Cust {
+    fn default() -> Self {
+        Cust {
+            mrr: 0,
+            plan: 0,
+            segment: NO_SEGMENT_ID,
+            flags: 0,
+        }
+    }
+}
+
+impl Cust {
+    fn has(&self, f: u8) -> bool {
+        self.flags & f != 0
+    }
+}
+
+/// What a fact did to a customer.
+#[derive(Debug, Clone, Copy)]
+enum Flow {
+    Joined { reactivation: bool },
+    MrrChanged,
+    Churned { kind: usize, closed_dunning: bool },
+    Segment,
+    DunningOpened,
+    DunningClosed { recovered: bool },
+    Nps(u8),
+    Csat(u8),
+    Ces(u8),
+    Refund(i64),
+}
+
+/// Customer states plus stock per group, kept in step.
+#[derive(Debug, Default)]
+struct Book {
+    custs: Vec<Cust>,
+    total: Stock,
+    plans: Vec<Stock>,
+    segments: Vec<Stock>,
+}
+
+fn stock_at(v: &mut Vec<Stock>, id: u16) -> &mut Stock {
+    let i = usize::from(id);
+    if v.len() <= i {
+        v.resize(i + 1, Stock::default());
+    }
+    &mut v[i]
+}
+
+impl Book {
+    fn get(&self, c: CustomerIx) -> Cust {
+        self.custs.get(c as usize).copied().unwrap_or_default()
+    }
+
+    fn add_stock(&mut self, c: &Cust, sign: i64) {
+        if !c.has(SUBSCRIBED) {
+            return;
+        }
+        let paying = i64::from(c.mrr > 0);
+        let dunning = i64::from(c.has(DUNNING));
+        let plan = stock_at(&mut self.plans, c.plan);
+        for s in [&mut self.total, plan] {
+            s.customers += sign;
+            s.paying += sign * paying;
+            s.mrr += sign * c.mrr;
+            s.dunning_open += sign * dunning;
+        }
+        let seg = stock_at(&mut self.segments, c.segment);
+        seg.customers += sign;
+        seg.paying += sign * paying;
+        seg.mrr += sign * c.mrr;
+        seg.dunning_open += sign * dunning;
+    }
+
+    /// Applies one fact; `None` when it changes nothing.
+    fn apply(&mut self, e: &Entry) -> Option<(Cust, Cust, Flow)> {
+        let before = self.get(e.customer);
+        let mut after = before;
+        let subscribed = before.has(SUBSCRIBED);
+        let flow = match e.kind {
+            Kind::Joined | Kind::MrrChanged => {
+                if e.kind == Kind::MrrChanged && !subscribed {
+                    return None;
+                }
+                after.plan = e.id;
+                after.mrr = e.value;
+                after.flags |= SUBSCRIBED | BILLED;
+                if subscribed {
+                    if after == before {
+                        return None;
+                    }
+                    Flow::MrrChanged
+                } else {
+                    Flow::Joined {
+                        reactivation: e.aux != 0 || before.has(BILLED),
+                    }
+                }
+            }
+            Kind::Churned => {
+                if !subscribed {
+                    return None;
+                }
+                after.flags &= !(SUBSCRIBED | DUNNING);
+                Flow::Churned {
+                    kind: usize::from(e.aux != 0),
+                    closed_dunning: before.has(DUNNING),
+                }
+            }
+            Kind::Segment => {
+                if before.segment == e.id {
+                    return None;
+                }
+                after.segment = e.id;
+                Flow::Segment
+            }
+            Kind::DunningOpened => {
+                if !subscribed || before.has(DUNNING) {
+                    return None;
+                }
+                after.flags |= DUNNING;
+                Flow::DunningOpened
+            }
+            Kind::DunningClosed => {
+                if !before.has(DUNNING) {
+                    return None;
+                }
+                after.flags &= !DUNNING;
+                Flow::DunningClosed {
+                    recovered: e.aux != 0,
+                }
+            }
+            Kind::Nps | Kind::Csat | Kind::Ces | Kind::Refund => {
+                if !before.has(BILLED) {
+                    return None;
+                }
+                match e.kind {
+                    Kind::Nps => Flow::Nps(e.aux),
+                    Kind::Csat => Flow::Csat(e.aux),
+                    Kind::Ces => Flow::Ces(e.aux),
+                    _ => Flow::Refund(e.value),
+                }
+            }
+        };
+        self.add_stock(&before, -1);
+        self.add_stock(&after, 1);
+        let i = e.customer as usize;
+        if self.custs.len() <= i {
+            self.custs.resize(i + 1, Cust::default());
+        }
+        self.custs[i] = after;
+        Some((before, after, flow))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Period accumulation
+
+/// Raw counters of one group in one period.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Raw {
+    new: i64,
+    new_mrr: i64,
+    reactivated: i64,
+    reactivation_mrr: i64,
+    churned: [i64; 2],
+    churned_mrr: [i64; 2],
+    expansion: i64,
+    contraction: i64,
+    moved_in: i64,
+    moved_in_mrr: i64,
+    moved_out: i64,
+    moved_out_mrr: i64,
+    cohort_lost: [i64; 2],
+    cohort_lost_mrr: [i64; 2],
+    cohort_expansion: i64,
+    cohort_contraction: i64,
+    dunning_opened: i64,
+    dunning_recovered: i64,
+    dunning_failed: i64,
+    /// Detractors, passives, promoters.
+    nps: [i64; 3],
+    csat_sum: i64,
+    csat_n: i64,
+    ces_sum: i64,
+    ces_n: i64,
+    refunds: i64,
+}
+
+/// Per-period counters overall, per plan id and per segment id.
+struct Acc {
+    total: Raw,
+    plans: Vec<Raw>,
+    segments: Vec<Raw>,
+}
+
+impl Acc {
+    fn new(plans: usize, segments: usize) -> Self {
+        Acc {
+            total: Raw::default(),
+            plans: vec![Raw::default(); plans],
+            segments: vec![Raw::default(); segments],
+        }
+    }
+
+    /// Applies `f` to the overall, plan and segment counters.
+    fn at(&mut self, plan: u16, segment: u16, f: impl Fn(&mut Raw)) {
+        f(&mut self.total);
+        f(&mut self.plans[usize::from(plan)]);
+        f(&mut self.segments[usize::from(segment)]);
+    }
+}
+
+/// A customer's start-of-period values, taken lazily at its first fact in
+/// the period (nothing changed it since the period began).
+#[derive(Debug, Clone, Copy, Default)]
+struct CohortCust {
+    start_mrr: i64,
+    /// Period id (1-based) these values belong to; 0 = never taken.
+    period: u32,
+    start_plan: u16,
+    start_segment: u16,
+    /// In the start cohort and not lost yet.
+    active: bool,
+}
+
+fn pos(x: i64) -> i64 {
+    x.max(0)
+}
+
+fn ratio(num: f64, den: f64) -> Option<f64> {
+    if den == 0.0 {
+        return None;
+    }
+    let r = num / den;
+    r.is_finite().then_some(r)
+}
+
+/// One replay of the log over a list of period boundaries.
+struct Replay {
+    book: Book,
+    cohort: Vec<CohortCust>,
+    acc: Acc,
+    start_total: Stock,
+    start_plans: Vec<Stock>,
+    start_segments: Vec<Stock>,
+}
+
+impl Replay {
+    fn observe(&mut self, c: CustomerIx, period: u32, before: Cust, after: Cust, flow: Flow) {
+        let i = c as usize;
+        if self.cohort.len() <= i {
+            self.cohort.resize(i + 1, CohortCust::default());
+        }
+        let cc = &mut self.cohort[i];
+        if cc.period != period {
+            *cc = CohortCust {
+                start_mrr: before.mrr,
+                period,
+                start_plan: before.plan,
+                start_segment: before.segment,
+                active: before.has(SUBSCRIBED),
+            };
+        }
+        let cc = *cc;
+        let s = cc.start_mrr;
+        let acc = &mut self.acc;
+        let (plan, seg) = (after.plan, after.segment);
+        match flow {
+            Flow::Joined { reactivation } => acc.at(plan, seg, |r| {
+                if reactivation {
+                    r.reactivated += 1;
+                    r.reactivation_mrr += after.mrr;
+                } else {
+                    r.new += 1;
+                    r.new_mrr += after.mrr;
+                }
+            }),
+            Flow::MrrChanged => {
+                let d = after.mrr - before.mrr;
+                acc.at(plan, seg, |r| {
+                    r.expansion += pos(d);
+                    r.contraction += pos(-d);
+                });
+                if before.plan != after.plan {
+                    let out = &mut acc.plans[usize::from(before.plan)];
+                    out.moved_out += 1;
+                    out.moved_out_mrr += before.mrr;
+                    let inn = &mut acc.plans[usize::from(after.plan)];
+                    inn.moved_in += 1;
+                    inn.moved_in_mrr += before.mrr;
+                }
+                if cc.active {
+                    let de = pos(after.mrr - s) - pos(before.mrr - s);
+                    let dc = pos(s - after.mrr) - pos(s - before.mrr);
+                    acc.at(cc.start_plan, cc.start_segment, |r| {
+                        r.cohort_expansion += de;
+                        r.cohort_contraction += dc;
+                    });
+                }
+            }
+            Flow::Churned {
+                kind,
+                closed_dunning,
+            } => {
+                acc.at(plan, seg, |r| {
+                    r.churned[kind] += 1;
+                    r.churned_mrr[kind] += before.mrr;
+                    r.dunning_failed += i64::from(closed_dunning);
+                });
+                if cc.active {
+                    self.cohort[i].active = false;
+                    acc.at(cc.start_plan, cc.start_segment, |r| {
+                        r.cohort_expansion -= pos(before.mrr - s);
+                        r.cohort_contraction -= pos(s - before.mrr);
+                        r.cohort_lost[kind] += 1;
+                        r.cohort_lost_mrr[kind] += s;
+                    });
+                }
+            }
+            Flow::Segment => {
+                if before.has(SUBSCRIBED) {
+                    let out = &mut acc.segments[usize::from(before.segment)];
+                    out.moved_out += 1;
+                    out.moved_out_mrr += before.mrr;
+                    let inn = &mut acc.segments[usize::from(after.segment)];
+                    inn.moved_in += 1;
+                    inn.moved_in_mrr += before.mrr;
+                }
+            }
+            Flow::DunningOpened => acc.at(plan, seg, |r| r.dunning_opened += 1),
+            Flow::DunningClosed { recovered } => acc.at(plan, seg, |r| {
+                if recovered {
+                    r.dunning_recovered += 1;
+                } else {
+                    r.dunning_failed += 1;
+                }
+            }),
+            Flow::Nps(score) => {
+                let b = match score {
+                    9.. => 2,
+                    7 | 8 => 1,
+                    _ => 0,
+                };
+                acc.at(plan, seg, |r| r.nps[b] += 1);
+            }
+            Flow::Csat(score) => acc.at(plan, seg, |r| {
+                r.csat_sum += i64::from(score);
+                r.csat_n += 1;
+            }),
+            Flow::Ces(score) => acc.at(plan, seg, |r| {
+                r.ces_sum += i64::from(score);
+                r.ces_n += 1;
+            }),
+            Flow::Refund(amount) => acc.at(plan, seg, |r| r.refunds += amount),
+        }
+    }
+}
+
+/// Builds the metrics of one group from its counters and stocks.
+fn metrics(raw: &Raw, start: &Stock, end: &Stock, period_ms: f64) -> Metrics {
+    let cs = start.customers as f64;
+    let ms = start.mrr as f64;
+    let lost = raw.cohort_lost[0] + raw.cohort_lost[1];
+    let cohort_churned_mrr = raw.cohort_lost_mrr[0] + raw.cohort_lost_mrr[1];
+    let churned_mrr = raw.churned_mrr[0] + raw.churned_mrr[1];
+    let (cx, cc) = (raw.cohort_expansion, raw.cohort_contraction);
+    let customer_churn_rate = ratio(lost as f64, cs);
+    let arpa = ratio(end.mrr as f64, end.paying as f64);
+    let monthly_churn = customer_churn_rate
+        .filter(|r| *r > 0.0)
+        .and_then(|r| ratio(r * (30 * DAY_MS) as f64, period_ms));
+    let ltv = arpa.zip(monthly_churn).and_then(|(a, m)| ratio(a, m));
+    let nps_n = raw.nps.iter().sum::<i64>();
+    let dunning_closed = raw.dunning_recovered + raw.dunning_failed;
+    Metrics {
+        customers_start: start.customers,
+        customers_end: end.customers,
+        paying_start: start.paying,
+        paying_end: end.paying,
+        new: raw.new,
+        reactivated: raw.reactivated,
+        churned_voluntary: raw.churned[0],
+        churned_involuntary: raw.churned[1],
+        churned_total: raw.churned[0] + raw.churned[1],
+        moved_in: raw.moved_in,
+        moved_out: raw.moved_out,
+        cohort_churned_voluntary: raw.cohort_lost[0],
+        cohort_churned_involuntary: raw.cohort_lost[1],
+        customer_churn_rate,
+        voluntary_churn_rate: ratio(raw.cohort_lost[0] as f64, cs),
+        involuntary_churn_rate: ratio(raw.cohort_lost[1] as f64, cs),
+        customer_retention_rate: ratio(
+            (end.customers - raw.new - raw.reactivated - raw.moved_in) as f64,
+            cs,
+        ),
+        mrr_start: start.mrr,
+        mrr_end: end.mrr,
+        new_mrr: raw.new_mrr,
+        reactivation_mrr: raw.reactivation_mrr,
+        expansion_mrr: raw.expansion,
+        contraction_mrr: raw.contraction,
+        churned_mrr,
+        churned_mrr_voluntary: raw.churned_mrr[0],
+        churned_mrr_involuntary: raw.churned_mrr[1],
+        moved_in_mrr: raw.moved_in_mrr,
+        moved_out_mrr: raw.moved_out_mrr,
+        cohort_churned_mrr,
+        cohort_expansion_mrr: cx,
+        cohort_contraction_mrr: cc,
+        lost_mrr_rate: ratio(churned_mrr as f64, ms),
+        gross_mrr_churn_rate: ratio((cohort_churned_mrr + cc) as f64, ms),
+        net_mrr_churn_rate: ratio((cohort_churned_mrr + cc - cx) as f64, ms),
+        grr: ratio((start.mrr - cc - cohort_churned_mrr) as f64, ms),
+        nrr: ratio((start.mrr + cx - cc - cohort_churned_mrr) as f64, ms),
+        dunning_opened: raw.dunning_opened,
+        dunning_recovered: raw.dunning_recovered,
+        dunning_failed: raw.dunning_failed,
+        dunning_open_end: end.dunning_open,
+        dunning_recovery_rate: ratio(raw.dunning_recovered as f64, dunning_closed as f64),
+        nps: ratio(((raw.nps[2] - raw.nps[0]) * 100) as f64, nps_n as f64),
+        nps_responses: nps_n,
+        nps_promoters: raw.nps[2],
+        nps_passives: raw.nps[1],
+        nps_detractors: raw.nps[0],
+        csat_avg: ratio(raw.csat_sum as f64, raw.csat_n as f64),
+        csat_responses: raw.csat_n,
+        ces_avg: ratio(raw.ces_sum as f64, raw.ces_n as f64),
+        ces_responses: raw.ces_n,
+        refunds: raw.refunds,
+        arpa,
+        ltv,
+    }
+}
+
+/// Metrics of each group that had stock or a flow in the period.
+fn group_metrics(
+    names: &Interner,
+    raws: &[Raw],
+    starts: &[Stock],
+    ends: &[Stock],
+    period_ms: f64,
+) -> BTreeMap<String, Metrics> {
+    let zero = Stock::default();
+    let empty = Raw::default();
+    let mut out = BTreeMap::new();
+    for (id, name) in names.names.iter().enumerate() {
+        let raw = raws.get(id).unwrap_or(&empty);
+        let start = starts.get(id).unwrap_or(&zero);
+        let end = ends.get(id).unwrap_or(&zero);
+        if *raw == empty && *start == zero && *end == zero {
+            continue;
+        }
+        out.insert(name.to_string(), metrics(raw, start, end, period_ms));
+    }
+    out
+}
+
+fn month_start(ts: Ts) -> Option<Ts> {
+    let d = DateTime::<Utc>::from_timestamp_millis(ts)?.date_naive();
+    let m = NaiveDate::from_ymd_opt(d.year(), d.month(), 1)?;
+    Some(m.and_hms_opt(0, 0, 0)?.and_utc().timestamp_millis())
+}
+
+fn next_month(ts: Ts) -> Option<Ts> {
+    let d = DateTime::<Utc>::from_timestamp_millis(ts)?.date_naive();
+    let (y, m) = if d.month() == 12 {
+        (d.year() + 1, 1)
+    } else {
+        (d.year(), d.month() + 1)
+    };
+    let n = NaiveDate::from_ymd_opt(y, m, 1)?;
+    Some(n.and_hms_opt(0, 0, 0)?.and_utc().timestamp_millis())
+}
+
+// ---------------------------------------------------------------------------
+// The ledger
+
+/// Business facts of every customer, and the period reports computed from
+/// them. See the module doc for the definitions.
+#[derive(Debug)]
+pub struct Ledger {
+    log: FactLog,
+    live: Book,
+    /// Time of each customer's latest fact (keeps its history in arrival order).
+    last_ts: Vec<Ts>,
+    plans: Interner,
+    segments: Interner,
+}
+
+impl Default for Ledger {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Ledger {
-    /// New.
+    /// An empty ledger.
     pub fn new() -> Self {
-        Self::default()
-    }
-    /// Record.
-    pub fn record(&mut self, _ts: Ts, _c: CustomerIx, _f: Fact) {
-        self.n += 1;
-    }
-    /// Report.
-    pub fn report(&self, start: Ts, _end: Ts) -> PeriodReport {
-        PeriodReport {
-            start: crate::event::format_ts(start),
+        Ledger {
+            log: FactLog::default(),
+            live: Book::default(),
+            last_ts: Vec::new(),
+            plans: Interner::with(&[OTHER_GROUP]),
+            segments: Interner::with(&[OTHER_GROUP, NO_SEGMENT]),
         }
     }
-    /// Monthly.
-    pub fn monthly(&self, _until: Ts) -> Vec<PeriodReport> {
-        Vec::new()
+
+    /// Records a fact at event time `ts`. O(1) amortized. Facts that change
+    /// nothing are dropped; a fact older than the customer's previous one is
+    /// recorded at the previous one's time (see the module doc).
+    pub fn record(&mut self, ts: Ts, customer: CustomerIx, fact: Fact) {
+        let i = customer as usize;
+        let ts = self.last_ts.get(i).map_or(ts, |&last| ts.max(last));
+        let amount = |v: i64| v.clamp(0, MAX_AMOUNT);
+        let (kind, id, value, aux) = match fact {
+            Fact::Joined {
+                plan,
+                mrr,
+                reactivation,
+            } => (
+                Kind::Joined,
+                self.plans.intern(&plan),
+                amount(mrr),
+                u8::from(reactivation),
+            ),
+            Fact::MrrChanged { plan, new_mrr, .. } => (
+                Kind::MrrChanged,
+                self.plans.intern(&plan),
+                amount(new_mrr),
+                0,
+            ),
+            Fact::Churned { kind, mrr } => (
+                Kind::Churned,
+                0,
+                amount(mrr),
+                u8::from(kind == CancelKind::Involuntary),
+            ),
+            Fact::Segment { segment } => (Kind::Segment, self.segments.intern(&segment), 0, 0),
+            Fact::DunningOpened => (Kind::DunningOpened, 0, 0, 0),
+            Fact::DunningClosed { recovered } => (Kind::DunningClosed, 0, 0, u8::from(recovered)),
+            Fact::Nps { score } => (Kind::Nps, 0, 0, score),
+            Fact::Csat { score } => (Kind::Csat, 0, 0, score),
+            Fact::Ces { score } => (Kind::Ces, 0, 0, score),
+            Fact::Refund { amount: a } => (Kind::Refund, 0, amount(a), 0),
+        };
+        let e = Entry {
+            ts,
+            value,
+            customer,
+            id,
+            kind,
+            aux,
+        };
+        if self.live.apply(&e).is_none() {
+            return;
+        }
+        if self.last_ts.len() <= i {
+            self.last_ts.resize(i + 1, Ts::MIN);
+        }
+        self.last_ts[i] = ts;
+        self.log.push(e);
+    }
+
+    /// Metrics of `[start, end)` (an `end` before `start` is taken as `start`).
+    pub fn report(&self, start: Ts, end: Ts) -> PeriodReport {
+        let mut v = self.replay(&[start, end.max(start)]);
+        v.pop().expect("two boundaries make one period")
+    }
+
+    /// One report per UTC calendar month, from the month of the first fact to
+    /// the month containing `until`; the last one ends at `until` (and is
+    /// empty when `until` is a month's first instant). Empty when there are
+    /// no facts or `until` is before the first one.
+    pub fn monthly(&self, until: Ts) -> Vec<PeriodReport> {
+        let Some(first) = self.log.first_ts() else {
+            return Vec::new();
+        };
+        if until < first {
+            return Vec::new();
+        }
+        let Some(mut b) = month_start(first) else {
+            return Vec::new();
+        };
+        let mut bounds = vec![b];
+        loop {
+            match next_month(b) {
+                Some(n) if n <= until => {
+                    bounds.push(n);
+                    b = n;
+                }
+                _ => {
+                    bounds.push(until);
+                    break;
+                }
+            }
+        }
+        self.replay(&bounds)
+    }
+
+    /// Reports for consecutive periods `[bounds[i], bounds[i + 1])`, from one
+    /// pass over the log. `bounds` must be non-decreasing.
+    fn replay(&self, bounds: &[Ts]) -> Vec<PeriodReport> {
+        let (np, ns) = (self.plans.len(), self.segments.len());
+        let mut r = Replay {
+            book: Book {
+                custs: Vec::with_capacity(self.live.custs.len()),
+                total: Stock::default(),
+                plans: vec![Stock::default(); np],
+                segments: vec![Stock::default(); ns],
+            },
+            cohort: Vec::with_capacity(self.live.custs.len()),
+            acc: Acc::new(np, ns),
+            start_total: Stock::default(),
+            start_plans: Vec::new(),
+            start_segments: Vec::new(),
+        };
+        let mut out = Vec::with_capacity(bounds.len().saturating_sub(1));
+        let mut crossed = 0;
+        let cross = |r: &mut Replay, i: usize, out: &mut Vec<PeriodReport>| {
+            if i > 0 {
+                let (start, end) = (bounds[i - 1], bounds[i]);
+                let period_ms = end as f64 - start as f64;
+                out.push(PeriodReport {
+                    start: format_ts(start),
+                    end: format_ts(end),
+                    overall: metrics(&r.acc.total, &r.start_total, &r.book.total, period_ms),
+                    by_plan: group_metrics(
+                        &self.plans,
+                        &r.acc.plans,
+                        &r.start_plans,
+                        &r.book.plans,
+                        period_ms,
+                    ),
+                    by_segment: group_metrics(
+                        &self.segments,
+                        &r.acc.segments,
+                        &r.start_segments,
+                        &r.book.segments,
+                        period_ms,
+                    ),
+                });
+            }
+            if i + 1 < bounds.len() {
+                r.acc = Acc::new(np, ns);
+                r.start_total = r.book.total;
+                r.start_plans.clone_from(&r.book.plans);
+                r.start_segments.clone_from(&r.book.segments);
+            }
+        };
+        for e in self.log.iter() {
+            while crossed < bounds.len() && e.ts >= bounds[crossed] {
+                cross(&mut r, crossed, &mut out);
+                crossed += 1;
+            }
+            if crossed == bounds.len() {
+                break;
+            }
+            if let Some((before, after, flow)) = r.book.apply(&e)
+                && crossed > 0
+            {
+                r.observe(e.customer, crossed as u32, before, after, flow);
+            }
+        }
+        while crossed < bounds.len() {
+            cross(&mut r, crossed, &mut out);
+            crossed += 1;
+        }
+        out
+    }
+
+    /// Current stock overall, per plan and per segment.
+    pub fn current(&self) -> Snapshot {
+        let pick = |names: &Interner, v: &[Stock]| {
+            v.iter()
+                .enumerate()
+                .filter(|(_, s)| **s != Stock::default())
+                .map(|(id, s)| (names.names[id].to_string(), *s))
+                .collect()
+        };
+        Snapshot {
+            overall: self.live.total,
+            by_plan: pick(&self.plans, &self.live.plans),
+            by_segment: pick(&self.segments, &self.live.segments),
+        }
+    }
+
+    /// Customers in an open dunning period now.
+    pub fn open_dunning(&self) -> i64 {
+        self.live.total.dunning_open
+    }
+
+    /// Subscribed customers now (any MRR).
+    pub fn subscribed(&self) -> i64 {
+        self.live.total.customers
+    }
+
+    /// Customers with MRR > 0 now.
+    pub fn paying(&self) -> i64 {
+        self.live.total.paying
+    }
+
+    /// Total MRR now, minor units.
+    pub fn mrr(&self) -> i64 {
+        self.live.total.mrr
+    }
+
+    /// Facts stored (facts that changed nothing are not stored).
+    pub fn len(&self) -> usize {
+        self.log.len()
+    }
+
+    /// True when no fact is stored.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Approximate heap bytes held (for the memory budget and a gauge).
+    pub fn heap_bytes(&self) -> usize {
+        self.log.heap_bytes()
+            + self.live.custs.capacity() * std::mem::size_of::<Cust>()
+            + self.last_ts.capacity() * std::mem::size_of::<Ts>()
+            + (self.live.plans.capacity() + self.live.segments.capacity())
+                * std::mem::size_of::<Stock>()
+            + self.plans.heap_bytes()
+            + self.segments.heap_bytes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::parse_ts;
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    fn t(s: &str) -> Ts {
+        parse_ts(s).expect("test timestamp")
+    }
+
+    fn joined(plan: &str, mrr: i64, reactivation: bool) -> Fact {
+        Fact::Joined {
+            plan: plan.into(),
+            mrr,
+            reactivation,
+        }
+    }
+
+    fn changed(plan: &str, old_mrr: i64, new_mrr: i64) -> Fact {
+        Fact::MrrChanged {
+            plan: plan.into(),
+            old_mrr,
+            new_mrr,
+        }
+    }
+
+    fn churned(kind: CancelKind, mrr: i64) -> Fact {
+        Fact::Churned { kind, mrr }
+    }
+
+    fn segment(s: &str) -> Fact {
+        Fact::Segment { segment: s.into() }
+    }
+
+    use CancelKind::{Involuntary, Voluntary};
+
+    const A: u32 = 0;
+    const B: u32 = 1;
+    const C: u32 = 2;
+    const D: u32 = 3;
+    const E: u32 = 4;
+    const F: u32 = 5;
+    const G: u32 = 6;
+    const H: u32 = 7;
+
+    /// The golden story. Plans: basic, pro, free; segments: smb, ent, none.
+    ///
+    /// December 2025 (nobody subscribed on Dec 1):
+    ///   A pro 5000 smb, B basic 1000 smb, C pro 2000 ent, D basic 1000 (no
+    ///   segment), E basic 1000 ent join; G basic 1000 ent joins and churns.
+    /// January 2026, window [Jan 1, Jan 31):
+    ///   D dunning opens (2), A dunning opens (3) and recovers (4),
+    ///   B basic 1000 -> pro 5000 (5: expansion 4000 under pro),
+    ///   C pro 2000 -> free 0 (6: contraction 2000 under free; still a customer),
+    ///   F smb joins basic 1000 (7) and churns voluntarily (20),
+    ///   NPS A 10, B 9, C 3, H 8; CSAT A 5, C 2; CES H 3,
+    ///   E churns voluntarily (10) and is refunded 500,
+    ///   G reactivates on pro 5000 (12), H ent joins pro 5000 (15),
+    ///   D churns involuntarily by dunning expiry (16),
+    ///   A moves smb -> ent (25), B dunning opens (30).
+    ///   A churns at Jan 31 00:00, exactly at the window end: not in it.
+    fn fixture() -> Ledger {
+        let mut l = Ledger::new();
+        let mut r = |ts: &str, c: u32, f: Fact| l.record(t(ts), c, f);
+        r("2025-12-01T09:00:00Z", A, segment("smb"));
+        r("2025-12-01T09:00:00Z", B, segment("smb"));
+        r("2025-12-01T09:00:00Z", C, segment("ent"));
+        r("2025-12-01T09:00:00Z", E, segment("ent"));
+        r("2025-12-01T09:00:00Z", G, segment("ent"));
+        r("2025-12-02T12:00:00Z", A, joined("pro", 5000, false));
+        r("2025-12-03T12:00:00Z", B, joined("basic", 1000, false));
+        r("2025-12-04T12:00:00Z", C, joined("pro", 2000, false));
+        r("2025-12-05T12:00:00Z", D, joined("basic", 1000, false));
+        r("2025-12-06T12:00:00Z", E, joined("basic", 1000, false));
+        r("2025-12-07T12:00:00Z", G, joined("basic", 1000, false));
+        r("2025-12-20T12:00:00Z", G, churned(Voluntary, 1000));
+        r("2026-01-02T12:00:00Z", D, Fact::DunningOpened);
+        r("2026-01-03T12:00:00Z", A, Fact::DunningOpened);
+        r(
+            "2026-01-04T12:00:00Z",
+            A,
+            Fact::DunningClosed { recovered: true },
+        );
+        r("2026-01-05T12:00:00Z", B, changed("pro", 1000, 5000));
+        r("2026-01-06T12:00:00Z", C, changed("free", 2000, 0));
+        r("2026-01-07T12:00:00Z", F, segment("smb"));
+        r("2026-01-07T12:00:00Z", F, joined("basic", 1000, false));
+        r("2026-01-08T12:00:00Z", A, Fact::Nps { score: 10 });
+        r("2026-01-08T12:00:00Z", A, Fact::Csat { score: 5 });
+        r("2026-01-09T12:00:00Z", B, Fact::Nps { score: 9 });
+        r("2026-01-09T12:00:00Z", C, Fact::Nps { score: 3 });
+        r("2026-01-09T12:00:00Z", C, Fact::Csat { score: 2 });
+        r("2026-01-10T12:00:00Z", E, churned(Voluntary, 1000));
+        r("2026-01-10T12:00:00Z", E, Fact::Refund { amount: 500 });
+        r("2026-01-12T12:00:00Z", G, joined("pro", 5000, true));
+        r("2026-01-15T12:00:00Z", H, segment("ent"));
+        r("2026-01-15T12:00:00Z", H, joined("pro", 5000, false));
+        r("2026-01-16T12:00:00Z", D, churned(Involuntary, 1000));
+        r(
+            "2026-01-16T12:00:00Z",
+            D,
+            Fact::DunningClosed { recovered: false },
+        );
+        r("2026-01-18T12:00:00Z", H, Fact::Nps { score: 8 });
+        r("2026-01-18T12:00:00Z", H, Fact::Ces { score: 3 });
+        r("2026-01-20T12:00:00Z", F, churned(Voluntary, 1000));
+        r("2026-01-25T12:00:00Z", A, segment("ent"));
+        r("2026-01-30T12:00:00Z", B, Fact::DunningOpened);
+        r("2026-01-31T00:00:00Z", A, churned(Voluntary, 5000));
+        l
+    }
+
+    /// Every metric at zero / null, overridden by `over`.
+    fn m(over: Value) -> Value {
+        // Two literals: one is too deep for `json!`'s recursion limit.
+        let mut base = json!({
+            "customers_start": 0, "customers_end": 0, "paying_start": 0, "paying_end": 0,
+            "new": 0, "reactivated": 0, "churned_voluntary": 0, "churned_involuntary": 0,
+            "churned_total": 0, "moved_in": 0, "moved_out": 0,
+            "cohort_churned_voluntary": 0, "cohort_churned_involuntary": 0,
+            "customer_churn_rate": null, "voluntary_churn_rate": null,
+            "involuntary_churn_rate": null, "customer_retention_rate": null,
+            "mrr_start": 0, "mrr_end": 0, "new_mrr": 0, "reactivation_mrr": 0,
+            "expansion_mrr": 0, "contraction_mrr": 0, "churned_mrr": 0,
+            "churned_mrr_voluntary": 0, "churned_mrr_involuntary": 0,
+            "moved_in_mrr": 0, "moved_out_mrr": 0, "cohort_churned_mrr": 0,
+            "cohort_expansion_mrr": 0, "cohort_contraction_mrr": 0,
+            "lost_mrr_rate": null, "gross_mrr_churn_rate": null, "net_mrr_churn_rate": null,
+            "grr": null, "nrr": null
+        });
+        let rest = json!({
+            "dunning_opened": 0, "dunning_recovered": 0, "dunning_failed": 0,
+            "dunning_open_end": 0, "dunning_recovery_rate": null,
+            "nps": null, "nps_responses": 0, "nps_promoters": 0, "nps_passives": 0,
+            "nps_detractors": 0, "csat_avg": null, "csat_responses": 0, "ces_avg": null,
+            "ces_responses": 0, "refunds": 0, "arpa": null, "ltv": null
+        });
+        let obj = base.as_object_mut().expect("object");
+        obj.extend(rest.as_object().expect("object").clone());
+        for (k, v) in over.as_object().expect("object") {
+            assert!(obj.contains_key(k), "unknown metric {k}");
+            obj.insert(k.clone(), v.clone());
+        }
+        base
+    }
+
+    /// [`m`] of two literals merged (one `json!` literal can only be so big).
+    fn m2(a: Value, b: Value) -> Value {
+        let mut a = a;
+        let obj = a.as_object_mut().expect("object");
+        obj.extend(b.as_object().expect("object").clone());
+        m(a)
+    }
+
+    #[test]
+    fn golden_december_starts_from_zero_customers() {
+        let l = fixture();
+        let got =
+            serde_json::to_value(l.report(t("2025-12-01T00:00:00Z"), t("2026-01-01T00:00:00Z")))
+                .expect("serializes");
+        // Nobody was subscribed on Dec 1: every ratio over a start stock is null.
+        // Joins: A 5000 + B 1000 + C 2000 + D 1000 + E 1000 + G 1000 = 11000 new MRR;
+        // G churns (1000). End: A, B, C, D, E = 10000 MRR, all paying; ARPA 10000/5.
+        let want = json!({
+            "start": "2025-12-01T00:00:00Z",
+            "end": "2026-01-01T00:00:00Z",
+            "overall": m(json!({
+                "customers_end": 5, "paying_end": 5, "new": 6,
+                "churned_voluntary": 1, "churned_total": 1,
+                "mrr_end": 10000, "new_mrr": 11000,
+                "churned_mrr": 1000, "churned_mrr_voluntary": 1000,
+                "arpa": 2000.0
+            })),
+            "by_plan": {
+                // B, D, E, G joined basic (4000); G churned; end B, D, E.
+                "basic": m(json!({
+                    "customers_end": 3, "paying_end": 3, "new": 4,
+                    "churned_voluntary": 1, "churned_total": 1,
+                    "mrr_end": 3000, "new_mrr": 4000,
+                    "churned_mrr": 1000, "churned_mrr_voluntary": 1000,
+                    "arpa": 1000.0
+                })),
+                // A 5000 + C 2000.
+                "pro": m(json!({
+                    "customers_end": 2, "paying_end": 2, "new": 2,
+                    "mrr_end": 7000, "new_mrr": 7000, "arpa": 3500.0
+                }))
+            },
+            "by_segment": {
+                // D has no segment.
+                "(none)": m(json!({
+                    "customers_end": 1, "paying_end": 1, "new": 1,
+                    "mrr_end": 1000, "new_mrr": 1000, "arpa": 1000.0
+                })),
+                // C 2000 + E 1000 + G 1000 joined; G churned.
+                "ent": m(json!({
+                    "customers_end": 2, "paying_end": 2, "new": 3,
+                    "churned_voluntary": 1, "churned_total": 1,
+                    "mrr_end": 3000, "new_mrr": 4000,
+                    "churned_mrr": 1000, "churned_mrr_voluntary": 1000,
+                    "arpa": 1500.0
+                })),
+                // A 5000 + B 1000.
+                "smb": m(json!({
+                    "customers_end": 2, "paying_end": 2, "new": 2,
+                    "mrr_end": 6000, "new_mrr": 6000, "arpa": 3000.0
+                }))
+            }
+        });
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn golden_january_window() {
+        let l = fixture();
+        let got =
+            serde_json::to_value(l.report(t("2026-01-01T00:00:00Z"), t("2026-01-31T00:00:00Z")))
+                .expect("serializes");
+        let want = json!({
+            "start": "2026-01-01T00:00:00Z",
+            "end": "2026-01-31T00:00:00Z",
+            // Start: A pro 5000, B basic 1000, C pro 2000, D basic 1000, E basic 1000
+            //   = 5 customers, 5 paying, 10000 MRR.
+            // End: A pro 5000, B pro 5000, C free 0, G pro 5000, H pro 5000
+            //   = 5 customers, 4 paying, 20000 MRR (A's churn at Jan 31 is outside).
+            // New F (1000), H (5000) = 2 / 6000; reactivated G 5000.
+            // Churn: E vol 1000, F vol 1000, D invol 1000.
+            // Check: 10000 + 6000 + 5000 + 4000 - 2000 - 3000 = 20000.
+            // Start cohort lost: E (vol), D (invol) -> 2/5 = 0.4, 0.2, 0.2; their start MRR 2000.
+            // Retained cohort: A 5000->5000, B 1000->5000 (+4000), C 2000->0 (-2000).
+            // CRR = (5 - 2 - 1) / 5 = 0.4 (F counts as new though it left again).
+            // lost MRR 3000/10000; gross (2000+2000)/10000; net (2000+2000-4000)/10000;
+            // GRR (10000-2000-2000)/10000; NRR (10000+4000-2000-2000)/10000.
+            // Dunning: opened D, A, B; recovered A; failed D; open B -> 1/2.
+            // NPS 10, 9, 3, 8 -> (2 - 1)/4 = 25. CSAT (5+2)/2. CES 3.
+            // ARPA 20000/4 = 5000; the window is 30 days, so monthly churn 0.4, LTV 12500.
+            "overall": m2(json!({
+                "customers_start": 5, "customers_end": 5, "paying_start": 5, "paying_end": 4,
+                "new": 2, "reactivated": 1,
+                "churned_voluntary": 2, "churned_involuntary": 1, "churned_total": 3,
+                "cohort_churned_voluntary": 1, "cohort_churned_involuntary": 1,
+                "customer_churn_rate": 0.4, "voluntary_churn_rate": 0.2,
+                "involuntary_churn_rate": 0.2, "customer_retention_rate": 0.4,
+                "mrr_start": 10000, "mrr_end": 20000, "new_mrr": 6000, "reactivation_mrr": 5000,
+                "expansion_mrr": 4000, "contraction_mrr": 2000, "churned_mrr": 3000,
+                "churned_mrr_voluntary": 2000, "churned_mrr_involuntary": 1000,
+                "cohort_churned_mrr": 2000, "cohort_expansion_mrr": 4000,
+                "cohort_contraction_mrr": 2000
+            }), json!({
+                "lost_mrr_rate": 0.3, "gross_mrr_churn_rate": 0.4, "net_mrr_churn_rate": 0.0,
+                "grr": 0.6, "nrr": 1.0,
+                "dunning_opened": 3, "dunning_recovered": 1, "dunning_failed": 1,
+                "dunning_open_end": 1, "dunning_recovery_rate": 0.5,
+                "nps": 25.0, "nps_responses": 4, "nps_promoters": 2, "nps_passives": 1,
+                "nps_detractors": 1, "csat_avg": 3.5, "csat_responses": 2,
+                "ces_avg": 3.0, "ces_responses": 1,
+                "refunds": 500, "arpa": 5000.0, "ltv": 12500.0
+            })),
+            "by_plan": {
+                // Start B, D, E (3000). F joins (1000). E, F (vol), D (invol) churn from
+                // basic; B moves out to pro at 1000. Check: 3000 + 1000 - 3000 - 1000 = 0.
+                // Cohort (B, D, E): D, E lost (2000); B retained 1000 -> 5000 (+4000).
+                // CRR (0 - 1 - 0 - 0)/3; lost 3000/3000; gross 2000/3000;
+                // net (2000-4000)/3000; GRR 1000/3000; NRR 5000/3000.
+                // Dunning D opened and failed on basic; E's refund counts on basic.
+                "basic": m2(json!({
+                    "customers_start": 3, "paying_start": 3, "new": 1,
+                    "churned_voluntary": 2, "churned_involuntary": 1, "churned_total": 3,
+                    "moved_out": 1,
+                    "cohort_churned_voluntary": 1, "cohort_churned_involuntary": 1,
+                    "customer_churn_rate": 2.0 / 3.0, "voluntary_churn_rate": 1.0 / 3.0,
+                    "involuntary_churn_rate": 1.0 / 3.0, "customer_retention_rate": -1.0 / 3.0,
+                    "mrr_start": 3000, "new_mrr": 1000, "churned_mrr": 3000,
+                    "churned_mrr_voluntary": 2000, "churned_mrr_involuntary": 1000,
+                    "moved_out_mrr": 1000,
+                    "cohort_churned_mrr": 2000, "cohort_expansion_mrr": 4000
+                }), json!({
+                    "lost_mrr_rate": 1.0, "gross_mrr_churn_rate": 2.0 / 3.0,
+                    "net_mrr_churn_rate": -2.0 / 3.0, "grr": 1.0 / 3.0, "nrr": 5.0 / 3.0,
+                    "dunning_opened": 1, "dunning_failed": 1, "dunning_recovery_rate": 0.0,
+                    "refunds": 500
+                })),
+                // C moves in at 2000 and contracts to 0 here: a customer, not paying.
+                // C's NPS 3 and CSAT 2 come after the move.
+                "free": m(json!({
+                    "customers_end": 1, "moved_in": 1, "moved_in_mrr": 2000,
+                    "contraction_mrr": 2000,
+                    "nps": -100.0, "nps_responses": 1, "nps_detractors": 1,
+                    "csat_avg": 2.0, "csat_responses": 1
+                })),
+                // Start A 5000, C 2000 (7000). In: B at 1000, then +4000 here. Out: C at 2000.
+                // New H 5000, reactivated G 5000. End A, B, G, H = 20000.
+                // Check: 7000 + 5000 + 5000 + 4000 + 1000 - 2000 = 20000.
+                // Cohort (A, C): C 2000 -> 0 is cohort contraction 2000; none lost.
+                // CRR (4 - 1 - 1 - 1)/2; gross = net = 2000/7000; GRR = NRR = 5000/7000.
+                // Dunning: A opened + recovered, B opened (open at end).
+                // NPS A 10, B 9, H 8: (2 - 0)/3. CSAT A 5. CES H 3. ARPA 20000/4.
+                "pro": m2(json!({
+                    "customers_start": 2, "customers_end": 4, "paying_start": 2, "paying_end": 4,
+                    "new": 1, "reactivated": 1, "moved_in": 1, "moved_out": 1,
+                    "customer_churn_rate": 0.0, "voluntary_churn_rate": 0.0,
+                    "involuntary_churn_rate": 0.0, "customer_retention_rate": 0.5,
+                    "mrr_start": 7000, "mrr_end": 20000, "new_mrr": 5000,
+                    "reactivation_mrr": 5000, "expansion_mrr": 4000,
+                    "moved_in_mrr": 1000, "moved_out_mrr": 2000,
+                    "cohort_contraction_mrr": 2000
+                }), json!({
+                    "lost_mrr_rate": 0.0, "gross_mrr_churn_rate": 2.0 / 7.0,
+                    "net_mrr_churn_rate": 2.0 / 7.0, "grr": 5.0 / 7.0, "nrr": 5.0 / 7.0,
+                    "dunning_opened": 2, "dunning_recovered": 1, "dunning_open_end": 1,
+                    "dunning_recovery_rate": 1.0,
+                    "nps": 200.0 / 3.0, "nps_responses": 3, "nps_promoters": 2,
+                    "nps_passives": 1, "csat_avg": 5.0, "csat_responses": 1,
+                    "ces_avg": 3.0, "ces_responses": 1,
+                    "arpa": 5000.0
+                }))
+            },
+            "by_segment": {
+                // D only: churned involuntarily after a failed dunning period.
+                "(none)": m2(json!({
+                    "customers_start": 1, "paying_start": 1,
+                    "churned_involuntary": 1, "churned_total": 1,
+                    "cohort_churned_involuntary": 1,
+                    "customer_churn_rate": 1.0, "voluntary_churn_rate": 0.0,
+                    "involuntary_churn_rate": 1.0, "customer_retention_rate": 0.0,
+                    "mrr_start": 1000, "churned_mrr": 1000, "churned_mrr_involuntary": 1000,
+                    "cohort_churned_mrr": 1000
+                }), json!({
+                    "lost_mrr_rate": 1.0, "gross_mrr_churn_rate": 1.0, "net_mrr_churn_rate": 1.0,
+                    "grr": 0.0, "nrr": 0.0,
+                    "dunning_opened": 1, "dunning_failed": 1, "dunning_recovery_rate": 0.0
+                })),
+                // Start C 2000, E 1000 (3000). E churns (vol). C contracts 2000. G back 5000,
+                // H new 5000, A moves in at 5000. End C 0, G, H, A = 15000, 3 paying.
+                // Check: 3000 + 5000 + 5000 - 2000 - 1000 + 5000 = 15000.
+                // Cohort (C, E): E lost (1000), C -2000. Churn 1/2. CRR (4 - 1 - 1 - 1)/2.
+                // lost 1000/3000; gross (1000+2000)/3000; GRR = NRR = 0.
+                // NPS C 3, H 8: (0 - 1)/2. CSAT C 2. CES H 3. Refund E 500.
+                // ARPA 15000/3; monthly churn 0.5 -> LTV 10000.
+                "ent": m2(json!({
+                    "customers_start": 2, "customers_end": 4, "paying_start": 2, "paying_end": 3,
+                    "new": 1, "reactivated": 1, "churned_voluntary": 1, "churned_total": 1,
+                    "moved_in": 1, "cohort_churned_voluntary": 1,
+                    "customer_churn_rate": 0.5, "voluntary_churn_rate": 0.5,
+                    "involuntary_churn_rate": 0.0, "customer_retention_rate": 0.5,
+                    "mrr_start": 3000, "mrr_end": 15000, "new_mrr": 5000,
+                    "reactivation_mrr": 5000, "contraction_mrr": 2000,
+                    "churned_mrr": 1000, "churned_mrr_voluntary": 1000, "moved_in_mrr": 5000,
+                    "cohort_churned_mrr": 1000, "cohort_contraction_mrr": 2000
+                }), json!({
+                    "lost_mrr_rate": 1.0 / 3.0, "gross_mrr_churn_rate": 1.0,
+                    "net_mrr_churn_rate": 1.0, "grr": 0.0, "nrr": 0.0,
+                    "nps": -50.0, "nps_responses": 2, "nps_passives": 1, "nps_detractors": 1,
+                    "csat_avg": 2.0, "csat_responses": 1, "ces_avg": 3.0, "ces_responses": 1,
+                    "refunds": 500, "arpa": 5000.0, "ltv": 10000.0
+                })),
+                // Start A 5000, B 1000 (6000). B +4000. F joins and churns (1000).
+                // A moves out to ent at 5000. End B 5000.
+                // Check: 6000 + 1000 + 4000 - 1000 - 5000 = 5000.
+                // Cohort (A, B) by start segment: none lost, B +4000 (A's move is not a loss).
+                // CRR (1 - 1 - 0 - 0)/2 = 0; lost 1000/6000; gross 0; net -4000/6000;
+                // GRR 1; NRR 10000/6000. Dunning A (recovered), B (open). NPS A 10, B 9.
+                "smb": m2(json!({
+                    "customers_start": 2, "customers_end": 1, "paying_start": 2, "paying_end": 1,
+                    "new": 1, "churned_voluntary": 1, "churned_total": 1, "moved_out": 1,
+                    "customer_churn_rate": 0.0, "voluntary_churn_rate": 0.0,
+                    "involuntary_churn_rate": 0.0, "customer_retention_rate": 0.0,
+                    "mrr_start": 6000, "mrr_end": 5000, "new_mrr": 1000, "expansion_mrr": 4000,
+                    "churned_mrr": 1000, "churned_mrr_voluntary": 1000, "moved_out_mrr": 5000,
+                    "cohort_expansion_mrr": 4000
+                }), json!({
+                    "lost_mrr_rate": 1.0 / 6.0, "gross_mrr_churn_rate": 0.0,
+                    "net_mrr_churn_rate": -2.0 / 3.0, "grr": 1.0, "nrr": 5.0 / 3.0,
+                    "dunning_opened": 2, "dunning_recovered": 1, "dunning_open_end": 1,
+                    "dunning_recovery_rate": 1.0,
+                    "nps": 100.0, "nps_responses": 2, "nps_promoters": 2,
+                    "csat_avg": 5.0, "csat_responses": 1, "arpa": 5000.0
+                }))
+            }
+        });
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn current_state_after_all_facts() {
+        let l = fixture();
+        // A churned at Jan 31: B pro 5000 smb (dunning), C free ent, G and H pro 5000 ent.
+        let want = json!({
+            "overall": {"customers": 4, "paying": 3, "mrr": 15000, "dunning_open": 1},
+            "by_plan": {
+                "free": {"customers": 1, "paying": 0, "mrr": 0, "dunning_open": 0},
+                "pro": {"customers": 3, "paying": 3, "mrr": 15000, "dunning_open": 1}
+            },
+            "by_segment": {
+                "ent": {"customers": 3, "paying": 2, "mrr": 10000, "dunning_open": 0},
+                "smb": {"customers": 1, "paying": 1, "mrr": 5000, "dunning_open": 1}
+            }
+        });
+        assert_eq!(serde_json::to_value(l.current()).expect("serializes"), want);
+        assert_eq!(
+            (l.subscribed(), l.paying(), l.mrr(), l.open_dunning()),
+            (4, 3, 15000, 1)
+        );
+        // D's DunningClosed after its churn changed nothing and was not stored.
+        assert_eq!(l.len(), 36);
+    }
+
+    #[test]
+    fn monthly_matches_reports_of_the_same_months() {
+        let l = fixture();
+        let months = l.monthly(t("2026-01-31T00:00:00Z"));
+        assert_eq!(months.len(), 2);
+        assert_eq!(
+            months[0],
+            l.report(t("2025-12-01T00:00:00Z"), t("2026-01-01T00:00:00Z"))
+        );
+        assert_eq!(
+            months[1],
+            l.report(t("2026-01-01T00:00:00Z"), t("2026-01-31T00:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn monthly_boundaries_and_partial_last_month() {
+        let mut l = Ledger::new();
+        assert!(l.monthly(t("2026-03-01T00:00:00Z")).is_empty());
+        l.record(
+            t("2026-01-31T23:59:59.999Z"),
+            0,
+            joined("basic", 1000, false),
+        );
+        l.record(t("2026-02-01T00:00:00Z"), 1, joined("basic", 1000, false));
+        l.record(t("2026-03-10T00:00:00Z"), 0, churned(Voluntary, 1000));
+        l.record(t("2026-03-15T12:00:00Z"), 1, changed("pro", 1000, 3000));
+
+        let months = l.monthly(t("2026-03-15T12:00:00Z"));
+        let spans: Vec<_> = months.iter().map(|r| (&*r.start, &*r.end)).collect();
+        assert_eq!(
+            spans,
+            [
+                ("2026-01-01T00:00:00Z", "2026-02-01T00:00:00Z"),
+                ("2026-02-01T00:00:00Z", "2026-03-01T00:00:00Z"),
+                ("2026-03-01T00:00:00Z", "2026-03-15T12:00:00Z"),
+            ]
+        );
+        // The last millisecond of January is January's; 00:00:00 on Feb 1 is February's.
+        let o: Vec<_> = months.iter().map(|r| &r.overall).collect();
+        assert_eq!((o[0].new, o[0].customers_end), (1, 1));
+        assert_eq!(
+            (o[1].customers_start, o[1].new, o[1].customers_end),
+            (1, 1, 2)
+        );
+        // The upgrade at exactly `until` is outside the partial month.
+        assert_eq!(
+            (
+                o[2].customers_start,
+                o[2].churned_voluntary,
+                o[2].expansion_mrr,
+                o[2].mrr_end
+            ),
+            (2, 1, 0, 1000)
+        );
+        // LTV uses the churn rate scaled from 14.5 days to 30: 1000 / (0.5 * 30 / 14.5).
+        let ltv = o[2].ltv.expect("churn > 0");
+        assert!((ltv - 1000.0 * 14.5 / 15.0).abs() < 1e-9, "{ltv}");
+
+        // `until` at a month's first instant: that month is an empty last period.
+        let months = l.monthly(t("2026-03-01T00:00:00Z"));
+        assert_eq!(months.len(), 3);
+        assert_eq!(months[2].start, months[2].end);
+        assert_eq!(months[2].overall.customers_end, 2);
+        assert_eq!(months[2].overall.ltv, None);
+
+        assert!(l.monthly(t("2026-01-31T23:59:59.998Z")).is_empty());
+        assert_eq!(l.monthly(t("2026-01-31T23:59:59.999Z")).len(), 1);
+    }
+
+    #[test]
+    fn usage_only_customers_and_stray_facts_are_ignored() {
+        let mut l = Ledger::new();
+        let ts = t("2026-01-10T00:00:00Z");
+        l.record(ts, 3, Fact::Nps { score: 0 });
+        l.record(ts, 3, Fact::Refund { amount: 10 });
+        l.record(ts, 3, Fact::DunningOpened);
+        l.record(ts, 3, changed("pro", 0, 100));
+        l.record(ts, 3, churned(Voluntary, 100));
+        assert!(l.is_empty());
+        let r = l.report(t("2026-01-01T00:00:00Z"), t("2026-02-01T00:00:00Z"));
+        assert_eq!(
+            r.overall,
+            metrics(&Raw::default(), &Stock::default(), &Stock::default(), 1.0)
+        );
+        assert!(r.by_plan.is_empty() && r.by_segment.is_empty());
+    }
+
+    #[test]
+    fn late_fact_of_a_customer_keeps_its_arrival_order() {
+        let mut l = Ledger::new();
+        l.record(t("2026-01-10T00:00:00Z"), 0, joined("basic", 1000, false));
+        // Older than the join: recorded at the join's time, so it still expands.
+        l.record(t("2026-01-05T00:00:00Z"), 0, changed("pro", 1000, 2000));
+        let r = l.report(t("2026-01-01T00:00:00Z"), t("2026-02-01T00:00:00Z"));
+        assert_eq!((r.overall.new_mrr, r.overall.expansion_mrr), (1000, 1000));
+        let r = l.report(t("2026-01-01T00:00:00Z"), t("2026-01-10T00:00:00Z"));
+        assert_eq!(r.overall.expansion_mrr, 0);
+    }
+
+    // -- properties ---------------------------------------------------------
+
+    fn arb_fact() -> impl Strategy<Value = Fact> {
+        let plan = prop::sample::select(vec!["a", "b", "free"]);
+        let mrr = prop::sample::select(vec![0i64, 700, 1000, 5000]);
+        let kind = prop::sample::select(vec![Voluntary, Involuntary]);
+        prop_oneof![
+            3 => (plan.clone(), mrr.clone(), any::<bool>())
+                .prop_map(|(p, m, r)| joined(p, m, r)),
+            3 => (plan, mrr.clone()).prop_map(|(p, m)| changed(p, 0, m)),
+            2 => (kind, mrr).prop_map(|(k, m)| churned(k, m)),
+            1 => prop::sample::select(vec!["x", "y"]).prop_map(segment),
+            1 => Just(Fact::DunningOpened),
+            1 => any::<bool>().prop_map(|recovered| Fact::DunningClosed { recovered }),
+            1 => (0u8..=10).prop_map(|score| Fact::Nps { score }),
+            1 => (1u8..=5).prop_map(|score| Fact::Csat { score }),
+            1 => (1u8..=7).prop_map(|score| Fact::Ces { score }),
+            1 => (0i64..1000).prop_map(|amount| Fact::Refund { amount }),
+        ]
+    }
+
+    /// Facts in time order (stable), over about four months from 2026-01-01.
+    fn arb_facts() -> impl Strategy<Value = Vec<(Ts, u32, Fact)>> {
+        prop::collection::vec((0i64..2900, 0u32..8, arb_fact()), 0..120).prop_map(|mut v| {
+            let base = t("2026-01-01T00:00:00Z");
+            v.sort_by_key(|f| f.0);
+            v.into_iter()
+                .map(|(h, c, f)| (base + h * 3_600_000, c, f))
+                .collect()
+        })
+    }
+
+    fn ledger(facts: &[(Ts, u32, Fact)]) -> Ledger {
+        let mut l = Ledger::new();
+        for (ts, c, f) in facts {
+            l.record(*ts, *c, f.clone());
+        }
+        l
+    }
+
+    fn check_metrics(m: &Metrics, overall: bool) -> Result<(), TestCaseError> {
+        let unit = |r: Option<f64>| r.is_none_or(|x| (0.0..=1.0).contains(&x));
+        prop_assert!(unit(m.customer_churn_rate) && unit(m.voluntary_churn_rate));
+        prop_assert!(unit(m.involuntary_churn_rate) && unit(m.grr));
+        prop_assert!(unit(m.dunning_recovery_rate) && unit(m.gross_mrr_churn_rate));
+        prop_assert!(m.nrr.is_none_or(|x| x >= 0.0));
+        prop_assert!(m.nps.is_none_or(|x| (-100.0..=100.0).contains(&x)));
+        prop_assert!(m.csat_avg.is_none_or(|x| (1.0..=5.0).contains(&x)));
+        prop_assert!(m.ces_avg.is_none_or(|x| (1.0..=7.0).contains(&x)));
+        prop_assert!(m.customers_end >= m.paying_end && m.paying_end >= 0 && m.mrr_end >= 0);
+        prop_assert_eq!(
+            m.customers_end,
+            m.customers_start + m.new + m.reactivated - m.churned_total + m.moved_in - m.moved_out
+        );
+        prop_assert_eq!(
+            m.mrr_end,
+            m.mrr_start + m.new_mrr + m.reactivation_mrr + m.expansion_mrr
+                - m.contraction_mrr
+                - m.churned_mrr
+                + m.moved_in_mrr
+                - m.moved_out_mrr
+        );
+        prop_assert!(m.cohort_churned_mrr + m.cohort_contraction_mrr <= m.mrr_start);
+        if overall {
+            prop_assert_eq!((m.moved_in, m.moved_out), (0, 0));
+        }
+        Ok(())
+    }
+
+    fn check_report(r: &PeriodReport) -> Result<(), TestCaseError> {
+        // A non-finite ratio fails serialization.
+        prop_assert!(serde_json::to_string(r).is_ok());
+        check_metrics(&r.overall, true)?;
+        for g in [&r.by_plan, &r.by_segment] {
+            for m in g.values() {
+                check_metrics(m, false)?;
+            }
+            let sum = |f: fn(&Metrics) -> i64| g.values().map(f).sum::<i64>();
+            prop_assert_eq!(sum(|m| m.customers_end), r.overall.customers_end);
+            prop_assert_eq!(sum(|m| m.mrr_start), r.overall.mrr_start);
+            prop_assert_eq!(sum(|m| m.churned_mrr), r.overall.churned_mrr);
+            prop_assert_eq!(
+                sum(|m| m.cohort_expansion_mrr),
+                r.overall.cohort_expansion_mrr
+            );
+        }
+        Ok(())
+    }
+
+    /// The overall start cohort recomputed naively, customer by customer:
+    /// (customers at start, MRR at start, customers at end, MRR at end,
+    ///  start customers lost, end MRR of the start customers never lost).
+    fn naive(facts: &[(Ts, u32, Fact)], start: Ts, end: Ts) -> [i64; 6] {
+        let mut out = [0; 6];
+        for c in 0..8 {
+            let (mut sub, mut mrr) = (false, 0);
+            // (subscribed, MRR) when the period starts, taken at its first fact in it.
+            let (mut at_start, mut lost) = (None, false);
+            for (ts, _, f) in facts.iter().filter(|f| f.1 == c && f.0 < end) {
+                if *ts >= start && at_start.is_none() {
+                    at_start = Some((sub, mrr));
+                }
+                match f {
+                    Fact::Joined { mrr: m, .. } => (sub, mrr) = (true, *m),
+                    Fact::MrrChanged { new_mrr, .. } if sub => mrr = *new_mrr,
+                    Fact::Churned { .. } if sub => {
+                        sub = false;
+                        lost |= at_start.is_some_and(|s| s.0);
+                    }
+                    _ => {}
+                }
+            }
+            // No fact in the period: the state at its start is the state at its end.
+            let (at_start, start_mrr) = at_start.unwrap_or((sub, mrr));
+            if at_start {
+                out[0] += 1;
+                out[1] += start_mrr;
+                out[4] += i64::from(lost);
+                if !lost {
+                    out[5] += mrr;
+                }
+            }
+            if sub {
+                out[2] += 1;
+                out[3] += mrr;
+            }
+        }
+        out
+    }
+
+    proptest! {
+        #[test]
+        fn reports_are_finite_consistent_and_match_a_naive_recompute(
+            facts in arb_facts(),
+            a in 0i64..3000,
+            len in 0i64..1500,
+        ) {
+            let l = ledger(&facts);
+            let base = t("2026-01-01T00:00:00Z");
+            let (start, end) = (base + a * 3_600_000, base + (a + len) * 3_600_000);
+            let r = l.report(start, end);
+            check_report(&r)?;
+            let o = &r.overall;
+            let n = naive(&facts, start, end);
+            prop_assert_eq!(
+                [o.customers_start, o.mrr_start, o.customers_end, o.mrr_end],
+                [n[0], n[1], n[2], n[3]]
+            );
+            prop_assert_eq!(o.cohort_churned_voluntary + o.cohort_churned_involuntary, n[4]);
+            prop_assert_eq!(
+                o.mrr_start + o.cohort_expansion_mrr - o.cohort_contraction_mrr
+                    - o.cohort_churned_mrr,
+                n[5]
+            );
+
+            let until = base + 2900 * 3_600_000;
+            let months = l.monthly(until);
+            for (i, m) in months.iter().enumerate() {
+                check_report(m)?;
+                prop_assert_eq!(m, &l.report(parse_ts(&m.start).unwrap(), parse_ts(&m.end).unwrap()));
+                if let Some(next) = months.get(i + 1) {
+                    prop_assert_eq!(&m.end, &next.start);
+                    prop_assert_eq!(m.overall.customers_end, next.overall.customers_start);
+                    prop_assert_eq!(m.overall.mrr_end, next.overall.mrr_start);
+                }
+            }
+            let now = l.report(Ts::MIN / 2, Ts::MAX / 2).overall;
+            prop_assert_eq!(
+                (now.customers_end, now.paying_end, now.mrr_end, now.dunning_open_end),
+                (l.subscribed(), l.paying(), l.mrr(), l.open_dunning())
+            );
+        }
+
+        #[test]
+        fn arrival_order_across_customers_does_not_matter(
+            facts in arb_facts(),
+            jitter in prop::collection::vec(0i64..72, 120),
+        ) {
+            // Arrival: each fact delayed by up to 3 days, but every customer's own
+            // facts keep their order (the engine emits them in order).
+            let mut order: Vec<usize> = (0..facts.len()).collect();
+            order.sort_by_key(|&i| facts[i].0 + jitter[i] * 3_600_000);
+            let mut arrival = order.clone();
+            for c in 0..8 {
+                let mine: Vec<usize> = (0..facts.len()).filter(|&i| facts[i].1 == c).collect();
+                let slots: Vec<usize> =
+                    (0..order.len()).filter(|&k| facts[order[k]].1 == c).collect();
+                for (slot, i) in slots.into_iter().zip(mine) {
+                    arrival[slot] = i;
+                }
+            }
+            let shuffled: Vec<_> = arrival.iter().map(|&i| facts[i].clone()).collect();
+            let (a, b) = (ledger(&facts), ledger(&shuffled));
+            let base = t("2026-01-01T00:00:00Z");
+            let until = base + 2900 * 3_600_000;
+            prop_assert_eq!(a.monthly(until), b.monthly(until));
+            prop_assert_eq!(
+                a.report(base + 200 * 3_600_000, base + 1000 * 3_600_000),
+                b.report(base + 200 * 3_600_000, base + 1000 * 3_600_000)
+            );
+            prop_assert_eq!(a.current(), b.current());
+            prop_assert_eq!(a.len(), b.len());
+        }
     }
 }

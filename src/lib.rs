@@ -7,7 +7,7 @@
 //! - [`signals`]: the alert catalogue, one pure function per alert family, and the health score.
 //! - [`alert`]: alert transitions and their CloudEvents wire format with deterministic ids.
 //! - [`backtest`]: the `backtest` command: replay a JSONL file, write alerts, customers, rejects and a summary.
-//! - [`business`]: the retention ledger: churn, CRR, MRR movements, GRR/NRR, NPS, LTV per period.
+//! - [`business`]: the business-metrics ledger: billing facts in, period reports (churn, CRR, MRR movements, GRR/NRR, dunning, NPS, LTV) out.
 
 pub mod alert;
 pub mod backtest;
