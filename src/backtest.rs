@@ -204,7 +204,7 @@ fn summarize(
         after_until: s.after_until,
         rejected: rejected_by_reason.values().sum(),
         rejected_by_reason,
-        events_by_type: s.by_type.clone(),
+        events_by_type: s.by_type(),
         customers: engine.customer_count() as u64,
         customers_by_lifecycle: lifecycle,
         customers_by_risk: risk,

@@ -209,6 +209,24 @@ impl EventKind {
         }
     }
 
+    /// Position of [`Self::type_name`] in [`EVENT_TYPES`].
+    pub fn type_index(&self) -> usize {
+        match self {
+            EventKind::Usage { .. } => 0,
+            EventKind::SubscriptionStarted { .. } => 1,
+            EventKind::SubscriptionRenewed { .. } => 2,
+            EventKind::PlanChanged { .. } => 3,
+            EventKind::PaymentFailed { .. } => 4,
+            EventKind::PaymentSucceeded { .. } => 5,
+            EventKind::RefundIssued { .. } => 6,
+            EventKind::SubscriptionCancelled { .. } => 7,
+            EventKind::Nps { .. } => 8,
+            EventKind::Csat { .. } => 9,
+            EventKind::Ces { .. } => 10,
+            EventKind::SupportTicket { .. } => 11,
+        }
+    }
+
     /// True for billing events.
     pub fn is_billing(&self) -> bool {
         matches!(
@@ -795,6 +813,54 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn type_index_matches_the_type_table() {
+        let kinds = [
+            EventKind::Usage {
+                action: "a".into(),
+                feature: None,
+                user_id: None,
+                quantity: 1.0,
+            },
+            EventKind::SubscriptionStarted {
+                plan: "p".into(),
+                mrr: 1,
+            },
+            EventKind::SubscriptionRenewed {
+                plan: None,
+                mrr: None,
+            },
+            EventKind::PlanChanged {
+                plan: "p".into(),
+                mrr: 1,
+                previous_plan: None,
+                previous_mrr: None,
+            },
+            EventKind::PaymentFailed {
+                mrr: None,
+                reason: None,
+                attempt: None,
+            },
+            EventKind::PaymentSucceeded { amount: None },
+            EventKind::RefundIssued { amount: None },
+            EventKind::SubscriptionCancelled {
+                reason: None,
+                cancel_kind: CancelKind::Voluntary,
+            },
+            EventKind::Nps { score: 1 },
+            EventKind::Csat { score: 1 },
+            EventKind::Ces { score: 1 },
+            EventKind::SupportTicket {
+                severity: Severity::Low,
+                ticket_id: None,
+                resolved: false,
+            },
+        ];
+        for k in &kinds {
+            assert_eq!(EVENT_TYPES[k.type_index()], k.type_name());
+        }
     }
 
     #[test]

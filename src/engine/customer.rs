@@ -106,6 +106,21 @@ pub struct Firing {
     pub summary: String,
 }
 
+/// Up to eight weekly values, without allocating.
+#[derive(Debug, Clone, Copy)]
+pub struct Weeks {
+    values: [f64; 8],
+    /// How many are set.
+    pub len: usize,
+}
+
+impl Weeks {
+    /// The values set.
+    pub fn as_mut(&mut self) -> &mut [f64] {
+        &mut self.values[..self.len]
+    }
+}
+
 /// All state of one customer.
 #[derive(Debug, Clone)]
 pub struct Customer {
@@ -190,27 +205,34 @@ impl Customer {
         if n < min_gaps.max(1) {
             return None;
         }
-        let mut g: Vec<u16> = self.gaps[..n].to_vec();
-        g.sort_unstable();
+        let mut g = self.gaps;
+        g[..n].sort_unstable();
         Some(f64::from(g[(n * 3) / 4].max(1)))
     }
 
     /// Weekly usage totals of the 8 full weeks before the current week ending
     /// at `today` (exclusive), only weeks that began after the customer was first seen.
-    pub fn baseline_weeks(&self, today: i32, f: impl Fn(i32, i32) -> f64) -> Vec<f64> {
+    pub fn baseline_weeks(&self, today: i32, f: impl Fn(i32, i32) -> f64) -> Weeks {
         let first_day = day_of(self.first_seen);
-        (1..=8)
-            .map(|k| (today - 7 * (k + 1), today - 7 * k))
-            .filter(|(from, _)| *from >= first_day)
-            .map(|(from, to)| f(from, to))
-            .collect()
+        let mut w = Weeks {
+            values: [0.0; 8],
+            len: 0,
+        };
+        for k in 1..=8 {
+            let (from, to) = (today - 7 * (k + 1), today - 7 * k);
+            if from >= first_day {
+                w.values[w.len] = f(from, to);
+                w.len += 1;
+            }
+        }
+        w
     }
 
     /// Median weekly events over the baseline weeks, with how many weeks it used.
     pub fn baseline_events(&self, today: i32) -> (Option<f64>, usize) {
         let mut w = self.baseline_weeks(today, |a, b| self.activity.events(a, b) as f64);
-        let n = w.len();
-        (median(&mut w), n)
+        let n = w.len;
+        (median(w.as_mut()), n)
     }
 
     /// Events in the 7 days before `today`.
@@ -222,7 +244,7 @@ impl Customer {
     pub fn baseline_seats(&self, today: i32) -> Option<f64> {
         let s = self.seats.as_ref()?;
         let mut w = self.baseline_weeks(today, |a, b| f64::from(s.distinct(a, b)));
-        median(&mut w)
+        median(w.as_mut())
     }
 
     /// Distinct users in the 7 days before `today`.

@@ -56,16 +56,31 @@ pub struct Stats {
     pub duplicates: u64,
     /// Events after `--until`.
     pub after_until: u64,
-    /// Applied events by type.
-    pub by_type: BTreeMap<&'static str, u64>,
+    /// Applied events by type index (see [`crate::event::EVENT_TYPES`]).
+    #[serde(skip)]
+    pub type_counts: [u64; 12],
     /// Alert transitions by alert and status.
     pub alerts: BTreeMap<String, u64>,
+}
+
+impl Stats {
+    /// Applied events by type name.
+    pub fn by_type(&self) -> BTreeMap<&'static str, u64> {
+        crate::event::EVENT_TYPES
+            .iter()
+            .zip(self.type_counts)
+            .filter(|(_, n)| *n > 0)
+            .map(|(t, n)| (*t, n))
+            .collect()
+    }
 }
 
 /// An event waiting in the reorder buffer, ordered by (ts, customer, type,
 /// event_id, arrival) so the apply order does not depend on arrival order.
 struct Pending {
-    ev: Event,
+    /// Copy of `ev.ts`, kept inline so heap moves compare without a pointer chase.
+    ts: Ts,
+    ev: Box<Event>,
     seq: u64,
     type_ix: u8,
 }
@@ -206,7 +221,9 @@ pub struct Engine {
     hasher: FxBuildHasher,
     plans: Names,
     segments: Names,
-    buffer: BinaryHeap<Reverse<Pending>>,
+    /// Reorder buffer: in-order arrivals append to `run` (O(1)); the rest go to `heap`.
+    run: VecDeque<Pending>,
+    heap: BinaryHeap<Reverse<Pending>>,
     timers: BinaryHeap<Reverse<(Ts, u32)>>,
     dedup: FxHashMap<u64, Ts>,
     dedup_queue: VecDeque<(Ts, u64)>,
@@ -236,7 +253,8 @@ impl Engine {
             hasher: FxBuildHasher,
             plans: Names::default(),
             segments: Names::default(),
-            buffer: BinaryHeap::new(),
+            run: VecDeque::new(),
+            heap: BinaryHeap::new(),
             timers: BinaryHeap::new(),
             dedup: FxHashMap::default(),
             dedup_queue: VecDeque::new(),
@@ -304,7 +322,17 @@ impl Engine {
             .position(|t| *t == ev.kind.type_name())
             .unwrap_or(0) as u8;
         let ts = ev.ts;
-        self.buffer.push(Reverse(Pending { ev, seq, type_ix }));
+        let p = Pending {
+            ts,
+            ev: Box::new(ev),
+            seq,
+            type_ix,
+        };
+        if self.run.back().is_none_or(|b| *b <= p) {
+            self.run.push_back(p);
+        } else {
+            self.heap.push(Reverse(p));
+        }
         if self.max_ts.is_none_or(|m| ts > m) {
             self.max_ts = Some(ts);
             let wm = ts.saturating_sub(self.cfg.allowed_lateness);
@@ -340,7 +368,11 @@ impl Engine {
 
     /// Arrival numbers ingested but not yet applied.
     pub fn pending_seqs(&self) -> Vec<u64> {
-        self.buffer.iter().map(|p| p.0.seq).collect()
+        self.run
+            .iter()
+            .map(|p| p.seq)
+            .chain(self.heap.iter().map(|p| p.0.seq))
+            .collect()
     }
 
     /// Current watermark (`i64::MIN` before any event).
@@ -372,7 +404,8 @@ impl Engine {
     pub fn state_bytes(&self) -> usize {
         self.customers.iter().map(Customer::bytes).sum::<usize>()
             + self.index.capacity() * 5
-            + self.buffer.len() * std::mem::size_of::<Pending>()
+            + (self.run.len() + self.heap.len())
+                * (std::mem::size_of::<Pending>() + std::mem::size_of::<Event>())
             + self.dedup.capacity() * 17
     }
 
@@ -430,7 +463,7 @@ impl Engine {
     fn process(&mut self, limit: Ts, inclusive: bool) {
         let due = |t: Ts| if inclusive { t <= limit } else { t < limit };
         loop {
-            let ev_t = self.buffer.peek().map(|p| p.0.ev.ts);
+            let ev_t = self.next_pending().map(|p| p.ts);
             let tm_t = self.timers.peek().map(|t| t.0.0);
             let sw_t = (self.next_sweep != Ts::MIN).then_some(self.next_sweep);
             // Ties: events first, then timers, then the sweep.
@@ -449,8 +482,8 @@ impl Engine {
             self.clock = self.clock.max(t);
             match which {
                 0 => {
-                    if let Some(Reverse(p)) = self.buffer.pop() {
-                        self.apply(p.ev, t);
+                    if let Some(p) = self.pop_pending() {
+                        self.apply(*p.ev, t);
                     }
                 }
                 1 => {
@@ -465,6 +498,25 @@ impl Engine {
             }
         }
         self.flush_staged();
+    }
+
+    fn next_pending(&self) -> Option<&Pending> {
+        match (self.run.front(), self.heap.peek()) {
+            (Some(a), Some(Reverse(b))) => Some(if a <= b { a } else { b }),
+            (a, b) => a.or(b.map(|r| &r.0)),
+        }
+    }
+
+    fn pop_pending(&mut self) -> Option<Pending> {
+        let from_run = match (self.run.front(), self.heap.peek()) {
+            (Some(a), Some(Reverse(b))) => a <= b,
+            (a, _) => a.is_some(),
+        };
+        if from_run {
+            self.run.pop_front()
+        } else {
+            self.heap.pop().map(|r| r.0)
+        }
     }
 
     /// Orders this batch's transitions by (time, customer, alert, status) and releases them.
@@ -504,7 +556,7 @@ impl Engine {
     /// Applies one event at processing time `now`.
     fn apply(&mut self, ev: Event, now: Ts) {
         self.stats.applied += 1;
-        *self.stats.by_type.entry(ev.kind.type_name()).or_default() += 1;
+        self.stats.type_counts[ev.kind.type_index()] += 1;
         let ix = self.find_or_insert(&ev.customer_id, ev.ts);
         let today = day_of(self.max_ts.unwrap_or(ev.ts).max(ev.ts));
         let ts = ev.ts;
@@ -551,7 +603,12 @@ impl Engine {
                         *last_day = day_of(ts);
                     }
                 }
-                &[AlertKind::Inactivity, AlertKind::KeyFeatureUnused]
+                // Usage can only end these two; nothing to do unless one is firing.
+                if c.firing.is_empty() {
+                    &[]
+                } else {
+                    &[AlertKind::Inactivity, AlertKind::KeyFeatureUnused]
+                }
             }
             EventKind::Nps { score } | EventKind::Csat { score } | EventKind::Ces { score } => {
                 let fact = match ev.kind {
@@ -752,6 +809,9 @@ impl Engine {
 
     /// Evaluates `kinds` for one customer at `now` and stages transitions.
     fn evaluate(&mut self, ix: u32, kinds: &[AlertKind], now: Ts) {
+        if kinds.is_empty() {
+            return;
+        }
         let c = &self.customers[ix as usize];
         let plan_id = Self::plan_of(c);
         let plan = self.plans.name(plan_id);

@@ -1,0 +1,77 @@
+//! Backtest throughput as a ratio to a decode-only pass over the same bytes,
+//! both measured in this run: `cargo bench --bench ratio [-- FILE]`.
+//! Without FILE it generates traffic with the project's generator.
+
+use std::io::Cursor;
+use std::sync::Arc;
+use std::time::Instant;
+
+use churnwatch::config::Config;
+use churnwatch::event;
+
+fn best_of<T>(n: usize, mut f: impl FnMut() -> T) -> (f64, T) {
+    let mut best = f64::MAX;
+    let mut last = None;
+    for _ in 0..n {
+        let t = Instant::now();
+        let r = f();
+        best = best.min(t.elapsed().as_secs_f64());
+        last = Some(r);
+    }
+    (best, last.expect("n > 0"))
+}
+
+fn main() {
+    let path = std::env::args().skip(1).find(|a| !a.starts_with("--"));
+    let data = match &path {
+        Some(p) => std::fs::read(p).expect("read input file"),
+        None => panic!("pass a JSONL file: cargo bench --bench ratio -- FILE"),
+    };
+    let cfg = Arc::new(Config::default());
+    let lines = data
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .count();
+    let (decode_s, ok) = best_of(3, || {
+        let mut ok = 0u64;
+        for line in data.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            if event::decode(line, &cfg.decode).is_ok() {
+                ok += 1;
+            }
+        }
+        ok
+    });
+    let (full_s, alerts) = best_of(3, || {
+        let mut alerts = 0u64;
+        churnwatch::backtest::replay(
+            cfg.clone(),
+            Cursor::new(&data),
+            None,
+            |_| {
+                alerts += 1;
+                Ok(())
+            },
+            |_, _, _| Ok(()),
+            |_| {},
+        )
+        .expect("replay");
+        alerts
+    });
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!(
+        "input: {lines} events ({ok} valid), {:.1} MB, {cores} cores available, 1 used",
+        data.len() as f64 / 1e6
+    );
+    println!(
+        "decode only:        {:>10.0} events/s",
+        lines as f64 / decode_s
+    );
+    println!(
+        "backtest (full):    {:>10.0} events/s ({alerts} alert transitions)",
+        lines as f64 / full_s
+    );
+    println!(
+        "ratio full/decode:  {:>10.3} (target >= 0.5)",
+        decode_s / full_s
+    );
+}
