@@ -116,7 +116,7 @@ pub struct Weeks {
 
 impl Weeks {
     /// The values set.
-    pub fn as_mut(&mut self) -> &mut [f64] {
+    pub fn values_mut(&mut self) -> &mut [f64] {
         &mut self.values[..self.len]
     }
 }
@@ -232,7 +232,7 @@ impl Customer {
     pub fn baseline_events(&self, today: i32) -> (Option<f64>, usize) {
         let mut w = self.baseline_weeks(today, |a, b| self.activity.events(a, b) as f64);
         let n = w.len;
-        (median(w.as_mut()), n)
+        (median(w.values_mut()), n)
     }
 
     /// Events in the 7 days before `today`.
@@ -244,7 +244,7 @@ impl Customer {
     pub fn baseline_seats(&self, today: i32) -> Option<f64> {
         let s = self.seats.as_ref()?;
         let mut w = self.baseline_weeks(today, |a, b| f64::from(s.distinct(a, b)));
-        median(w.as_mut())
+        median(w.values_mut())
     }
 
     /// Distinct users in the 7 days before `today`.

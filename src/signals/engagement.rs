@@ -70,7 +70,7 @@ pub fn seat_contraction(c: &Customer, ctx: &Ctx<'_>) -> Option<Finding> {
     let seats = c.seats.as_ref()?;
     let mut w = c.baseline_weeks(ctx.today, |a, b| f64::from(seats.distinct(a, b)));
     let weeks = w.len;
-    let baseline = crate::engine::window::median(w.as_mut())?;
+    let baseline = crate::engine::window::median(w.values_mut())?;
     if !has_history(c, ctx, weeks) {
         return None;
     }
