@@ -28,7 +28,7 @@
 //!   `integrations`, `collaboration`, `editor`, `settings`, plus `login`
 //!   without a feature. **Key features are `reports` and `exports`** (the
 //!   evaluation config sets `key_features = ["reports","exports"]`): a
-//!   customer either never uses a key feature or uses it again within 3-5
+//!   customer either never uses a key feature or uses it again within 2-5
 //!   active days.
 //! - Feedback at low rates: NPS 7-10, CSAT 3-5, CES 1-5 for healthy
 //!   customers; support tickets (`low`/`normal`/`high`, never `urgent`) at
@@ -352,13 +352,13 @@ pub enum Story {
     /// `key_feature_unused` when the customer used a key feature, plus
     /// `churned` when the cancel is in the period.
     AbruptStop,
-    /// 10-30 seats; after the onset instant only the core 40% of seats stay
-    /// active (>= 60% drop in distinct users) with unchanged per-user
+    /// 10-30 seats; after the onset instant only the core 35% of seats stay
+    /// active (a 65% drop in distinct users) with unchanged per-user
     /// activity; the lost seats carried 15% of the events, so total activity
     /// falls about 15%. Onset: the instant the light seats stop (no event).
     /// Alerts: `seat_contraction`.
     SeatLoss,
-    /// A key feature used again every 3-5 days is never used after the
+    /// A key feature used again every 2-5 days is never used after the
     /// onset, its events turn into `dashboard` views (volume unchanged).
     /// Onset: the last use of that feature. Alerts: `key_feature_unused`.
     KeyFeatureDropped,
@@ -666,7 +666,7 @@ struct Customer {
     lambda: f64,
     /// Working hours start at 07:00 + `shift_h` UTC.
     shift_h: u8,
-    feat_cum: [f64; FEATURES.len()],
+    feat_cum: [f32; FEATURES.len()],
     kf_use: [bool; 2],
     /// Billing anchor: renewals at anchor + k months.
     anchor: Ts,
@@ -676,7 +676,8 @@ struct Customer {
     ticket_gap_days: f64,
     /// Least days between healthy tickets.
     ticket_min_gap_days: f64,
-    story: Option<StoryPlan>,
+    /// Boxed: few customers have one, and a million customers are kept.
+    story: Option<Box<StoryPlan>>,
     // Mutable state.
     next_active_day: i64,
     renewal_k: u32,
@@ -977,7 +978,7 @@ fn set_weights(c: &mut Customer, weights: [f64; FEATURES.len()]) {
     let mut acc = 0.0;
     for (cum, w) in c.feat_cum.iter_mut().zip(weights) {
         acc += w;
-        *cum = acc;
+        *cum = acc as f32;
     }
 }
 
@@ -1090,6 +1091,7 @@ fn assign_story(
             let mut weights = [0.0; FEATURES.len()];
             let mut prev = 0.0;
             for (w, cum) in weights.iter_mut().zip(c.feat_cum) {
+                let cum = f64::from(cum);
                 *w = cum - prev;
                 prev = cum;
             }
@@ -1125,7 +1127,7 @@ fn assign_story(
             c.ticket_min_gap_days = 31.0;
         }
     }
-    c.story = Some(plan);
+    c.story = Some(Box::new(plan));
     true
 }
 
@@ -1605,7 +1607,7 @@ fn usage_day(
         } else {
             (zipf_rank(rng, c.seats), false)
         };
-        let x = unit(rng) * c.feat_cum[FEATURES.len() - 1];
+        let x = unit(rng) as f32 * c.feat_cum[FEATURES.len() - 1];
         let feature = c.feat_cum.iter().position(|&cum| x < cum).unwrap_or(0) as u8;
         uses.push(Use {
             ts,
