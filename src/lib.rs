@@ -8,6 +8,7 @@
 //! - [`alert`]: alert transitions and their CloudEvents wire format with deterministic ids.
 //! - [`backtest`]: the `backtest` command: replay a JSONL file, write alerts, customers, rejects and a summary.
 //! - [`business`]: the business-metrics ledger: billing facts in, period reports (churn, CRR, MRR movements, GRR/NRR, dunning, NPS, LTV) out.
+//! - [`generate`]: the seeded traffic generator (`churnwatch generate`) and its story labels.
 
 pub mod alert;
 pub mod backtest;
@@ -15,4 +16,5 @@ pub mod business;
 pub mod config;
 pub mod engine;
 pub mod event;
+pub mod generate;
 pub mod signals;

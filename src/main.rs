@@ -16,14 +16,19 @@ struct Cli {
 enum Command {
     /// Replay a JSONL file of events and report alerts, customers and business metrics.
     Backtest(churnwatch::backtest::BacktestArgs),
+    /// Generate realistic, seeded usage/billing/feedback traffic as JSONL, plus story labels.
+    Generate(churnwatch::generate::GenerateArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result: anyhow::Result<()> = match cli.command {
-        Command::Backtest(args) => churnwatch::backtest::run(&args)
-            .map(|_| ())
-            .map_err(Into::into),
+        Command::Backtest(args) => churnwatch::backtest::run(&args).map(|_| ()).map_err(Into::into),
+        Command::Generate(args) => churnwatch::generate::run(&args).map_err(Into::into).and_then(|summary| {
+            // stdout may carry the events, so the summary goes to stderr.
+            eprintln!("{}", serde_json::to_string(&summary)?);
+            Ok(())
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
