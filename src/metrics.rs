@@ -304,6 +304,6 @@ mod tests {
         }]);
         let text = m.encode();
         assert!(!text.contains(r#"plan="free""#), "{text}");
-        assert!(!text.contains("customer_id"));
+        assert!(!text.contains("customer_id="), "{text}");
     }
 }

@@ -845,7 +845,9 @@ impl RebuildJob {
         c.set("group.id", format!("{}.replay", k.group_id))
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "true");
-        let replay: BaseConsumer = c.create().map_err(|e| self.err(e))?;
+        let replay: BaseConsumer<super::ReaderContext> = c
+            .create_with_context(super::ReaderContext)
+            .map_err(|e| self.err(e))?;
         let mut tpl = TopicPartitionList::new();
         for (i, p) in ends.keys() {
             tpl.add_partition_offset(&self.topics[*i], *p, Offset::Beginning)

@@ -118,7 +118,8 @@ pub fn follow(
     c.set("group.id", format!("{}.follow", k.group_id))
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true");
-    let consumer: BaseConsumer = c.create().map_err(kerr)?;
+    let consumer: BaseConsumer<super::ReaderContext> =
+        c.create_with_context(super::ReaderContext).map_err(kerr)?;
     let md = consumer
         .fetch_metadata(Some(&k.alerts_topic), Duration::from_secs(10))
         .map_err(kerr)?;

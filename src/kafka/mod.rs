@@ -12,7 +12,9 @@ pub mod consumer;
 pub mod follow;
 pub mod producer;
 
-use rdkafka::ClientConfig;
+use rdkafka::consumer::ConsumerContext;
+use rdkafka::error::KafkaError;
+use rdkafka::{ClientConfig, ClientContext};
 
 use crate::config::KafkaConfig;
 
@@ -48,3 +50,19 @@ pub fn consumer_config(k: &KafkaConfig) -> ClientConfig {
     // Consumer-only pass-through keys make a producer log a warning; harmless.
     c
 }
+
+/// Context for the replay and `alerts` readers: reaching the end of a
+/// partition is expected there, not an error worth a log line.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ReaderContext;
+
+impl ClientContext for ReaderContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        match error {
+            KafkaError::PartitionEOF(_) => tracing::trace!(reason, "end of partition"),
+            e => tracing::warn!(error = %e, reason, "Kafka client error"),
+        }
+    }
+}
+
+impl ConsumerContext for ReaderContext {}
