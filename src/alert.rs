@@ -6,7 +6,6 @@ use crate::event::{Ts, format_ts};
 use crate::signals::AlertKind;
 
 /// Whether an alert started or ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AlertStatus {
     /// The condition began.
     Firing,
@@ -15,7 +14,6 @@ pub enum AlertStatus {
 }
 
 /// One alert transition.
-#[derive(Debug, Clone, PartialEq)]
 pub struct AlertEvent {
     /// The customer.
     pub customer_id: Box<str>,

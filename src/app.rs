@@ -114,10 +114,18 @@ pub struct Status {
 
 /// Engine handles and status shared between the consume loop and HTTP.
 /// Locks are held only for one engine call.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct SharedState {
     engines: RwLock<BTreeMap<i32, Arc<Mutex<Engine>>>>,
     status: Mutex<Status>,
+}
+
+impl std::fmt::Debug for SharedState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedState")
+            .field("status", &self.status())
+            .finish_non_exhaustive()
+    }
 }
 
 impl SharedState {

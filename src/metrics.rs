@@ -201,12 +201,18 @@ impl Metrics {
     /// Replaces the engine gauges with the sum of `snapshots` (one per partition).
     /// Series of groups that disappeared are removed.
     pub fn set_engine(&self, snapshots: &[Snapshot]) {
-        type Key = (String, String);
-        let mut sum: BTreeMap<Key, crate::engine::GroupSnapshot> = BTreeMap::new();
+        #[derive(Default)]
+        struct Sum {
+            by_lifecycle: BTreeMap<&'static str, u64>,
+            by_risk: BTreeMap<&'static str, u64>,
+            firing: BTreeMap<&'static str, u64>,
+            mrr: i64,
+            mrr_at_risk: i64,
+        }
+        let mut sum: BTreeMap<(String, String), Sum> = BTreeMap::new();
         for s in snapshots {
             for g in &s.groups {
                 let e = sum.entry((g.plan.clone(), g.segment.clone())).or_default();
-                e.customers += g.customers;
                 for (k, v) in &g.by_lifecycle {
                     *e.by_lifecycle.entry(k).or_default() += v;
                 }
@@ -282,8 +288,10 @@ mod tests {
             segment: "smb".into(),
             customers: n,
             by_lifecycle: [("active", n)].into_iter().collect(),
+            by_risk: BTreeMap::new(),
+            firing: BTreeMap::new(),
             mrr: 100,
-            ..Default::default()
+            mrr_at_risk: 0,
         };
         m.set_engine(&[
             Snapshot {

@@ -133,6 +133,38 @@ async fn rejected_events_go_to_the_dlq_and_valid_ones_raise_alerts() {
     assert_eq!(churned.header("ce_type"), Some("churnwatch.alert.firing"));
     assert_eq!(churned.header("ce_id"), v["id"].as_str());
 
+    // A support person reads the same alert with `churnwatch alerts`.
+    let out = Command::new(env!("CARGO_BIN_EXE_churnwatch"))
+        .args(["alerts", "--from-beginning", "--brokers", &broker.brokers])
+        .env("CHURNWATCH_FETCH_WAIT_MAX_MS", "1")
+        .output()
+        .expect("run alerts");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.contains("FIRING") && l.contains("churned") && l.contains("c-1")),
+        "readable line missing: {text}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_churnwatch"))
+        .args([
+            "alerts",
+            "--json",
+            "--from-beginning",
+            "--brokers",
+            &broker.brokers,
+        ])
+        .output()
+        .expect("run alerts --json");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let first = text.lines().next().unwrap_or_default();
+    let parsed: serde_json::Value = serde_json::from_str(first).expect("--json prints CloudEvents");
+    assert_eq!(parsed["specversion"], "1.0");
+
     let metrics = block(|| {
         wait_for(Duration::from_secs(10), || {
             let (code, body) = http_get(&addr, "/metrics", None).ok()?;
@@ -477,4 +509,39 @@ async fn an_idle_partition_still_fires_time_based_alerts_at_event_time() {
         .await
         .expect("service task")
         .expect("clean shutdown");
+}
+
+#[test]
+fn check_config_lists_every_problem_and_exits_2() {
+    let dir = tempdir("check");
+    let cfg = dir.join("bad.toml");
+    std::fs::write(
+        &cfg,
+        "dunning_grace = \"soon\"\n[kafka]\nalerts_topic = \"bad topic\"\n[http]\nlisten = \"nowhere\"\n",
+    )
+    .expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_churnwatch"))
+        .args(["check-config", "--config"])
+        .arg(&cfg)
+        .env("CHURNWATCH_DUNING_GRACE", "1d")
+        .output()
+        .expect("run check-config");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for key in [
+        "dunning_grace",
+        "kafka.alerts_topic",
+        "http.listen",
+        "CHURNWATCH_DUNING_GRACE",
+    ] {
+        assert!(err.contains(key), "{key} missing in: {err}");
+    }
+    let good = dir.join("good.toml");
+    std::fs::write(&good, "[kafka]\nbrokers = \"k:9092\"\n").expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_churnwatch"))
+        .args(["check-config", "--config"])
+        .arg(&good)
+        .output()
+        .expect("run check-config");
+    assert!(out.status.success());
 }

@@ -15,7 +15,6 @@ use crate::event::{Event, EventKind, Ts};
 use crate::signals::AlertKind;
 
 /// What happened to an ingested event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Disposition {
     /// Accepted; applied when the watermark passes it.
     Buffered,
@@ -28,7 +27,7 @@ pub enum Disposition {
 }
 
 /// One row of the customer list.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Serialize)]
 pub struct CustomerRow {
     /// Customer id.
     pub customer_id: Box<str>,
@@ -51,14 +50,12 @@ pub struct CustomerRow {
 }
 
 /// Aggregates for Prometheus.
-#[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     /// One entry per (plan, segment).
     pub groups: Vec<GroupSnapshot>,
 }
 
 /// Aggregates of one (plan, segment) group.
-#[derive(Debug, Clone, Default)]
 pub struct GroupSnapshot {
     /// Plan, `none` for usage-only customers.
     pub plan: String,
@@ -86,7 +83,6 @@ struct Customer {
 }
 
 /// Customer state of one partition.
-#[derive(Debug)]
 pub struct Engine {
     customers: BTreeMap<Box<str>, Customer>,
     seen_ids: HashSet<(Box<str>, Box<str>)>,
@@ -238,7 +234,12 @@ impl Engine {
         let mut g = GroupSnapshot {
             plan: "none".into(),
             segment: "none".into(),
-            ..Default::default()
+            customers: 0,
+            by_lifecycle: BTreeMap::new(),
+            by_risk: BTreeMap::new(),
+            firing: BTreeMap::new(),
+            mrr: 0,
+            mrr_at_risk: 0,
         };
         for row in self.customers() {
             g.customers += 1;
