@@ -45,6 +45,15 @@ fn usage(customer: &str, ts: i64) -> String {
     )
 }
 
+/// The binary under test; `TEST_CHURNWATCH_BIN` (not `CHURNWATCH_*`: those are config) overrides Cargo's path (useful
+/// when several worktrees share one `CARGO_TARGET_DIR`, where the last build
+/// of any of them owns `target/debug/churnwatch`).
+fn churnwatch_bin() -> std::path::PathBuf {
+    std::env::var_os("TEST_CHURNWATCH_BIN")
+        .map(Into::into)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_churnwatch").into())
+}
+
 fn block<T>(f: impl FnOnce() -> T) -> T {
     tokio::task::block_in_place(f)
 }
@@ -134,7 +143,7 @@ async fn rejected_events_go_to_the_dlq_and_valid_ones_raise_alerts() {
     assert_eq!(churned.header("ce_id"), v["id"].as_str());
 
     // A support person reads the same alert with `churnwatch alerts`.
-    let out = Command::new(env!("CARGO_BIN_EXE_churnwatch"))
+    let out = Command::new(churnwatch_bin())
         .args(["alerts", "--from-beginning", "--brokers", &broker.brokers])
         .env("CHURNWATCH_FETCH_WAIT_MAX_MS", "1")
         .output()
@@ -150,7 +159,7 @@ async fn rejected_events_go_to_the_dlq_and_valid_ones_raise_alerts() {
             .any(|l| l.contains("FIRING") && l.contains("churned") && l.contains("c-1")),
         "readable line missing: {text}"
     );
-    let out = Command::new(env!("CARGO_BIN_EXE_churnwatch"))
+    let out = Command::new(churnwatch_bin())
         .args([
             "alerts",
             "--json",
@@ -216,7 +225,7 @@ async fn input_topics_with_different_partition_counts_are_refused() {
     let dir = tempdir("copart");
     let cfg = dir.join("churnwatch.toml");
     std::fs::write(&cfg, config_toml(&broker.brokers, "127.0.0.1:0", "")).expect("write config");
-    let out = Command::new(env!("CARGO_BIN_EXE_churnwatch"))
+    let out = Command::new(churnwatch_bin())
         .args(["run", "--config"])
         .arg(&cfg)
         .output()
@@ -315,7 +324,7 @@ impl Service {
             .append(true)
             .open(log)
             .expect("service log");
-        let child = Command::new(env!("CARGO_BIN_EXE_churnwatch"))
+        let child = Command::new(churnwatch_bin())
             .args(["run", "--config"])
             .arg(config)
             .args(["--listen", &format!("127.0.0.1:{port}")])
@@ -520,7 +529,7 @@ fn check_config_lists_every_problem_and_exits_2() {
         "dunning_grace = \"soon\"\n[kafka]\nalerts_topic = \"bad topic\"\n[http]\nlisten = \"nowhere\"\n",
     )
     .expect("write");
-    let out = Command::new(env!("CARGO_BIN_EXE_churnwatch"))
+    let out = Command::new(churnwatch_bin())
         .args(["check-config", "--config"])
         .arg(&cfg)
         .env("CHURNWATCH_DUNING_GRACE", "1d")
@@ -538,10 +547,55 @@ fn check_config_lists_every_problem_and_exits_2() {
     }
     let good = dir.join("good.toml");
     std::fs::write(&good, "[kafka]\nbrokers = \"k:9092\"\n").expect("write");
-    let out = Command::new(env!("CARGO_BIN_EXE_churnwatch"))
+    let out = Command::new(churnwatch_bin())
         .args(["check-config", "--config"])
         .arg(&good)
         .output()
         .expect("run check-config");
     assert!(out.status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_the_partitions_and_emit_each_alert_once() {
+    init_tracing();
+    let broker = TestBroker::start();
+    broker.create_default_topics(2).await;
+    let cancel = CancellationToken::new();
+    let mut services = Vec::new();
+    let mut addrs = Vec::new();
+    for _ in 0..2 {
+        let running = app::start(config(&broker, ""), cancel.clone())
+            .await
+            .expect("service starts");
+        addrs.push(running.http_addr().to_string());
+        services.push(tokio::spawn(running.wait()));
+    }
+    let both_ready = block(|| {
+        wait_for(Duration::from_secs(60), || {
+            // Ready, and the group settled: one partition number each.
+            addrs
+                .iter()
+                .all(|a| {
+                    http_get(a, "/readyz", None)
+                        .is_ok_and(|r| r.0 == 200 && r.1.contains(r#""live_partitions":1"#))
+                })
+                .then_some(())
+        })
+    });
+    assert!(both_ready.is_some(), "instances never became ready");
+    cancel_batch(&broker, 2, 1..11, T0).await;
+    let (_, churned) = block(|| churned_alerts(&broker, 10));
+    assert_eq!(churned.len(), 10, "{churned:?}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (ids, _) = block(|| churned_alerts(&broker, 10));
+    let unique: BTreeSet<&String> = ids.iter().collect();
+    assert_eq!(
+        unique.len(),
+        ids.len(),
+        "an alert was emitted twice: {ids:?}"
+    );
+    cancel.cancel();
+    for s in services {
+        s.await.expect("service task").expect("clean shutdown");
+    }
 }
