@@ -1,0 +1,261 @@
+//! The HTTP surface: `/healthz`, `/readyz`, `/metrics` (open) and the
+//! customer API under `/api` (bearer token when `http.api_token` is set).
+//! Errors are JSON `{"error": ...}` with a matching status code.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::app::SharedState;
+use crate::engine::CustomerRow;
+use crate::metrics::Metrics;
+
+/// Largest `limit` accepted by `/api/at-risk`.
+pub const MAX_LIMIT: usize = 1000;
+
+/// What the handlers read.
+#[derive(Clone)]
+pub struct HttpState {
+    /// Engines and readiness.
+    pub shared: Arc<SharedState>,
+    /// Prometheus registry.
+    pub metrics: Metrics,
+    /// Bearer token for `/api/*`, when set.
+    pub api_token: Option<String>,
+    /// `/readyz` threshold.
+    pub ready_max_lag: u64,
+}
+
+/// The router.
+pub fn router(state: HttpState) -> Router {
+    let api = Router::new()
+        .route("/customers/{id}", get(customer))
+        .route("/at-risk", get(at_risk))
+        .route("/alerts", get(alerts))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such API endpoint") })
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .nest("/api", api)
+        .with_state(state)
+}
+
+fn error(status: StatusCode, msg: impl Into<String>) -> Response {
+    (status, Json(json!({"error": msg.into()}))).into_response()
+}
+
+/// Compares in time independent of where the inputs differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    // The length leaks, the content does not.
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut diff = 0u8;
+    for (x, y) in a.iter().zip(b) {
+        diff |= x ^ y;
+    }
+    diff == 0
+}
+
+async fn require_token(
+    State(st): State<HttpState>,
+    headers: HeaderMap,
+    req: Request,
+    next: Next,
+) -> Response {
+    if let Some(token) = &st.api_token {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        match given {
+            Some(g) if constant_time_eq(g.as_bytes(), token.as_bytes()) => {}
+            Some(_) => {
+                return with_challenge(error(StatusCode::UNAUTHORIZED, "invalid bearer token"));
+            }
+            None => {
+                return with_challenge(error(
+                    StatusCode::UNAUTHORIZED,
+                    "missing bearer token: send Authorization: Bearer <http.api_token>",
+                ));
+            }
+        }
+    }
+    next.run(req).await
+}
+
+fn with_challenge(mut r: Response) -> Response {
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer"),
+    );
+    r
+}
+
+async fn readyz(State(st): State<HttpState>) -> Response {
+    let s = st.shared.status();
+    let reason = if s.stopping {
+        Some("shutting down".to_string())
+    } else if !s.assigned {
+        Some("waiting for a partition assignment".to_string())
+    } else if s.rebuilding > 0 {
+        Some(format!("rebuilding {} partition(s)", s.rebuilding))
+    } else if s.total_lag > st.ready_max_lag {
+        Some(format!(
+            "consumer lag {} exceeds http.ready_max_lag {}",
+            s.total_lag, st.ready_max_lag
+        ))
+    } else {
+        None
+    };
+    let body = json!({
+        "ready": reason.is_none(),
+        "reason": reason,
+        "live_partitions": s.live_partitions,
+        "rebuilding": s.rebuilding,
+        "lag": s.total_lag,
+    });
+    let code = if reason.is_none() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(body)).into_response()
+}
+
+async fn metrics(State(st): State<HttpState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        st.metrics.encode(),
+    )
+        .into_response()
+}
+
+async fn customer(State(st): State<HttpState>, Path(id): Path<String>) -> Response {
+    for (_, e) in st.shared.engines() {
+        let found = e.lock().unwrap_or_else(|p| p.into_inner()).customer(&id);
+        if let Some(v) = found {
+            return Json(v).into_response();
+        }
+    }
+    error(StatusCode::NOT_FOUND, format!("unknown customer {id:?}"))
+}
+
+/// Query of `/api/at-risk`.
+#[derive(Debug, Deserialize)]
+pub struct AtRiskQuery {
+    /// Rows returned (default 50, at most [`MAX_LIMIT`]).
+    pub limit: Option<String>,
+    /// Only this plan.
+    pub plan: Option<String>,
+    /// Only this segment.
+    pub segment: Option<String>,
+}
+
+/// Orders rows by MRR at risk (highest first), then health (lowest first).
+pub fn rank_at_risk(rows: &mut [CustomerRow]) {
+    rows.sort_by(|a, b| {
+        b.mrr_at_risk
+            .cmp(&a.mrr_at_risk)
+            .then(a.health_score.cmp(&b.health_score))
+            .then_with(|| a.customer_id.cmp(&b.customer_id))
+    });
+}
+
+async fn at_risk(State(st): State<HttpState>, Query(q): Query<AtRiskQuery>) -> Response {
+    let limit = match q.limit.as_deref().map(str::parse::<usize>) {
+        None => 50,
+        Some(Ok(n)) if (1..=MAX_LIMIT).contains(&n) => n,
+        Some(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("limit must be a whole number from 1 to {MAX_LIMIT}"),
+            );
+        }
+    };
+    let mut rows = Vec::new();
+    for (_, e) in st.shared.engines() {
+        let part = e.lock().unwrap_or_else(|p| p.into_inner()).customers();
+        rows.extend(part.into_iter().filter(|r| {
+            (r.risk != "low" || !r.firing.is_empty())
+                && q.plan
+                    .as_deref()
+                    .is_none_or(|p| r.plan.as_deref() == Some(p))
+                && q.segment
+                    .as_deref()
+                    .is_none_or(|s| r.segment.as_deref() == Some(s))
+        }));
+    }
+    rank_at_risk(&mut rows);
+    rows.truncate(limit);
+    Json(json!({"customers": rows})).into_response()
+}
+
+/// Query of `/api/alerts`.
+#[derive(Debug, Deserialize)]
+pub struct AlertsQuery {
+    /// Only `firing` is supported (the default).
+    pub status: Option<String>,
+}
+
+async fn alerts(State(st): State<HttpState>, Query(q): Query<AlertsQuery>) -> Response {
+    if q.status.as_deref().is_some_and(|s| s != "firing") {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "status must be `firing`; resolved alerts are on the alert topic (churnwatch alerts --from-beginning)",
+        );
+    }
+    let mut out = Vec::new();
+    for (_, e) in st.shared.engines() {
+        let firing = e.lock().unwrap_or_else(|p| p.into_inner()).firing();
+        for a in firing {
+            match serde_json::from_str::<serde_json::Value>(&a.to_json()) {
+                Ok(v) => out.push(v.get("data").cloned().unwrap_or(v)),
+                Err(err) => tracing::error!(error = %err, "alert JSON did not parse"),
+            }
+        }
+    }
+    Json(json!({"alerts": out})).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constant_time_eq_matches_only_equal_bytes() {
+        assert!(constant_time_eq(b"secret-token-123", b"secret-token-123"));
+        assert!(!constant_time_eq(b"secret-token-123", b"secret-token-124"));
+        assert!(!constant_time_eq(b"secret", b"secret-token-123"));
+        assert!(constant_time_eq(b"", b""));
+    }
+
+    #[test]
+    fn at_risk_orders_by_mrr_at_risk_then_health() {
+        let row = |id: &str, mrr_at_risk, health_score| CustomerRow {
+            customer_id: id.into(),
+            health_score,
+            risk: "high",
+            firing: vec![],
+            plan: None,
+            segment: None,
+            mrr: None,
+            mrr_at_risk,
+            lifecycle: "at_risk",
+        };
+        let mut rows = vec![row("a", 100, 50), row("b", 900, 30), row("c", 100, 10)];
+        rank_at_risk(&mut rows);
+        let ids: Vec<&str> = rows.iter().map(|r| &*r.customer_id).collect();
+        assert_eq!(ids, ["b", "c", "a"]);
+    }
+}

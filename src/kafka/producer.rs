@@ -1,0 +1,284 @@
+//! The outbox: everything churnwatch writes to Kafka (alerts and dead letters)
+//! goes through one idempotent `FutureProducer` with `acks=all`.
+//!
+//! Each output gets a number in hand-over order. A delivery task per output
+//! retries until the broker acknowledges it (every failure is logged and
+//! counted), so nothing is dropped silently. The consumer stores an input
+//! offset only once every output numbered before its checkpoint is acked:
+//! [`Outbox::acked_prefix`].
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::util::Timeout;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::alert::{AlertEvent, AlertStatus};
+use crate::config::KafkaConfig;
+use crate::metrics::Metrics;
+
+/// Most outputs awaiting acknowledgement before the consumer waits.
+pub const MAX_IN_FLIGHT: usize = 10_000;
+
+/// CloudEvents structured-mode content type of alert messages.
+pub const CLOUDEVENTS_CONTENT_TYPE: &str = "application/cloudevents+json";
+
+/// What an output is, for metrics and logs.
+#[derive(Debug, Clone)]
+pub enum OutputKind {
+    /// An alert transition.
+    Alert {
+        /// Alert name.
+        alert: &'static str,
+        /// `firing` or `resolved`.
+        status: &'static str,
+        /// When the input that caused it was consumed (or the tick that fired it).
+        consumed_at: Instant,
+    },
+    /// A rejected input.
+    DeadLetter {
+        /// Reject code.
+        reason: &'static str,
+    },
+}
+
+/// One message to write.
+#[derive(Debug, Clone)]
+pub struct Output {
+    /// Destination topic.
+    pub topic: String,
+    /// Message key.
+    pub key: Option<Vec<u8>>,
+    /// Message value.
+    pub payload: Vec<u8>,
+    /// Headers, in order.
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// For metrics.
+    pub kind: OutputKind,
+}
+
+impl Output {
+    /// The alert message of the contract: key = customer_id, value = CloudEvent.
+    pub fn alert(topic: &str, a: &AlertEvent, consumed_at: Instant) -> Output {
+        let status = match a.status {
+            AlertStatus::Firing => "firing",
+            AlertStatus::Resolved => "resolved",
+        };
+        Output {
+            topic: topic.to_string(),
+            key: Some(a.customer_id.as_bytes().to_vec()),
+            payload: a.to_json().into_bytes(),
+            headers: vec![
+                ("content-type".into(), CLOUDEVENTS_CONTENT_TYPE.into()),
+                ("ce_type".into(), a.event_type().into()),
+                ("ce_id".into(), a.id().into_bytes()),
+            ],
+            kind: OutputKind::Alert {
+                alert: a.alert.name(),
+                status,
+                consumed_at,
+            },
+        }
+    }
+}
+
+/// Why the producer could not be created.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot create the Kafka producer: {0}; check kafka.brokers and kafka.properties")]
+pub struct ProducerError(#[from] pub KafkaError);
+
+/// Creates the idempotent producer (`enable.idempotence=true`, `acks=all`).
+pub fn create_producer(k: &KafkaConfig) -> Result<FutureProducer, ProducerError> {
+    let mut c = super::client_config(k);
+    if !k.properties.contains_key("linger.ms") {
+        c.set("linger.ms", "5");
+    }
+    // Set last: these are what "never lost, never reordered" rests on.
+    c.set("enable.idempotence", "true").set("acks", "all");
+    Ok(c.create()?)
+}
+
+/// Hands outputs to the producer and tracks which are acknowledged.
+pub struct Outbox {
+    producer: FutureProducer,
+    metrics: Metrics,
+    tasks: JoinSet<Option<u64>>,
+    sent: u64,
+    acked_prefix: u64,
+    acked_ahead: BTreeSet<u64>,
+    stop: CancellationToken,
+}
+
+impl std::fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbox")
+            .field("sent", &self.sent)
+            .field("acked_prefix", &self.acked_prefix)
+            .finish()
+    }
+}
+
+impl Outbox {
+    /// `stop` ends retrying (hard shutdown deadline); unacked outputs then keep
+    /// their input offsets uncommitted, so they are produced again after restart.
+    pub fn new(producer: FutureProducer, metrics: Metrics, stop: CancellationToken) -> Self {
+        Outbox {
+            producer,
+            metrics,
+            tasks: JoinSet::new(),
+            sent: 0,
+            acked_prefix: 0,
+            acked_ahead: BTreeSet::new(),
+            stop,
+        }
+    }
+
+    /// Number of outputs handed over so far.
+    pub fn sent(&self) -> u64 {
+        self.sent
+    }
+
+    /// Every output numbered below this is acknowledged by the broker.
+    pub fn acked_prefix(&self) -> u64 {
+        self.acked_prefix
+    }
+
+    /// Outputs awaiting acknowledgement.
+    pub fn in_flight(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// Hands one output over; waits first if [`MAX_IN_FLIGHT`] are pending.
+    pub async fn send(&mut self, out: Output) {
+        while self.tasks.len() >= MAX_IN_FLIGHT {
+            if !self.next_ack().await {
+                break;
+            }
+        }
+        let n = self.sent;
+        self.sent += 1;
+        let producer = self.producer.clone();
+        let metrics = self.metrics.clone();
+        let stop = self.stop.clone();
+        self.tasks
+            .spawn(async move { deliver(producer, metrics, stop, out, n).await });
+    }
+
+    fn record(&mut self, res: Result<Option<u64>, tokio::task::JoinError>) {
+        match res {
+            Ok(Some(n)) => {
+                self.acked_ahead.insert(n);
+                while self.acked_ahead.remove(&self.acked_prefix) {
+                    self.acked_prefix += 1;
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::error!(error = %e, "alert delivery task failed"),
+        }
+    }
+
+    /// Collects finished deliveries without waiting.
+    pub fn poll_acks(&mut self) {
+        while let Some(res) = self.tasks.try_join_next() {
+            self.record(res);
+        }
+    }
+
+    /// Waits for one delivery to finish; false when none is in flight.
+    pub async fn next_ack(&mut self) -> bool {
+        match self.tasks.join_next().await {
+            Some(res) => {
+                self.record(res);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Waits until every output is acknowledged (or given up at `stop`).
+    pub async fn drain(&mut self) {
+        while self.next_ack().await {}
+    }
+
+    /// Flushes librdkafka's queue (blocking up to `timeout`).
+    pub fn flush(&self, timeout: Duration) {
+        if let Err(e) = self.producer.flush(timeout) {
+            tracing::warn!(error = %e, "producer flush did not complete");
+        }
+    }
+}
+
+async fn deliver(
+    producer: FutureProducer,
+    metrics: Metrics,
+    stop: CancellationToken,
+    out: Output,
+    n: u64,
+) -> Option<u64> {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let mut headers = OwnedHeaders::new_with_capacity(out.headers.len());
+        for (k, v) in &out.headers {
+            headers = headers.insert(Header {
+                key: k,
+                value: Some(v),
+            });
+        }
+        let mut record = FutureRecord::to(&out.topic)
+            .payload(&out.payload)
+            .headers(headers);
+        if let Some(k) = &out.key {
+            record = record.key(k);
+        }
+        let res = tokio::select! {
+            r = producer.send(record, Timeout::After(Duration::from_secs(5))) => r,
+            _ = stop.cancelled() => {
+                tracing::warn!(topic = %out.topic, "shutdown deadline: output left unacknowledged; its input offset stays uncommitted");
+                return None;
+            }
+        };
+        match res {
+            Ok(_) => {
+                match &out.kind {
+                    OutputKind::Alert {
+                        alert,
+                        status,
+                        consumed_at,
+                    } => {
+                        metrics
+                            .alerts_produced
+                            .with_label_values(&[*alert, *status])
+                            .inc();
+                        metrics
+                            .processing_latency
+                            .observe(consumed_at.elapsed().as_secs_f64());
+                    }
+                    OutputKind::DeadLetter { reason } => {
+                        metrics.dlq_produced.with_label_values(&[*reason]).inc();
+                    }
+                }
+                return Some(n);
+            }
+            Err((e, _)) => {
+                let reason = match &e {
+                    KafkaError::MessageProduction(code) => format!("{code:?}"),
+                    other => format!("{:?}", other.rdkafka_error_code()),
+                };
+                metrics
+                    .produce_errors
+                    .with_label_values(&[out.topic.as_str(), reason.as_str()])
+                    .inc();
+                tracing::warn!(topic = %out.topic, error = %e, retry_in_ms = backoff.as_millis() as u64, "produce failed; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = stop.cancelled() => return None,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}

@@ -1,0 +1,601 @@
+//! Black-box tests of `churnwatch run` against a real Kafka-protocol broker
+//! (Tansu, started per test; see `scripts/test.sh`).
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use churnwatch::app::{self, AppError};
+use churnwatch::config::{Config, RawConfig};
+use churnwatch::event::{DAY_MS, HOUR_MS, format_ts};
+use common::{TestBroker, config_toml, free_port, http_get, init_tracing, wait_for};
+use tokio_util::sync::CancellationToken;
+
+/// 2026-11-01T00:00:00Z.
+const T0: i64 = 1_793_491_200_000;
+const TOKEN: &str = "test-token-0123456789";
+
+fn config(broker: &TestBroker, extra: &str) -> Config {
+    let raw: RawConfig = toml::from_str(&config_toml(&broker.brokers, "127.0.0.1:0", extra))
+        .expect("test config parses");
+    raw.validate().expect("test config is valid")
+}
+
+fn started(customer: &str, ts: i64) -> String {
+    format!(
+        r#"{{"type":"subscription_started","customer_id":"{customer}","plan":"pro","mrr":4900,"currency":"USD","ts":"{}"}}"#,
+        format_ts(ts)
+    )
+}
+
+fn cancelled(customer: &str, ts: i64) -> String {
+    format!(
+        r#"{{"type":"subscription_cancelled","customer_id":"{customer}","reason":"too_expensive","ts":"{}"}}"#,
+        format_ts(ts)
+    )
+}
+
+fn usage(customer: &str, ts: i64) -> String {
+    format!(
+        r#"{{"type":"usage","customer_id":"{customer}","user_id":"u-1","action":"login","ts":"{}"}}"#,
+        format_ts(ts)
+    )
+}
+
+/// The binary under test; `TEST_CHURNWATCH_BIN` (not `CHURNWATCH_*`: those are config) overrides Cargo's path (useful
+/// when several worktrees share one `CARGO_TARGET_DIR`, where the last build
+/// of any of them owns `target/debug/churnwatch`).
+fn churnwatch_bin() -> std::path::PathBuf {
+    std::env::var_os("TEST_CHURNWATCH_BIN")
+        .map(Into::into)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_churnwatch").into())
+}
+
+fn block<T>(f: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(f)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_events_go_to_the_dlq_and_valid_ones_raise_alerts() {
+    init_tracing();
+    let broker = TestBroker::start();
+    broker.create_default_topics(1).await;
+    let cancel = CancellationToken::new();
+    let running = app::start(config(&broker, ""), cancel.clone())
+        .await
+        .expect("service starts");
+    let addr = running.http_addr().to_string();
+    let service = tokio::spawn(running.wait());
+
+    let bad_json = "{not json";
+    let empty_id = format!(
+        r#"{{"type":"usage","customer_id":"","action":"login","ts":"{}"}}"#,
+        format_ts(T0)
+    );
+    let bad_score = format!(
+        r#"{{"type":"nps","customer_id":"c-3","score":11,"ts":"{}"}}"#,
+        format_ts(T0)
+    );
+    broker
+        .produce(
+            "billing.events",
+            Some(0),
+            &[
+                (Some("c-1"), &started("c-1", T0 - DAY_MS)),
+                (Some("c-1"), bad_json),
+                (Some("c-1"), &cancelled("c-1", T0 + HOUR_MS)),
+                // Later event time, so the watermark passes the cancellation.
+                (Some("c-2"), &started("c-2", T0 + 5 * HOUR_MS)),
+            ],
+        )
+        .await;
+    broker
+        .produce("product.usage", Some(0), &[(None, &empty_id)])
+        .await;
+    broker
+        .produce("customer.feedback", Some(0), &[(Some("c-3"), &bad_score)])
+        .await;
+
+    let dlq = block(|| broker.read_all("churnwatch.dlq", 3, Duration::from_secs(30)));
+    assert_eq!(dlq.len(), 3, "dead letters: {dlq:#?}");
+    let by_reason: BTreeMap<&str, &common::Record> = dlq
+        .iter()
+        .map(|r| (r.header("reason").expect("reason header"), r))
+        .collect();
+    let json = by_reason["invalid_json"];
+    assert_eq!(json.payload, bad_json.as_bytes(), "original bytes kept");
+    assert_eq!(json.key.as_deref(), Some("c-1"), "original key kept");
+    assert_eq!(json.header("source_topic"), Some("billing.events"));
+    assert_eq!(json.header("source_partition"), Some("0"));
+    assert_eq!(json.header("source_offset"), Some("1"));
+    assert!(json.header("error").is_some_and(|e| e.contains("JSON")));
+    assert_eq!(
+        by_reason["empty_customer_id"].header("source_topic"),
+        Some("product.usage")
+    );
+    assert_eq!(by_reason["out_of_range"].payload, bad_score.as_bytes());
+
+    let alerts = block(|| broker.read_all("churnwatch.alerts", 1, Duration::from_secs(30)));
+    let churned = alerts
+        .iter()
+        .find(|r| {
+            let v = r.json();
+            v["data"]["alert"] == "churned" && v["data"]["customer_id"] == "c-1"
+        })
+        .unwrap_or_else(|| panic!("no churned alert for c-1 in {alerts:#?}"));
+    let v = churned.json();
+    assert_eq!(v["type"], "churnwatch.alert.firing");
+    assert_eq!(v["data"]["status"], "firing");
+    assert_eq!(
+        v["data"]["starts_at"],
+        format_ts(T0 + HOUR_MS),
+        "event time"
+    );
+    assert_eq!(churned.key.as_deref(), Some("c-1"));
+    assert_eq!(
+        churned.header("content-type"),
+        Some("application/cloudevents+json")
+    );
+    assert_eq!(churned.header("ce_type"), Some("churnwatch.alert.firing"));
+    assert_eq!(churned.header("ce_id"), v["id"].as_str());
+
+    // A support person reads the same alert with `churnwatch alerts`.
+    let out = Command::new(churnwatch_bin())
+        .args(["alerts", "--from-beginning", "--brokers", &broker.brokers])
+        .env("CHURNWATCH_FETCH_WAIT_MAX_MS", "1")
+        .output()
+        .expect("run alerts");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.contains("FIRING") && l.contains("churned") && l.contains("c-1")),
+        "readable line missing: {text}"
+    );
+    let out = Command::new(churnwatch_bin())
+        .args([
+            "alerts",
+            "--json",
+            "--from-beginning",
+            "--brokers",
+            &broker.brokers,
+        ])
+        .output()
+        .expect("run alerts --json");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let first = text.lines().next().unwrap_or_default();
+    let parsed: serde_json::Value = serde_json::from_str(first).expect("--json prints CloudEvents");
+    assert_eq!(parsed["specversion"], "1.0");
+
+    let metrics = block(|| {
+        wait_for(Duration::from_secs(10), || {
+            let (code, body) = http_get(&addr, "/metrics", None).ok()?;
+            (code == 200
+                && body.contains(
+                    r#"churnwatch_events_rejected_total{reason="invalid_json",topic="billing.events"} 1"#,
+                )
+                && body.contains(r#"churnwatch_alerts_produced_total{alert="churned",status="firing"} 1"#))
+            .then_some(body)
+        })
+    });
+    assert!(metrics.is_some(), "pipeline metrics missing");
+
+    cancel.cancel();
+    service
+        .await
+        .expect("service task")
+        .expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn input_topics_with_different_partition_counts_are_refused() {
+    init_tracing();
+    let broker = TestBroker::start();
+    broker
+        .create_topics(&[
+            ("product.usage", 2),
+            ("billing.events", 1),
+            ("customer.feedback", 1),
+            ("churnwatch.alerts", 1),
+            ("churnwatch.dlq", 1),
+        ])
+        .await;
+    let err = app::start(config(&broker, ""), CancellationToken::new())
+        .await
+        .expect_err("must refuse");
+    assert!(matches!(err, AppError::Topics(_)), "{err:?}");
+    let msg = err.to_string();
+    for part in [
+        "not co-partitioned",
+        "product.usage has 2 partition(s)",
+        "billing.events has 1 partition(s)",
+        "customer.feedback has 1 partition(s)",
+    ] {
+        assert!(msg.contains(part), "{part:?} missing in: {msg}");
+    }
+
+    // The binary says the same and exits non-zero.
+    let dir = tempdir("copart");
+    let cfg = dir.join("churnwatch.toml");
+    std::fs::write(&cfg, config_toml(&broker.brokers, "127.0.0.1:0", "")).expect("write config");
+    let out = Command::new(churnwatch_bin())
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .output()
+        .expect("run binary");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("product.usage has 2 partition(s)"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_refuses_a_missing_or_wrong_token_and_serves_with_the_right_one() {
+    init_tracing();
+    let broker = TestBroker::start();
+    broker.create_default_topics(1).await;
+    let cancel = CancellationToken::new();
+    let extra = format!("[http]\napi_token = \"{TOKEN}\"\n");
+    // `[http]` is also written by config_toml: merge by hand.
+    let toml_text = config_toml(&broker.brokers, "127.0.0.1:0", "").replace("[http]\n", &extra);
+    let raw: RawConfig = toml::from_str(&toml_text).expect("parses");
+    let running = app::start(raw.validate().expect("valid"), cancel.clone())
+        .await
+        .expect("service starts");
+    let addr = running.http_addr().to_string();
+    let service = tokio::spawn(running.wait());
+
+    broker
+        .produce(
+            "product.usage",
+            Some(0),
+            &[
+                (Some("c-1"), &usage("c-1", T0)),
+                (Some("c-2"), &usage("c-2", T0 + 5 * HOUR_MS)),
+            ],
+        )
+        .await;
+
+    block(|| {
+        let get = |path: &str, token: Option<&str>| {
+            http_get(&addr, path, token).unwrap_or_else(|e| panic!("GET {path}: {e}"))
+        };
+        assert_eq!(get("/healthz", None).0, 200, "probes stay open");
+        assert_eq!(get("/metrics", None).0, 200, "metrics stay open");
+        let (code, body) = get("/api/alerts?status=firing", None);
+        assert_eq!(code, 401, "{body}");
+        assert!(body.contains("error"), "JSON error: {body}");
+        assert_eq!(get("/api/alerts", Some("wrong-token-0123456789")).0, 401);
+        assert_eq!(get("/api/at-risk", Some("wrong")).0, 401);
+        assert_eq!(get("/api/customers/c-1", None).0, 401);
+        let (code, body) = get("/api/alerts?status=firing", Some(TOKEN));
+        assert_eq!(code, 200, "{body}");
+        assert_eq!(get("/api/at-risk?limit=10", Some(TOKEN)).0, 200);
+        assert_eq!(get("/api/at-risk?limit=zero", Some(TOKEN)).0, 400);
+        let (code, body) = get("/api/customers/no-such-customer", Some(TOKEN));
+        assert_eq!(code, 404, "{body}");
+        assert!(body.contains("error"), "{body}");
+        let found = wait_for(Duration::from_secs(30), || {
+            let (code, body) = get("/api/customers/c-1", Some(TOKEN));
+            (code == 200).then_some(body)
+        });
+        assert!(
+            found.is_some_and(|b| b.contains("c-1")),
+            "customer c-1 never appeared"
+        );
+    });
+
+    cancel.cancel();
+    service
+        .await
+        .expect("service task")
+        .expect("clean shutdown");
+}
+
+fn tempdir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "churnwatch-test-{name}-{}-{}",
+        std::process::id(),
+        T0 ^ Instant::now().elapsed().as_nanos() as i64
+    ));
+    std::fs::create_dir_all(&d).expect("temp dir");
+    d
+}
+
+struct Service {
+    child: Child,
+    addr: String,
+}
+
+impl Service {
+    fn start(config: &Path, log: &Path) -> Service {
+        let port = free_port();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("service log");
+        let child = Command::new(churnwatch_bin())
+            .args(["run", "--config"])
+            .arg(config)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .env("CHURNWATCH_LOG", "info,churnwatch=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start churnwatch");
+        let s = Service {
+            child,
+            addr: format!("127.0.0.1:{port}"),
+        };
+        let ready = wait_for(Duration::from_secs(60), || {
+            http_get(&s.addr, "/readyz", None)
+                .ok()
+                .filter(|r| r.0 == 200)
+        });
+        assert!(ready.is_some(), "service never became ready");
+        s
+    }
+
+    fn sigterm(mut self) -> ExitStatus {
+        let st = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(st.success());
+        let status = wait_for(Duration::from_secs(30), || {
+            self.child.try_wait().ok().flatten()
+        });
+        status.unwrap_or_else(|| {
+            let _ = self.child.kill();
+            panic!("service did not stop within 30s of SIGTERM")
+        })
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn churned_alerts(broker: &TestBroker, at_least: usize) -> (Vec<String>, BTreeSet<String>) {
+    let recs = broker.read_all("churnwatch.alerts", at_least, Duration::from_secs(60));
+    let ids = recs
+        .iter()
+        .map(|r| r.json()["id"].as_str().unwrap_or_default().to_string())
+        .collect();
+    let churned = recs
+        .iter()
+        .map(|r| r.json())
+        .filter(|v| v["data"]["alert"] == "churned" && v["data"]["status"] == "firing")
+        .map(|v| {
+            v["data"]["customer_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    (ids, churned)
+}
+
+async fn cancel_batch(
+    broker: &TestBroker,
+    partitions: i32,
+    customers: std::ops::Range<u32>,
+    start: i64,
+) {
+    let mut recs: Vec<(String, String)> = Vec::new();
+    for i in customers.clone() {
+        let c = format!("c-{i}");
+        recs.push((c.clone(), started(&c, start - DAY_MS)));
+    }
+    for i in customers {
+        let c = format!("c-{i}");
+        recs.push((c.clone(), cancelled(&c, start + i64::from(i) * 60_000)));
+    }
+    let borrowed: Vec<(Option<&str>, &str)> = recs
+        .iter()
+        .map(|(k, v)| (Some(k.as_str()), v.as_str()))
+        .collect();
+    broker.produce("billing.events", None, &borrowed).await;
+    // Each partition has its own event-time clock: an event well past the
+    // lateness allowance on every partition moves each watermark past them.
+    for p in 0..partitions {
+        let key = format!("flush-{p}");
+        let flush = started(&key, start + 3 * HOUR_MS);
+        broker
+            .produce(
+                "billing.events",
+                Some(p),
+                &[(Some(key.as_str()), flush.as_str())],
+            )
+            .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_then_restart_neither_loses_nor_reemits_alerts() {
+    init_tracing();
+    let broker = TestBroker::start();
+    broker.create_default_topics(2).await;
+    let dir = tempdir("restart");
+    let cfg = dir.join("churnwatch.toml");
+    let log = dir.join("churnwatch.log");
+    std::fs::write(&cfg, config_toml(&broker.brokers, "127.0.0.1:0", "")).expect("config");
+
+    let svc = block(|| Service::start(&cfg, &log));
+    cancel_batch(&broker, 2, 1..6, T0).await;
+    let (_, churned) = block(|| churned_alerts(&broker, 5));
+    assert_eq!(churned.len(), 5, "first run alerts: {churned:?}");
+    let status = block(|| svc.sigterm());
+    assert!(
+        status.success(),
+        "exit status after SIGTERM: {status:?}; log {}",
+        log.display()
+    );
+
+    // While it is down, more customers churn.
+    cancel_batch(&broker, 2, 6..11, T0 + DAY_MS).await;
+    let svc = block(|| Service::start(&cfg, &log));
+    let (_, churned) = block(|| churned_alerts(&broker, 10));
+    assert_eq!(churned.len(), 10, "nothing lost: {churned:?}");
+    // Give a re-emission time to show up, then count again.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (ids, churned) = block(|| churned_alerts(&broker, 10));
+    let unique: BTreeSet<&String> = ids.iter().collect();
+    assert_eq!(
+        unique.len(),
+        ids.len(),
+        "an alert was emitted twice: {ids:?}"
+    );
+    let expected: BTreeSet<String> = (1..11).map(|i| format!("c-{i}")).collect();
+    assert_eq!(churned, expected);
+    let status = block(|| svc.sigterm());
+    assert!(status.success(), "second exit: {status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the real engine"]
+async fn an_idle_partition_still_fires_time_based_alerts_at_event_time() {
+    init_tracing();
+    let broker = TestBroker::start();
+    broker.create_default_topics(1).await;
+    // Dunning expires 3s (event time) after the failure; the partition then
+    // goes quiet, and only idle ticks can move its clock past the deadline.
+    let extra = "dunning_grace = \"3s\"\nallowed_lateness = \"0s\"\n";
+    let toml_text = config_toml(&broker.brokers, "127.0.0.1:0", extra)
+        .replace("idle_timeout = \"30s\"", "idle_timeout = \"1s\"");
+    let raw: RawConfig = toml::from_str(&toml_text).expect("parses");
+    let cancel = CancellationToken::new();
+    let running = app::start(raw.validate().expect("valid"), cancel.clone())
+        .await
+        .expect("service starts");
+    let service = tokio::spawn(running.wait());
+    let failed = format!(
+        r#"{{"type":"payment_failed","customer_id":"c-1","mrr":4900,"reason":"card_declined","ts":"{}"}}"#,
+        format_ts(T0)
+    );
+    broker
+        .produce(
+            "billing.events",
+            Some(0),
+            &[
+                (Some("c-1"), &started("c-1", T0 - DAY_MS)),
+                (Some("c-1"), &failed),
+            ],
+        )
+        .await;
+    let churned = block(|| {
+        wait_for(Duration::from_secs(30), || {
+            broker
+                .read_all("churnwatch.alerts", 1, Duration::from_secs(1))
+                .into_iter()
+                .map(|r| r.json())
+                .find(|v| v["data"]["alert"] == "churned" && v["data"]["customer_id"] == "c-1")
+        })
+    })
+    .expect("dunning expiry fired on an idle partition");
+    assert_eq!(churned["data"]["evidence"]["kind"], "involuntary");
+    assert_eq!(
+        churned["data"]["starts_at"],
+        format_ts(T0 + 3000),
+        "alert time is the event-time deadline, not the wall clock"
+    );
+    cancel.cancel();
+    service
+        .await
+        .expect("service task")
+        .expect("clean shutdown");
+}
+
+#[test]
+fn check_config_lists_every_problem_and_exits_2() {
+    let dir = tempdir("check");
+    let cfg = dir.join("bad.toml");
+    std::fs::write(
+        &cfg,
+        "dunning_grace = \"soon\"\n[kafka]\nalerts_topic = \"bad topic\"\n[http]\nlisten = \"nowhere\"\n",
+    )
+    .expect("write");
+    let out = Command::new(churnwatch_bin())
+        .args(["check-config", "--config"])
+        .arg(&cfg)
+        .env("CHURNWATCH_DUNING_GRACE", "1d")
+        .output()
+        .expect("run check-config");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for key in [
+        "dunning_grace",
+        "kafka.alerts_topic",
+        "http.listen",
+        "CHURNWATCH_DUNING_GRACE",
+    ] {
+        assert!(err.contains(key), "{key} missing in: {err}");
+    }
+    let good = dir.join("good.toml");
+    std::fs::write(&good, "[kafka]\nbrokers = \"k:9092\"\n").expect("write");
+    let out = Command::new(churnwatch_bin())
+        .args(["check-config", "--config"])
+        .arg(&good)
+        .output()
+        .expect("run check-config");
+    assert!(out.status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_the_partitions_and_emit_each_alert_once() {
+    init_tracing();
+    let broker = TestBroker::start();
+    broker.create_default_topics(2).await;
+    let cancel = CancellationToken::new();
+    let mut services = Vec::new();
+    let mut addrs = Vec::new();
+    for _ in 0..2 {
+        let running = app::start(config(&broker, ""), cancel.clone())
+            .await
+            .expect("service starts");
+        addrs.push(running.http_addr().to_string());
+        services.push(tokio::spawn(running.wait()));
+    }
+    let both_ready = block(|| {
+        wait_for(Duration::from_secs(60), || {
+            // Ready, and the group settled: one partition number each.
+            addrs
+                .iter()
+                .all(|a| {
+                    http_get(a, "/readyz", None)
+                        .is_ok_and(|r| r.0 == 200 && r.1.contains(r#""live_partitions":1"#))
+                })
+                .then_some(())
+        })
+    });
+    assert!(both_ready.is_some(), "instances never became ready");
+    cancel_batch(&broker, 2, 1..11, T0).await;
+    let (_, churned) = block(|| churned_alerts(&broker, 10));
+    assert_eq!(churned.len(), 10, "{churned:?}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (ids, _) = block(|| churned_alerts(&broker, 10));
+    let unique: BTreeSet<&String> = ids.iter().collect();
+    assert_eq!(
+        unique.len(),
+        ids.len(),
+        "an alert was emitted twice: {ids:?}"
+    );
+    cancel.cancel();
+    for s in services {
+        s.await.expect("service task").expect("clean shutdown");
+    }
+}
