@@ -198,6 +198,16 @@ async fn at_risk(State(st): State<HttpState>, Query(q): Query<AtRiskQuery>) -> R
     }
     rank_at_risk(&mut rows);
     rows.truncate(limit);
+    let rows: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|r| {
+            let mut v = serde_json::to_value(r).unwrap_or_default();
+            if let Some(o) = v.as_object_mut() {
+                o.insert("mrr_at_risk".into(), r.mrr_at_risk.into());
+            }
+            v
+        })
+        .collect();
     Json(json!({"customers": rows})).into_response()
 }
 
@@ -252,6 +262,9 @@ mod tests {
             mrr: None,
             mrr_at_risk,
             lifecycle: "at_risk",
+            currency: "USD".into(),
+            last_seen: None,
+            breakdown: Default::default(),
         };
         let mut rows = vec![row("a", 100, 50), row("b", 900, 30), row("c", 100, 10)];
         rank_at_risk(&mut rows);

@@ -292,6 +292,7 @@ mod tests {
             firing: BTreeMap::new(),
             mrr: 100,
             mrr_at_risk: 0,
+            health_sum: 0,
         };
         m.set_engine(&[
             Snapshot {
