@@ -82,13 +82,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // Offline commands need no runtime or logging setup.
     match cli.command {
-        Commands::Backtest(args) => return report(churnwatch::backtest::run(&args).map(|_| ())),
-        Commands::Generate(args) => {
-            return report(churnwatch::generate::run(&args).map(|summary| {
-                // stdout may carry the events, so the summary goes to stderr.
-                eprintln!("{}", serde_json::to_string(&summary).unwrap_or_default());
-            }));
-        }
+        Commands::Backtest(args) => report(churnwatch::backtest::run(&args).map(|_| ())),
+        Commands::Generate(args) => report(churnwatch::generate::run(&args).map(|summary| {
+            // stdout may carry the events, so the summary goes to stderr.
+            eprintln!("{}", serde_json::to_string(&summary).unwrap_or_default());
+        })),
         command => run_service(command),
     }
 }
