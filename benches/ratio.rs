@@ -1,6 +1,8 @@
 //! Backtest throughput as a ratio to a decode-only pass over the same bytes,
 //! both measured in this run: `cargo bench --bench ratio [-- FILE]`.
-//! Without FILE it generates traffic with the project's generator.
+//! Without FILE it generates traffic with the project's generator (seed 42,
+//! 2000 customers, 120 days: about 1.5 M events). Outside `cargo bench`
+//! (e.g. `cargo test --all-targets` or nextest's `--list`) it does nothing.
 
 use std::io::Cursor;
 use std::sync::Arc;
@@ -22,10 +24,22 @@ fn best_of<T>(n: usize, mut f: impl FnMut() -> T) -> (f64, T) {
 }
 
 fn main() {
-    let path = std::env::args().skip(1).find(|a| !a.starts_with("--"));
-    let data = match &path {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if !args.iter().any(|a| a == "--bench") {
+        return; // built and run as a test: nothing to measure
+    }
+    let path = args.iter().find(|a| !a.starts_with("--"));
+    let data = match path {
         Some(p) => std::fs::read(p).expect("read input file"),
-        None => panic!("pass a JSONL file: cargo bench --bench ratio -- FILE"),
+        None => {
+            let g = churnwatch::generate::generate_to_vec(&churnwatch::generate::GenerateOptions::default());
+            let mut data = Vec::new();
+            for l in g.lines {
+                data.extend_from_slice(l.as_bytes());
+                data.push(b'\n');
+            }
+            data
+        }
     };
     let cfg = Arc::new(Config::default());
     let lines = data
