@@ -32,7 +32,9 @@ fn main() {
     let data = match path {
         Some(p) => std::fs::read(p).expect("read input file"),
         None => {
-            let g = churnwatch::generate::generate_to_vec(&churnwatch::generate::GenerateOptions::default());
+            let g = churnwatch::generate::generate_to_vec(
+                &churnwatch::generate::GenerateOptions::default(),
+            );
             let mut data = Vec::new();
             for l in g.lines {
                 data.extend_from_slice(l.as_bytes());

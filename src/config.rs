@@ -64,6 +64,9 @@ pub struct AlertParams {
     pub resolve: f64,
     /// Smallest baseline the alert trusts.
     pub min_baseline: f64,
+    /// How many standard deviations (of the customer's own weekly variation,
+    /// at least Poisson noise) below expected a drop must be to fire; 0 = off.
+    pub significance: f64,
     /// The alert's time window in milliseconds.
     pub window: Ts,
 }
@@ -82,6 +85,8 @@ pub struct RawAlertParams {
     pub resolve: Option<f64>,
     /// See [`AlertParams::min_baseline`].
     pub min_baseline: Option<f64>,
+    /// See [`AlertParams::significance`].
+    pub significance: Option<f64>,
     /// See [`AlertParams::window`].
     pub window: Option<String>,
 }
@@ -600,6 +605,7 @@ fn merge_params(p: &mut AlertParams, raw: &RawAlertParams, key: &str, errors: &m
         ("fire", raw.fire, &mut p.fire),
         ("resolve", raw.resolve, &mut p.resolve),
         ("min_baseline", raw.min_baseline, &mut p.min_baseline),
+        ("significance", raw.significance, &mut p.significance),
     ] {
         if let Some(v) = src {
             if v.is_finite() && v >= 0.0 {

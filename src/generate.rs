@@ -633,6 +633,25 @@ enum Rhythm {
     Bursty,
 }
 
+/// How long before churning a churner's usage starts to drift down.
+const PRE_CHURN_DRIFT: Ts = 60 * DAY_MS;
+/// How far it would have drifted by the churn (0.5 = usage at 50%).
+const PRE_CHURN_DRIFT_DEPTH: f64 = 0.5;
+
+/// Usage level (1 = normal) of a churner at `t` during the pre-churn drift:
+/// falls linearly over [`PRE_CHURN_DRIFT`] before the churn.
+fn pre_churn_level(s: &StoryPlan, t: Ts) -> f64 {
+    let end = match s.story {
+        Story::PaymentNotRecovered => s.churn_at,
+        // A gradual decline is its own long lead: no drift before it.
+        Story::AbruptStop => s.cancel_at,
+        _ => None,
+    };
+    let Some(end) = end else { return 1.0 };
+    let x = (t - (end - PRE_CHURN_DRIFT)) as f64 / PRE_CHURN_DRIFT as f64;
+    1.0 - PRE_CHURN_DRIFT_DEPTH * x.clamp(0.0, 1.0)
+}
+
 #[derive(Debug, Clone)]
 struct StoryPlan {
     story: Story,
@@ -1417,11 +1436,21 @@ fn renewal(c: &Customer, t: Ts, plan: &str, mrr: i64, rng: &mut Rng, em: &mut Em
 
 fn feedback_day(c: &mut Customer, day_start: Ts, day_end: Ts, rng: &mut Rng, em: &mut Emitter) {
     let stop = c.feedback_end();
+    // Voluntary churners turn lukewarm (passives) while they drift.
+    let drifting = |t: Ts| {
+        c.story
+            .as_ref()
+            .is_some_and(|s| pre_churn_level(s, t) < 1.0)
+    };
     while c.next_nps < day_end {
         let t = c.next_nps;
         c.next_nps += 90 * DAY_MS + secs(rng, 0, 60 * DAY_MS);
         if t >= day_start && t < stop && unit(rng) < 0.45 {
-            let score = pick(rng, &[(7, 0.2), (8, 0.3), (9, 0.3), (10, 0.2)]);
+            let score = if drifting(t) {
+                pick(rng, &[(7, 0.5), (8, 0.5)])
+            } else {
+                pick(rng, &[(7, 0.2), (8, 0.3), (9, 0.3), (10, 0.2)])
+            };
             let mut b = head("nps", c);
             let _ = write!(b, ",\"score\":{score}");
             em.push(rng, Cat::Feedback, t, b);
@@ -1629,10 +1658,16 @@ fn usage_day(
         };
         match s.story {
             Story::GradualDeclineCancel if u.ts > s.onset => {
-                let f = (-((u.ts - s.onset) as f64) / s.tau).exp().max(0.1);
+                // The decline continues from where the pre-churn drift left it.
+                let f = (pre_churn_level(s, s.onset) * (-((u.ts - s.onset) as f64) / s.tau).exp())
+                    .max(0.1);
                 unit(rng) < f
             }
             Story::SeatLoss => !(u.light && u.ts >= s.onset),
+            // Leading signal: churners drift down for weeks before the story proper.
+            Story::GradualDeclineCancel | Story::AbruptStop | Story::PaymentNotRecovered => {
+                unit(rng) < pre_churn_level(s, u.ts)
+            }
             _ => true,
         }
     });

@@ -197,17 +197,27 @@ impl Customer {
         }
     }
 
-    /// Typical gap between active days, in days: the upper quartile of the
-    /// recent gaps, so a bursty rhythm is judged by its long gaps.
+    /// Typical gap between active days, in days: the mean of the recent gaps.
     /// `None` with fewer than `min_gaps` gaps.
     pub fn typical_gap_days(&self, min_gaps: usize) -> Option<f64> {
         let n = usize::from(self.gap_count).min(GAP_SLOTS);
         if n < min_gaps.max(1) {
             return None;
         }
-        let mut g = self.gaps;
-        g[..n].sort_unstable();
-        Some(f64::from(g[(n * 3) / 4].max(1)))
+        let sum: u32 = self.gaps[..n].iter().map(|g| u32::from(*g)).sum();
+        Some((f64::from(sum) / n as f64).max(1.0))
+    }
+
+    /// Rough gap from what little was seen: days observed per active day.
+    pub fn observed_gap_days(&self, now: Ts) -> f64 {
+        let active_days = f64::from(self.gap_count.min(1000)) + 1.0;
+        ((now - self.first_seen) as f64 / DAY_MS as f64 / active_days).max(1.0)
+    }
+
+    /// Longest of the recent gaps between active days, in days.
+    pub fn longest_recent_gap(&self) -> Option<f64> {
+        let n = usize::from(self.gap_count).min(GAP_SLOTS);
+        self.gaps[..n].iter().max().map(|g| f64::from(*g))
     }
 
     /// Weekly usage totals of the 8 full weeks before the current week ending

@@ -558,7 +558,8 @@ impl Engine {
         self.stats.applied += 1;
         self.stats.type_counts[ev.kind.type_index()] += 1;
         let ix = self.find_or_insert(&ev.customer_id, ev.ts);
-        let today = day_of(self.max_ts.unwrap_or(ev.ts).max(ev.ts));
+        // Processing time, not the highest ts seen: pruning must not depend on arrival order.
+        let today = day_of(now.max(ev.ts));
         let ts = ev.ts;
         {
             let c = &mut self.customers[ix as usize];
@@ -1099,10 +1100,12 @@ impl Engine {
                 acc.seat_ratios.push(r);
                 all.seat_ratios.push(r);
             }
-            if let Some(g) = c.typical_gap_days(min_gaps) {
-                acc.gaps.push(g);
-                all.gaps.push(g);
-            }
+            let now = (today as Ts) * DAY_MS;
+            let g = c
+                .typical_gap_days(min_gaps)
+                .unwrap_or_else(|| c.observed_gap_days(now));
+            acc.gaps.push(g);
+            all.gaps.push(g);
         }
         fn build(mut a: Acc) -> Population {
             let n = a.weekly.len() as u64;
@@ -1120,7 +1123,11 @@ impl Engine {
                     .map_or(d.activity_factor, |m| m.min(1.0)),
                 seat_factor: window::median(&mut a.seat_ratios)
                     .map_or(d.seat_factor, |m| m.min(1.0)),
-                typical_gap_days: window::median(&mut a.gaps).unwrap_or(d.typical_gap_days),
+                typical_gap_days: if a.gaps.len() >= MIN_GAP_POPULATION {
+                    quantile(&mut a.gaps, 0.9).unwrap_or(d.typical_gap_days)
+                } else {
+                    d.typical_gap_days
+                },
                 weekly_events_quantiles: quantiles,
                 customers: n,
             }
@@ -1332,6 +1339,17 @@ impl Engine {
             groups: groups.into_values().collect(),
         }
     }
+}
+
+/// Customers with a rhythm of their own needed before the population's gap is trusted.
+const MIN_GAP_POPULATION: usize = 30;
+
+fn quantile(v: &mut [f64], q: f64) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    Some(v[((v.len() - 1) as f64 * q).round() as usize])
 }
 
 fn churn(b: &mut Billing, ts: Ts, kind: CancelKind, facts: &mut Vec<Fact>) {

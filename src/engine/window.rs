@@ -7,8 +7,9 @@
 
 use crate::event::{DAY_MS, Ts};
 
-/// Days of history kept: a 7-day current window plus an 8-week baseline.
-pub const HORIZON_DAYS: i32 = 63;
+/// Days of history kept: a 7-day current window plus an 8-week baseline, and
+/// two days of slack for evaluations between midnights.
+pub const HORIZON_DAYS: i32 = 65;
 
 /// UTC day number of an event time.
 pub fn day_of(ts: Ts) -> i32 {
@@ -95,6 +96,35 @@ impl Activity {
     /// Quantity in days `[from, to)`.
     pub fn quantity(&self, from: i32, to: i32) -> f64 {
         self.range(from, to).map(|b| f64::from(b.quantity)).sum()
+    }
+
+    /// Variance of the daily event count over the days `[from, to)` around
+    /// each weekday's own mean (days without activity count as zero), so a
+    /// weekly rhythm is not mistaken for noise.
+    pub fn daily_residual_variance(&self, from: i32, to: i32) -> f64 {
+        if to <= from {
+            return 0.0;
+        }
+        let mut sum = [0.0f64; 7];
+        let mut sq = [0.0f64; 7];
+        let mut n = [0.0f64; 7];
+        let mut it = self.range(from, to).peekable();
+        for day in from..to {
+            let x = match it.peek() {
+                Some(b) if b.day == day => f64::from(it.next().map_or(0, |b| b.events)),
+                _ => 0.0,
+            };
+            let w = day.rem_euclid(7) as usize;
+            sum[w] += x;
+            sq[w] += x * x;
+            n[w] += 1.0;
+        }
+        let total: f64 = n.iter().sum();
+        let resid: f64 = (0..7)
+            .filter(|&w| n[w] > 0.0)
+            .map(|w| sq[w] - sum[w] * sum[w] / n[w])
+            .sum();
+        (resid / total).max(0.0)
     }
 
     /// Days with activity in `[from, to)`.
@@ -272,6 +302,22 @@ mod tests {
             days.sort();
             days.dedup();
             prop_assert_eq!(a.active_days(from, to), days.len() as u32);
+            // Residual variance against a naive recompute.
+            let mut per_day = std::collections::BTreeMap::new();
+            for &(d, _, _) in &evs {
+                *per_day.entry(d).or_insert(0.0f64) += 1.0;
+            }
+            let (lo, hi) = (today - 62, today + 1);
+            let mut by_wd: Vec<Vec<f64>> = vec![Vec::new(); 7];
+            for d in lo..hi {
+                by_wd[d.rem_euclid(7) as usize].push(*per_day.get(&d).unwrap_or(&0.0));
+            }
+            let resid: f64 = by_wd.iter().filter(|v| !v.is_empty()).map(|v| {
+                let m = v.iter().sum::<f64>() / v.len() as f64;
+                v.iter().map(|x| (x - m).powi(2)).sum::<f64>()
+            }).sum();
+            let naive = resid / f64::from(hi - lo);
+            prop_assert!((a.daily_residual_variance(lo, hi) - naive).abs() < 1e-6 * (1.0 + naive));
         }
     }
 }

@@ -7,26 +7,85 @@ use serde_json::json;
 
 use super::{Ctx, Finding, pct, r1};
 use crate::engine::customer::Customer;
+use crate::engine::window::median;
 
-/// Shared logic: `current` against `baseline * factor` with hysteresis.
-/// Returns (expected, drop) when the alert should be firing.
-fn dropped(current: f64, baseline: f64, factor: f64, ctx: &Ctx<'_>) -> Option<(f64, f64)> {
-    let p = ctx.params;
-    if baseline < p.min_baseline.max(f64::MIN_POSITIVE) {
-        return None;
-    }
-    let expected = baseline * factor.clamp(0.05, 1.0);
-    let drop = (1.0 - current / expected).max(0.0);
-    let holds = if ctx.firing {
-        drop > p.resolve
-    } else {
-        drop >= p.fire
-    };
-    holds.then_some((expected, drop))
+/// A drop of `current` against `baseline * factor`.
+#[derive(Debug, Clone, Copy)]
+pub struct Drop {
+    /// Expected this week.
+    pub expected: f64,
+    /// 1 - current / expected, at least 0.
+    pub drop: f64,
+    /// Standard deviations below expected (own weekly spread, at least Poisson noise).
+    pub z: f64,
 }
 
+/// Compares `current` with the median of `weeks` scaled by the population
+/// `factor`. The noise is the largest of the weekly standard deviation, the
+/// one implied by the daily counts (`week_sd_from_days`, steadier: 56
+/// samples instead of 8) and Poisson noise. Returns the baseline and the drop.
+pub fn measure(
+    current: f64,
+    weeks: &mut [f64],
+    factor: f64,
+    week_sd_from_days: f64,
+) -> Option<(f64, Drop)> {
+    let baseline = median(weeks)?;
+    // Spread of the weekly totals, robust (median absolute deviation) so one
+    // odd week, like a quiet week shared by everyone, does not widen it.
+    let mut dev = [0.0f64; 8];
+    let n = weeks.len().min(8);
+    for (d, w) in dev.iter_mut().zip(weeks.iter()) {
+        *d = (w - baseline).abs();
+    }
+    let spread = median(&mut dev[..n]).unwrap_or(0.0) * 1.4826;
+    let expected = baseline * factor.clamp(0.05, 1.0);
+    if expected <= 0.0 {
+        return None;
+    }
+    let sd = spread.max(week_sd_from_days).max(expected.sqrt()).max(1.0);
+    let drop = (1.0 - current / expected).max(0.0);
+    Some((
+        baseline,
+        Drop {
+            expected,
+            drop,
+            z: (expected - current) / sd,
+        },
+    ))
+}
+
+/// Fire/resolve with hysteresis: fires on a drop of at least `fire` that is
+/// also `significance` standard deviations out; holds while above `resolve`.
+fn holds(d: &Drop, baseline: f64, ctx: &Ctx<'_>) -> bool {
+    let p = ctx.params;
+    if baseline < p.min_baseline.max(f64::MIN_POSITIVE) {
+        return false;
+    }
+    if ctx.firing {
+        d.drop > p.resolve
+    } else {
+        d.drop >= p.fire && d.z >= p.significance
+    }
+}
+
+/// Weekly standard deviation implied by the daily counts of the baseline weeks.
+pub fn week_sd_from_days(c: &Customer, today: i32) -> f64 {
+    let from = (today - 63).max(crate::engine::window::day_of(c.first_seen));
+    (7.0 * c.activity.daily_residual_variance(from, today - 7)).sqrt()
+}
+
+/// A population seat factor below this is a shared quiet period.
+pub const QUIET_POPULATION: f64 = 0.85;
+
+/// Above this activity drop, fewer seats are reported as `engagement_drop`.
+pub const MAX_ACTIVITY_DROP_FOR_SEATS: f64 = 0.5;
+
+/// Full weeks of own history a baseline needs.
+pub const MIN_BASELINE_WEEKS: usize = 3;
+
 fn has_history(c: &Customer, ctx: &Ctx<'_>, weeks: usize) -> bool {
-    ctx.now - c.first_seen >= ctx.params.window && weeks >= 2
+    ctx.now - c.first_seen >= ctx.params.window && weeks >= MIN_BASELINE_WEEKS
 }
 
 /// Recent activity well below the customer's own baseline.
@@ -34,13 +93,22 @@ pub fn engagement_drop(c: &Customer, ctx: &Ctx<'_>) -> Option<Finding> {
     if c.is_churned() {
         return None;
     }
-    let (baseline, weeks) = c.baseline_events(ctx.today);
-    let baseline = baseline?;
+    let mut w = c.baseline_weeks(ctx.today, |a, b| c.activity.events(a, b) as f64);
+    let weeks = w.len;
     if !has_history(c, ctx, weeks) {
         return None;
     }
     let current = c.current_events(ctx.today) as f64;
-    let (expected, drop) = dropped(current, baseline, ctx.pop.activity_factor, ctx)?;
+    let (baseline, d) = measure(
+        current,
+        w.values_mut(),
+        ctx.pop.activity_factor,
+        week_sd_from_days(c, ctx.today),
+    )?;
+    if !holds(&d, baseline, ctx) {
+        return None;
+    }
+    let (expected, drop) = (d.expected, d.drop);
     Some(Finding {
         starts_at: ctx.now,
         summary: format!(
@@ -55,6 +123,7 @@ pub fn engagement_drop(c: &Customer, ctx: &Ctx<'_>) -> Option<Finding> {
             "expected_7d": r1(expected),
             "population_factor": r1(ctx.pop.activity_factor * 100.0) / 100.0,
             "drop_pct": pct(drop),
+            "z": r1(d.z),
             "baseline_weeks": weeks,
             "fire_drop_pct": pct(ctx.params.fire),
             "resolve_drop_pct": pct(ctx.params.resolve),
@@ -70,12 +139,37 @@ pub fn seat_contraction(c: &Customer, ctx: &Ctx<'_>) -> Option<Finding> {
     let seats = c.seats.as_ref()?;
     let mut w = c.baseline_weeks(ctx.today, |a, b| f64::from(seats.distinct(a, b)));
     let weeks = w.len;
-    let baseline = crate::engine::window::median(w.values_mut())?;
     if !has_history(c, ctx, weeks) {
         return None;
     }
+    // Nobody active at all is inactivity's business, not fewer seats.
+    if c.current_events(ctx.today) == 0 {
+        return None;
+    }
+    // While the whole base is in a quiet period, light users vanish
+    // everywhere: hold what fires, start nothing new.
+    if !ctx.firing && ctx.pop.seat_factor < QUIET_POPULATION {
+        return None;
+    }
     let current = f64::from(c.current_seats(ctx.today));
-    let (expected, drop) = dropped(current, baseline, ctx.pop.seat_factor, ctx)?;
+    let (baseline, d) = measure(current, w.values_mut(), ctx.pop.seat_factor, 0.0)?;
+    if !holds(&d, baseline, ctx) {
+        return None;
+    }
+    // Seats falling with all activity is an engagement drop; this alert is
+    // for fewer people while the usage holds up.
+    let mut aw = c.baseline_weeks(ctx.today, |a, b| c.activity.events(a, b) as f64);
+    let activity_drop = measure(
+        c.current_events(ctx.today) as f64,
+        aw.values_mut(),
+        ctx.pop.activity_factor,
+        0.0,
+    )
+    .map_or(0.0, |(_, a)| a.drop);
+    if !ctx.firing && activity_drop >= MAX_ACTIVITY_DROP_FOR_SEATS {
+        return None;
+    }
+    let (expected, drop) = (d.expected, d.drop);
     Some(Finding {
         starts_at: ctx.now,
         summary: format!(
@@ -90,6 +184,8 @@ pub fn seat_contraction(c: &Customer, ctx: &Ctx<'_>) -> Option<Finding> {
             "expected_seats_7d": r1(expected),
             "population_factor": r1(ctx.pop.seat_factor * 100.0) / 100.0,
             "drop_pct": pct(drop),
+            "z": r1(d.z),
+            "activity_drop_pct": pct(activity_drop),
             "baseline_weeks": weeks,
         }),
     })

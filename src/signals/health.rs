@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::{Ctx, feedback, inactivity};
+use super::{Ctx, engagement, feedback, inactivity};
 use crate::engine::customer::{Customer, NEVER};
 use crate::event::{DAY_MS, Severity};
 
@@ -67,24 +67,39 @@ pub fn score(c: &Customer, ctx: &Ctx<'_>, seats_min_baseline: f64) -> Health {
         d.push(("recency", w("recency") * 0.6));
     }
 
-    // Frequency: own baseline when there is one, else the plan's population.
+    // Frequency: against the customer's good weeks (upper quartile of its
+    // baseline weeks, so a slow slide shows), weighted by how sure the drop
+    // is; with little history, against the plan's population.
     let current = c.current_events(ctx.today) as f64;
-    let (baseline, weeks) = c.baseline_events(ctx.today);
-    match baseline {
-        Some(b) if weeks >= 2 && b > 0.0 => {
-            let expected = b * ctx.pop.activity_factor.clamp(0.05, 1.0);
-            let drop = 1.0 - current / expected;
-            d.push(("frequency", w("frequency") * ramp(drop, 0.1, 0.8)));
+    let mut wk = c.baseline_weeks(ctx.today, |a, b| c.activity.events(a, b) as f64);
+    let weeks = wk.len;
+    let vals = wk.values_mut();
+    vals.sort_by(|a, b| a.total_cmp(b));
+    let good_week = vals
+        .get((weeks * 3) / 4)
+        .or(vals.last())
+        .copied()
+        .unwrap_or(0.0);
+    if weeks >= engagement::MIN_BASELINE_WEEKS && good_week > 0.0 {
+        let expected = good_week * ctx.pop.activity_factor.clamp(0.05, 1.0);
+        let sd = engagement::week_sd_from_days(c, ctx.today)
+            .max(expected.sqrt())
+            .max(1.0);
+        // Normal week-to-week swings (under 1 sd) cost nothing.
+        let confidence = (((expected - current) / sd - 1.0) / 1.5).clamp(0.0, 1.0);
+        let drop = 1.0 - current / expected;
+        d.push((
+            "frequency",
+            w("frequency") * ramp(drop, 0.15, 0.6) * confidence,
+        ));
+    } else if c.last_usage != NEVER {
+        if let Some(p) = ctx.pop.percentile_of(current) {
+            // Little history: only the bottom tenth of the plan's population.
+            d.push((
+                "frequency",
+                0.5 * w("frequency") * ramp(0.10 - p, 0.0, 0.10),
+            ));
         }
-        _ if c.last_usage != NEVER => {
-            if let Some(p) = ctx.pop.percentile_of(current) {
-                d.push((
-                    "frequency",
-                    0.6 * w("frequency") * ramp(0.25 - p, 0.0, 0.25),
-                ));
-            }
-        }
-        _ => {}
     }
 
     // Seats against their baseline.
@@ -94,7 +109,7 @@ pub fn score(c: &Customer, ctx: &Ctx<'_>, seats_min_baseline: f64) -> Health {
     {
         let expected = b * ctx.pop.seat_factor.clamp(0.05, 1.0);
         let drop = 1.0 - f64::from(c.current_seats(ctx.today)) / expected;
-        d.push(("seats", w("seats") * ramp(drop, 0.1, 0.6)));
+        d.push(("seats", w("seats") * ramp(drop, 0.3, 0.7)));
     }
 
     // Key features: the share of regularly used ones that went quiet for a week.
@@ -137,8 +152,6 @@ pub fn score(c: &Customer, ctx: &Ctx<'_>, seats_min_baseline: f64) -> Health {
             let _ = ts;
             let x = if feedback::nps_bad(s) {
                 1.0 - f64::from(s) / 20.0
-            } else if s <= 8 {
-                0.25
             } else {
                 0.0
             };
@@ -151,7 +164,6 @@ pub fn score(c: &Customer, ctx: &Ctx<'_>, seats_min_baseline: f64) -> Health {
                     * match s {
                         1 => 1.0,
                         2 => 0.8,
-                        3 => 0.3,
                         _ => 0.0,
                     },
             ));
@@ -163,7 +175,6 @@ pub fn score(c: &Customer, ctx: &Ctx<'_>, seats_min_baseline: f64) -> Health {
                     * match s {
                         7 => 1.0,
                         6 => 0.8,
-                        5 => 0.3,
                         _ => 0.0,
                     },
             ));

@@ -7,16 +7,36 @@ use super::{Ctx, Finding, r1};
 use crate::engine::customer::{Customer, NEVER};
 use crate::event::{DAY_MS, Ts, format_ts};
 
-/// The longest gap without usage that is still normal for `c`, in ms:
-/// `fire` x its typical gap (the population's with fewer than `min_baseline`
-/// gaps), never below `window`.
+/// A gap this many times the longest recent one is always allowed.
+pub const LONGEST_GAP_FACTOR: f64 = 2.0;
+
+/// The longest gap without usage that is still normal for `c`, in ms.
+///
+/// Gaps between active days are modelled as geometric with the customer's
+/// mean recent gap (the population's 90th percentile, or what the customer
+/// showed so far if longer, while it has fewer than `min_baseline` gaps); the
+/// allowed gap is the one that a normal rhythm exceeds with probability
+/// 10^-`fire`. It is never below 1.5 x the longest recent gap the customer
+/// came back from (times [`LONGEST_GAP_FACTOR`]), nor below `window`; while the whole population is quiet it
+/// stretches by 1 / the population's activity factor.
 pub fn allowed_gap(c: &Customer, ctx: &Ctx<'_>) -> (Ts, f64, &'static str) {
     let p = ctx.params;
     let (typical, basis) = match c.typical_gap_days(p.min_baseline as usize) {
         Some(g) => (g, "own"),
-        None => (ctx.pop.typical_gap_days.max(1.0), "population"),
+        None => (
+            ctx.pop.typical_gap_days.max(c.observed_gap_days(ctx.now)),
+            "population",
+        ),
     };
-    let allowed = ((p.fire * typical) * DAY_MS as f64) as Ts;
+    let tail = if typical <= 1.0 {
+        1.0
+    } else {
+        1.0 + (p.fire * std::f64::consts::LN_10) / -(1.0 - 1.0 / typical).ln()
+    };
+    let longest = c.longest_recent_gap().unwrap_or(0.0);
+    let quiet = ctx.pop.activity_factor.clamp(0.25, 1.0);
+    let days = tail.max(LONGEST_GAP_FACTOR * longest) / quiet;
+    let allowed = (days * DAY_MS as f64) as Ts;
     (allowed.max(p.window), typical, basis)
 }
 
@@ -45,6 +65,7 @@ pub fn inactivity(c: &Customer, ctx: &Ctx<'_>) -> Option<Finding> {
             "typical_gap_days": r1(typical),
             "allowed_gap_days": r1(allowed as f64 / DAY_MS as f64),
             "gap_basis": basis,
+            "longest_recent_gap_days": c.longest_recent_gap(),
         }),
     })
 }

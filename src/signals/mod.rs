@@ -16,7 +16,8 @@ pub enum AlertKind {
     /// weekly events a baseline needs; `window`: history needed before the own baseline is trusted.
     EngagementDrop = 0,
     /// No usage for longer than the customer's usual gap allows.
-    /// `fire`: multiple of the typical gap; `window`: smallest allowed gap; `min_baseline`: gaps needed for an own typical gap.
+    /// `fire`: -log10 of the chance that a normal rhythm has a gap this long (4 = 1 in 10,000);
+    /// `window`: smallest allowed gap; `min_baseline`: gaps needed for an own rhythm.
     Inactivity = 1,
     /// Distinct active users well below baseline.
     /// `fire`/`resolve`: drop fraction; `min_baseline`: baseline seats needed.
@@ -79,13 +80,18 @@ impl AlertKind {
                 fire,
                 resolve,
                 min_baseline,
+                significance: 0.0,
                 window: window_days * DAY_MS,
             }
         };
+        let z = |mut p: AlertParams, z: f64| {
+            p.significance = z;
+            p
+        };
         match self {
-            AlertKind::EngagementDrop => p("warning", 0.5, 0.3, 5.0, 21),
-            AlertKind::Inactivity => p("warning", 3.0, 0.0, 1.0, 7),
-            AlertKind::SeatContraction => p("warning", 0.4, 0.2, 3.0, 21),
+            AlertKind::EngagementDrop => z(p("warning", 0.5, 0.3, 5.0, 42), 3.3),
+            AlertKind::Inactivity => p("warning", 4.0, 0.0, 4.0, 7),
+            AlertKind::SeatContraction => z(p("warning", 0.5, 0.25, 5.0, 42), 2.2),
             AlertKind::KeyFeatureUnused => p("info", 0.0, 0.0, 0.0, 14),
             AlertKind::Downgrade => p("warning", 0.01, 0.0, 0.0, 30),
             AlertKind::PaymentFailed => p("warning", 0.0, 0.0, 0.0, 0),
@@ -113,7 +119,9 @@ pub struct Population {
     pub activity_factor: f64,
     /// The same for distinct active users.
     pub seat_factor: f64,
-    /// Median typical gap between active days, in days.
+    /// 90th percentile of customers' typical gaps between active days (or,
+    /// for customers with few gaps, days observed per active day), in days:
+    /// the rhythm assumed for a customer with too little history of its own.
     pub typical_gap_days: f64,
     /// Quantiles (0%, 1%, ..., 100%) of current-week events across customers.
     pub weekly_events_quantiles: Vec<f64>,
@@ -121,12 +129,15 @@ pub struct Population {
     pub customers: u64,
 }
 
+/// Typical gap assumed before the population has enough customers to tell.
+pub const DEFAULT_TYPICAL_GAP_DAYS: f64 = 7.0;
+
 impl Default for Population {
     fn default() -> Self {
         Self {
             activity_factor: 1.0,
             seat_factor: 1.0,
-            typical_gap_days: 2.0,
+            typical_gap_days: DEFAULT_TYPICAL_GAP_DAYS,
             weekly_events_quantiles: Vec::new(),
             customers: 0,
         }
