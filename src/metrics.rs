@@ -467,8 +467,11 @@ impl Metrics {
     }
 }
 
-/// Calls `put(name, extra label value, value)` for every business gauge of one group.
-fn business_series(m: &BizMetrics, put: &mut dyn FnMut(&'static str, Option<&str>, Option<f64>)) {
+/// Receives (metric name, value of its extra label, value) for one series.
+type PutSeries<'a> = dyn FnMut(&'static str, Option<&str>, Option<f64>) + 'a;
+
+/// Calls `put` for every business gauge of one group.
+fn business_series(m: &BizMetrics, put: &mut PutSeries<'_>) {
     let n = |v: i64| Some(v as f64);
     put(BIZ_CUSTOMERS_START, None, n(m.customers_start));
     put(BIZ_CUSTOMERS_END, None, n(m.customers_end));

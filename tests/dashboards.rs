@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use churnwatch::app;
 use churnwatch::config::RawConfig;
+use churnwatch::event::{DAY_MS, format_ts};
 use churnwatch::generate::{GenerateOptions, generate_to_vec};
 use common::{TestBroker, config_toml, free_port, init_tracing, wait_for};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -330,6 +331,78 @@ fn topic_of(line: &str) -> &'static str {
     }
 }
 
+/// Near `end` (inside the default 30-day window): a recovered dunning
+/// period, a cancellation, NPS and CSAT answers from paying customers, and
+/// two malformed events for the dead-letter panels.
+fn scripted_events(generated: &[String], end: i64) -> Vec<(Option<String>, &'static str, String)> {
+    let mut paying: Vec<String> = Vec::new();
+    for l in generated {
+        let v: Value = serde_json::from_str(l).expect("JSON line");
+        let id = v["customer_id"].as_str().unwrap_or_default().to_string();
+        if v["mrr"].as_i64().is_some_and(|m| m > 0) && !paying.contains(&id) {
+            paying.push(id);
+        }
+    }
+    assert!(
+        paying.len() >= 3,
+        "the generator made too few paying customers"
+    );
+    let ts = |days_before: i64| format_ts(end - days_before * DAY_MS);
+    let (a, b, c) = (&paying[0], &paying[1], &paying[2]);
+    let billing = [
+        format!(
+            r#"{{"type":"payment_failed","customer_id":"{a}","mrr":9900,"currency":"USD","reason":"card_declined","ts":"{}"}}"#,
+            ts(3)
+        ),
+        format!(
+            r#"{{"type":"payment_succeeded","customer_id":"{a}","amount":9900,"currency":"USD","ts":"{}"}}"#,
+            ts(2)
+        ),
+        format!(
+            r#"{{"type":"subscription_cancelled","customer_id":"{b}","reason":"too_expensive","ts":"{}"}}"#,
+            ts(2)
+        ),
+    ];
+    let feedback = [
+        format!(
+            r#"{{"type":"nps","customer_id":"{c}","score":3,"ts":"{}"}}"#,
+            ts(2)
+        ),
+        format!(
+            r#"{{"type":"nps","customer_id":"{a}","score":10,"ts":"{}"}}"#,
+            ts(2)
+        ),
+        format!(
+            r#"{{"type":"csat","customer_id":"{c}","score":2,"ts":"{}"}}"#,
+            ts(2)
+        ),
+    ];
+    let key = |v: &str| {
+        serde_json::from_str::<Value>(v).ok()?["customer_id"]
+            .as_str()
+            .map(str::to_string)
+    };
+    let mut out: Vec<_> = billing
+        .into_iter()
+        .map(|v| (key(&v), "billing.events", v))
+        .chain(
+            feedback
+                .into_iter()
+                .map(|v| (key(&v), "customer.feedback", v)),
+        )
+        .collect();
+    for bad in [
+        "{not json".to_string(),
+        format!(
+            r#"{{"type":"nps","customer_id":"{c}","score":42,"ts":"{}"}}"#,
+            ts(1)
+        ),
+    ] {
+        out.push((Some(c.clone()), "customer.feedback", bad));
+    }
+    out
+}
+
 /// Produces every line to its topic keyed by customer, all in flight at once.
 async fn produce_all(broker: &TestBroker, lines: &[(Option<String>, &'static str, String)]) {
     let producer: FutureProducer = broker
@@ -376,13 +449,8 @@ async fn every_dashboard_query_returns_data_from_prometheus_scraping_the_service
 
     let broker = TestBroker::start();
     broker.create_default_topics(2).await;
-    let raw: RawConfig = toml::from_str(&config_toml(
-        &broker.brokers,
-        "127.0.0.1:0",
-        // The window starts after most customers subscribed, so every rate has a denominator.
-        r#"metrics_window = "60d""#,
-    ))
-    .expect("test config parses");
+    let raw: RawConfig = toml::from_str(&config_toml(&broker.brokers, "127.0.0.1:0", ""))
+        .expect("test config parses");
     let cancel = CancellationToken::new();
     let running = app::start(raw.validate().expect("valid config"), cancel.clone())
         .await
@@ -392,9 +460,13 @@ async fn every_dashboard_query_returns_data_from_prometheus_scraping_the_service
     // Scraping while traffic flows, so rates are not all zero.
     let prom = tokio::task::block_in_place(|| Prometheus::start(&prometheus_bin, &target));
 
+    // Small, so the test broker takes it in seconds; the generator's stories
+    // need more traffic, so a few scripted events below make sure every
+    // business ratio has a denominator in the window.
     let opts = GenerateOptions {
-        customers: 150,
-        activity_scale: 0.15,
+        customers: 80,
+        days: 90,
+        activity_scale: 0.02,
         ..GenerateOptions::default()
     };
     let generated = generate_to_vec(&opts);
@@ -407,14 +479,10 @@ async fn every_dashboard_query_returns_data_from_prometheus_scraping_the_service
             (key, topic_of(l), l.clone())
         })
         .collect();
-    // A few rejects, so the dead-letter panels have something to show.
-    for bad in [
-        "{not json",
-        r#"{"type":"nps","customer_id":"c-x","score":42,"ts":"2026-03-01T00:00:00Z"}"#,
-    ] {
-        lines.push((Some("c-x".into()), "customer.feedback", bad.to_string()));
-    }
+    lines.extend(scripted_events(&generated.lines, opts.end()));
+    let t0 = Instant::now();
     produce_all(&broker, &lines).await;
+    eprintln!("produced {} events in {:?}", lines.len(), t0.elapsed());
 
     let total = lines.len() as f64;
     let consumed = tokio::task::block_in_place(|| {
@@ -426,6 +494,7 @@ async fn every_dashboard_query_returns_data_from_prometheus_scraping_the_service
             (n >= total && business).then_some(n)
         })
     });
+    eprintln!("consumed after {:?}", t0.elapsed());
     assert!(
         consumed.is_some(),
         "the service did not consume all {total} events in time"
@@ -478,6 +547,34 @@ async fn every_dashboard_query_returns_data_from_prometheus_scraping_the_service
                 ));
             }
         }
+        // The scripted cancellation and recovered dunning period, merged over
+        // both partitions' ledgers.
+        for (expr, min) in [
+            (
+                r#"churnwatch_business_churned_customers{kind="voluntary",plan="all",segment="all"}"#,
+                1.0,
+            ),
+            (
+                r#"churnwatch_business_dunning_periods{outcome="recovered",plan="all",segment="all"}"#,
+                1.0,
+            ),
+            (
+                r#"churnwatch_business_nps_responses{category="detractor",plan="all",segment="all"}"#,
+                1.0,
+            ),
+            (
+                r#"churnwatch_business_customers_start{plan="all",segment="all"}"#,
+                10.0,
+            ),
+        ] {
+            let r = prom.query(expr);
+            let v = r["data"]["result"][0]["value"][1]
+                .as_str()
+                .and_then(|v| v.parse::<f64>().ok());
+            if v.is_none_or(|v| v < min) {
+                failures.push(format!("expected {expr} >= {min}, got {r}"));
+            }
+        }
         // The deployment's alerting rules load and evaluate against real series.
         let rules = prom.api("/api/v1/rules");
         let groups = rules["data"]["groups"]
@@ -496,6 +593,7 @@ async fn every_dashboard_query_returns_data_from_prometheus_scraping_the_service
             }
         }
     });
+    eprintln!("queried {checked} after {:?}", t0.elapsed());
     assert!(checked >= 40, "only {checked} dashboard queries found");
     assert!(
         failures.is_empty(),
