@@ -18,6 +18,20 @@ fi
 export TANSU_BIN
 echo "using Tansu at $TANSU_BIN" >&2
 
+# tests/dashboards.rs runs a real Prometheus (and promtool, amtool) from the
+# Debian packages and parses docker-compose.yml with PyYAML.
+missing=()
+command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+command -v amtool >/dev/null 2>&1 || missing+=(prometheus-alertmanager)
+python3 -c 'import yaml' >/dev/null 2>&1 || missing+=(python3-yaml)
+if ((${#missing[@]})); then
+    echo "installing ${missing[*]} (once)..." >&2
+    sudo=""
+    [[ "$(id -u)" -eq 0 ]] || sudo="sudo"
+    $sudo apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+fi
+
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --all-targets "$@"
     cargo test --doc

@@ -63,7 +63,7 @@ use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use rustc_hash::FxHashMap;
 use serde::{Serialize, Serializer};
 
-use crate::event::{CancelKind, DAY_MS, Ts, format_ts};
+use crate::event::{CancelKind, DAY_MS, Ts, format_ts, parse_ts};
 
 /// Dense customer index, assigned by the engine and stable for the process.
 pub type CustomerIx = u32;
@@ -1010,6 +1010,167 @@ fn group_metrics(
     out
 }
 
+// ---------------------------------------------------------------------------
+// Merging reports of disjoint customer sets
+
+impl Stock {
+    fn add(&mut self, o: &Stock) {
+        self.customers += o.customers;
+        self.paying += o.paying;
+        self.mrr += o.mrr;
+        self.dunning_open += o.dunning_open;
+    }
+}
+
+impl Raw {
+    fn add(&mut self, o: &Raw) {
+        let pairs = [
+            (&mut self.new, o.new),
+            (&mut self.new_mrr, o.new_mrr),
+            (&mut self.reactivated, o.reactivated),
+            (&mut self.reactivation_mrr, o.reactivation_mrr),
+            (&mut self.expansion, o.expansion),
+            (&mut self.contraction, o.contraction),
+            (&mut self.moved_in, o.moved_in),
+            (&mut self.moved_in_mrr, o.moved_in_mrr),
+            (&mut self.moved_out, o.moved_out),
+            (&mut self.moved_out_mrr, o.moved_out_mrr),
+            (&mut self.cohort_expansion, o.cohort_expansion),
+            (&mut self.cohort_contraction, o.cohort_contraction),
+            (&mut self.dunning_opened, o.dunning_opened),
+            (&mut self.dunning_recovered, o.dunning_recovered),
+            (&mut self.dunning_failed, o.dunning_failed),
+            (&mut self.csat_sum, o.csat_sum),
+            (&mut self.csat_n, o.csat_n),
+            (&mut self.ces_sum, o.ces_sum),
+            (&mut self.ces_n, o.ces_n),
+            (&mut self.refunds, o.refunds),
+        ];
+        for (a, b) in pairs {
+            *a += b;
+        }
+        for i in 0..2 {
+            self.churned[i] += o.churned[i];
+            self.churned_mrr[i] += o.churned_mrr[i];
+            self.cohort_lost[i] += o.cohort_lost[i];
+            self.cohort_lost_mrr[i] += o.cohort_lost_mrr[i];
+        }
+        for i in 0..3 {
+            self.nps[i] += o.nps[i];
+        }
+    }
+}
+
+impl Metrics {
+    /// The additive counters and stocks this group's metrics were built from
+    /// (start stock, counters, end stock). Score sums come back from mean x
+    /// count, exact for integer scores.
+    fn parts(&self) -> (Stock, Raw, Stock) {
+        let sum = |avg: Option<f64>, n: i64| (avg.unwrap_or(0.0) * n as f64).round() as i64;
+        let start = Stock {
+            customers: self.customers_start,
+            paying: self.paying_start,
+            mrr: self.mrr_start,
+            dunning_open: 0,
+        };
+        let end = Stock {
+            customers: self.customers_end,
+            paying: self.paying_end,
+            mrr: self.mrr_end,
+            dunning_open: self.dunning_open_end,
+        };
+        let raw = Raw {
+            new: self.new,
+            new_mrr: self.new_mrr,
+            reactivated: self.reactivated,
+            reactivation_mrr: self.reactivation_mrr,
+            churned: [self.churned_voluntary, self.churned_involuntary],
+            churned_mrr: [self.churned_mrr_voluntary, self.churned_mrr_involuntary],
+            expansion: self.expansion_mrr,
+            contraction: self.contraction_mrr,
+            moved_in: self.moved_in,
+            moved_in_mrr: self.moved_in_mrr,
+            moved_out: self.moved_out,
+            moved_out_mrr: self.moved_out_mrr,
+            cohort_lost: [
+                self.cohort_churned_voluntary,
+                self.cohort_churned_involuntary,
+            ],
+            // Only the total is reported, and only the total is used.
+            cohort_lost_mrr: [self.cohort_churned_mrr, 0],
+            cohort_expansion: self.cohort_expansion_mrr,
+            cohort_contraction: self.cohort_contraction_mrr,
+            dunning_opened: self.dunning_opened,
+            dunning_recovered: self.dunning_recovered,
+            dunning_failed: self.dunning_failed,
+            nps: [self.nps_detractors, self.nps_passives, self.nps_promoters],
+            csat_sum: sum(self.csat_avg, self.csat_responses),
+            csat_n: self.csat_responses,
+            ces_sum: sum(self.ces_avg, self.ces_responses),
+            ces_n: self.ces_responses,
+            refunds: self.refunds,
+        };
+        (start, raw, end)
+    }
+}
+
+/// Sums the counters and stocks of `groups` and recomputes every ratio from
+/// the sums.
+fn merge_metrics<'a>(groups: impl IntoIterator<Item = &'a Metrics>, period_ms: f64) -> Metrics {
+    let (mut start, mut raw, mut end) = (Stock::default(), Raw::default(), Stock::default());
+    for m in groups {
+        let (s, r, e) = m.parts();
+        start.add(&s);
+        raw.add(&r);
+        end.add(&e);
+    }
+    metrics(&raw, &start, &end, period_ms)
+}
+
+fn merge_groups(
+    reports: &[&PeriodReport],
+    pick: fn(&PeriodReport) -> &BTreeMap<String, Metrics>,
+    period_ms: f64,
+) -> BTreeMap<String, Metrics> {
+    let mut by_name: BTreeMap<&str, Vec<&Metrics>> = BTreeMap::new();
+    for r in reports {
+        for (name, m) in pick(r) {
+            by_name.entry(name).or_default().push(m);
+        }
+    }
+    by_name
+        .into_iter()
+        .map(|(name, ms)| (name.to_string(), merge_metrics(ms, period_ms)))
+        .collect()
+}
+
+impl PeriodReport {
+    /// Combines reports on disjoint sets of customers (one per partition's
+    /// ledger) into one: every count, stock and amount is summed, per group
+    /// and overall, and every ratio is recomputed from the sums (`None` when
+    /// its denominator is 0), so a merged rate weighs each part by its size
+    /// instead of averaging rates. The period spans the earliest start to the
+    /// latest end; LTV uses the longest part's period length (the parts are
+    /// windows of the same length ending at each partition's clock).
+    /// `None` when `reports` is empty.
+    pub fn merge<'a>(reports: impl IntoIterator<Item = &'a PeriodReport>) -> Option<PeriodReport> {
+        let reports: Vec<&PeriodReport> = reports.into_iter().collect();
+        let bounds = |r: &PeriodReport| Some((parse_ts(&r.start).ok()?, parse_ts(&r.end).ok()?));
+        let spans: Vec<(Ts, Ts)> = reports.iter().filter_map(|r| bounds(r)).collect();
+        let first = reports.first()?;
+        let start = spans.iter().map(|s| s.0).min();
+        let end = spans.iter().map(|s| s.1).max();
+        let period_ms = spans.iter().map(|(s, e)| e - s).max().unwrap_or(0) as f64;
+        Some(PeriodReport {
+            start: start.map_or_else(|| first.start.clone(), format_ts),
+            end: end.map_or_else(|| first.end.clone(), format_ts),
+            overall: merge_metrics(reports.iter().map(|r| &r.overall), period_ms),
+            by_plan: merge_groups(&reports, |r| &r.by_plan, period_ms),
+            by_segment: merge_groups(&reports, |r| &r.by_segment, period_ms),
+        })
+    }
+}
+
 fn month_start(ts: Ts) -> Option<Ts> {
     let d = DateTime::<Utc>::from_timestamp_millis(ts)?.date_naive();
     let m = NaiveDate::from_ymd_opt(d.year(), d.month(), 1)?;
@@ -1284,7 +1445,6 @@ impl Ledger {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::parse_ts;
     use proptest::prelude::*;
     use serde_json::{Value, json};
 
@@ -1960,6 +2120,24 @@ mod tests {
                 (now.customers_end, now.paying_end, now.mrr_end, now.dunning_open_end),
                 (l.subscribed(), l.paying(), l.mrr(), l.open_dunning())
             );
+        }
+
+        #[test]
+        fn merging_reports_of_split_customers_equals_one_ledger(
+            facts in arb_facts(),
+            a in 0i64..2000,
+            len in 0i64..1500,
+        ) {
+            // Two "partitions": customers split by parity, like keys by hash.
+            let (even, odd): (Vec<_>, Vec<_>) = facts.iter().cloned().partition(|f| f.1 % 2 == 0);
+            let base = t("2026-01-01T00:00:00Z");
+            let (start, end) = (base + a * 3_600_000, base + (a + len) * 3_600_000);
+            let whole = ledger(&facts).report(start, end);
+            let parts = [ledger(&even).report(start, end), ledger(&odd).report(start, end)];
+            let merged = PeriodReport::merge(&parts).expect("two reports");
+            prop_assert_eq!(&merged, &whole);
+            let single = PeriodReport::merge(&parts[..1]);
+            prop_assert_eq!(single.as_ref(), Some(&parts[0]));
         }
 
         #[test]

@@ -1,16 +1,20 @@
 //! Every Prometheus metric churnwatch exports, with its name and help text,
 //! in one place. Names start with `churnwatch_`; labels are low-cardinality
 //! only (plan, segment, alert, status, topic, type, reason, partition,
-//! lifecycle, risk): customer detail goes to the API and the alerts.
+//! lifecycle, risk, kind, movement, outcome, category): customer detail goes
+//! to the API and the alerts.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+use crate::business::{Metrics as BizMetrics, PeriodReport};
 use crate::engine::Snapshot;
+use crate::event::parse_ts;
 
 /// Events read from an input topic, by topic and event type.
 pub const EVENTS_CONSUMED: &str = "churnwatch_events_consumed_total";
@@ -53,6 +57,104 @@ pub const MRR: &str = "churnwatch_mrr";
 /// MRR of customers at risk, in minor units, per plan and segment.
 pub const MRR_AT_RISK: &str = "churnwatch_mrr_at_risk";
 
+// Business metrics over the rolling `metrics_window` (see `business` for the
+// definitions). Labels: `plan` and `segment`, where `"all"` means every plan
+// or segment: overall is {plan="all",segment="all"}, a plan is
+// {plan="pro",segment="all"}, a segment {plan="all",segment="smb"}. A ratio
+// whose denominator is 0 (no customers at the window start, no responses...)
+// has no series (it is removed, never NaN).
+
+/// Length of the rolling window the business metrics cover, in seconds.
+pub const BIZ_WINDOW: &str = "churnwatch_business_window_seconds";
+/// Subscribed customers (any MRR) at the window start.
+pub const BIZ_CUSTOMERS_START: &str = "churnwatch_business_customers_start";
+/// Subscribed customers (any MRR) at the window end.
+pub const BIZ_CUSTOMERS_END: &str = "churnwatch_business_customers_end";
+/// Customers with MRR > 0 at the window start.
+pub const BIZ_PAYING_START: &str = "churnwatch_business_paying_customers_start";
+/// Customers with MRR > 0 at the window end.
+pub const BIZ_PAYING_END: &str = "churnwatch_business_paying_customers_end";
+/// First-ever subscriptions in the window.
+pub const BIZ_NEW: &str = "churnwatch_business_new_customers";
+/// Returning (previously churned) subscriptions in the window.
+pub const BIZ_REACTIVATED: &str = "churnwatch_business_reactivated_customers";
+/// Churns in the window, by `kind` (voluntary, involuntary).
+pub const BIZ_CHURNED: &str = "churnwatch_business_churned_customers";
+/// Start-cohort customer churn rate, by `kind` (voluntary, involuntary, all).
+pub const BIZ_CHURN_RATE: &str = "churnwatch_business_customer_churn_rate";
+/// Customer retention rate (CRR).
+pub const BIZ_CRR: &str = "churnwatch_business_customer_retention_rate";
+/// MRR at the window start, minor units.
+pub const BIZ_MRR_START: &str = "churnwatch_business_mrr_start";
+/// MRR at the window end, minor units.
+pub const BIZ_MRR_END: &str = "churnwatch_business_mrr_end";
+/// MRR movements in the window, by `movement` (new, expansion, contraction, churned, reactivation).
+pub const BIZ_MRR_MOVEMENT: &str = "churnwatch_business_mrr_movement";
+/// MRR lost to churn in the window, by `kind` (voluntary, involuntary).
+pub const BIZ_CHURNED_MRR: &str = "churnwatch_business_churned_mrr";
+/// Gross MRR churn rate.
+pub const BIZ_GROSS_MRR_CHURN: &str = "churnwatch_business_gross_mrr_churn_rate";
+/// Net MRR churn rate.
+pub const BIZ_NET_MRR_CHURN: &str = "churnwatch_business_net_mrr_churn_rate";
+/// Gross revenue retention.
+pub const BIZ_GRR: &str = "churnwatch_business_grr";
+/// Net revenue retention.
+pub const BIZ_NRR: &str = "churnwatch_business_nrr";
+/// Customers in an open dunning period at the window end.
+pub const BIZ_DUNNING_OPEN: &str = "churnwatch_business_dunning_open";
+/// Dunning periods in the window, by `outcome` (opened, recovered, failed).
+pub const BIZ_DUNNING: &str = "churnwatch_business_dunning_periods";
+/// Share of closed dunning periods that were recovered.
+pub const BIZ_DUNNING_RECOVERY: &str = "churnwatch_business_dunning_recovery_rate";
+/// Net promoter score, -100..=100.
+pub const BIZ_NPS: &str = "churnwatch_business_nps";
+/// NPS responses in the window, by `category` (promoter, passive, detractor).
+pub const BIZ_NPS_RESPONSES: &str = "churnwatch_business_nps_responses";
+/// Mean CSAT score, 1..=5.
+pub const BIZ_CSAT: &str = "churnwatch_business_csat_average";
+/// CSAT responses in the window.
+pub const BIZ_CSAT_RESPONSES: &str = "churnwatch_business_csat_responses";
+/// Money refunded in the window, minor units.
+pub const BIZ_REFUNDS: &str = "churnwatch_business_refunds";
+/// Average revenue per paying account at the window end, minor units.
+pub const BIZ_ARPA: &str = "churnwatch_business_arpa";
+/// Customer lifetime value estimate, minor units.
+pub const BIZ_LTV: &str = "churnwatch_business_ltv";
+
+/// Every business gauge: name and the label it has besides `plan` and `segment`.
+const BUSINESS: &[(&str, Option<&str>)] = &[
+    (BIZ_CUSTOMERS_START, None),
+    (BIZ_CUSTOMERS_END, None),
+    (BIZ_PAYING_START, None),
+    (BIZ_PAYING_END, None),
+    (BIZ_NEW, None),
+    (BIZ_REACTIVATED, None),
+    (BIZ_CHURNED, Some("kind")),
+    (BIZ_CHURN_RATE, Some("kind")),
+    (BIZ_CRR, None),
+    (BIZ_MRR_START, None),
+    (BIZ_MRR_END, None),
+    (BIZ_MRR_MOVEMENT, Some("movement")),
+    (BIZ_CHURNED_MRR, Some("kind")),
+    (BIZ_GROSS_MRR_CHURN, None),
+    (BIZ_NET_MRR_CHURN, None),
+    (BIZ_GRR, None),
+    (BIZ_NRR, None),
+    (BIZ_DUNNING_OPEN, None),
+    (BIZ_DUNNING, Some("outcome")),
+    (BIZ_DUNNING_RECOVERY, None),
+    (BIZ_NPS, None),
+    (BIZ_NPS_RESPONSES, Some("category")),
+    (BIZ_CSAT, None),
+    (BIZ_CSAT_RESPONSES, None),
+    (BIZ_REFUNDS, None),
+    (BIZ_ARPA, None),
+    (BIZ_LTV, None),
+];
+
+/// Label value meaning "every plan" or "every segment".
+pub const ALL: &str = "all";
+
 /// Handles to every metric, registered in one [`Registry`].
 #[derive(Clone)]
 pub struct Metrics {
@@ -92,7 +194,16 @@ pub struct Metrics {
     alerts_firing: IntGaugeVec,
     mrr: IntGaugeVec,
     mrr_at_risk: IntGaugeVec,
+    business_window: Gauge,
+    business: BTreeMap<&'static str, GaugeVec>,
+    /// Business series set by the last [`Metrics::set_business`], so the
+    /// next one removes those that are gone without a reset (a scrape
+    /// never sees a half-updated set).
+    business_live: Arc<Mutex<BTreeSet<BusinessKey>>>,
 }
+
+/// One business series: metric name and label values.
+type BusinessKey = (&'static str, Vec<String>);
 
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -124,6 +235,38 @@ fn help(name: &str) -> &'static str {
         ALERTS_FIRING => "Alerts currently firing per plan, segment and alert.",
         MRR => "Monthly recurring revenue in minor units of the reporting currency.",
         MRR_AT_RISK => "MRR of customers at risk, in minor units of the reporting currency.",
+        BIZ_WINDOW => "Length of the rolling window the churnwatch_business_* metrics cover.",
+        BIZ_CUSTOMERS_START => "Subscribed customers (any MRR) at the start of the window.",
+        BIZ_CUSTOMERS_END => "Subscribed customers (any MRR) at the end of the window.",
+        BIZ_PAYING_START => "Customers with MRR > 0 at the start of the window.",
+        BIZ_PAYING_END => "Customers with MRR > 0 at the end of the window.",
+        BIZ_NEW => "First-ever subscriptions in the window.",
+        BIZ_REACTIVATED => "Subscriptions of previously churned customers in the window.",
+        BIZ_CHURNED => "Customers churned in the window, by kind.",
+        BIZ_CHURN_RATE => "Share of the customers at the window start that churned in it, by kind.",
+        BIZ_CRR => "Customer retention rate: (end - new - reactivated) / start customers.",
+        BIZ_MRR_START => "MRR at the start of the window, minor units.",
+        BIZ_MRR_END => "MRR at the end of the window, minor units.",
+        BIZ_MRR_MOVEMENT => "MRR movements in the window, by movement, minor units.",
+        BIZ_CHURNED_MRR => "MRR lost to churn in the window, by kind, minor units.",
+        BIZ_GROSS_MRR_CHURN => {
+            "Gross MRR churn: start-cohort churned + contraction MRR / start MRR."
+        }
+        BIZ_NET_MRR_CHURN => {
+            "Net MRR churn: start-cohort churned + contraction - expansion MRR / start MRR."
+        }
+        BIZ_GRR => "Gross revenue retention of the start cohort, 0..1.",
+        BIZ_NRR => "Net revenue retention of the start cohort.",
+        BIZ_DUNNING_OPEN => "Customers in an open dunning period at the end of the window.",
+        BIZ_DUNNING => "Dunning periods in the window, by outcome.",
+        BIZ_DUNNING_RECOVERY => "Share of dunning periods closed in the window that recovered.",
+        BIZ_NPS => "Net promoter score of responses in the window, -100..100.",
+        BIZ_NPS_RESPONSES => "NPS responses in the window, by category.",
+        BIZ_CSAT => "Mean CSAT score (1..5) of responses in the window.",
+        BIZ_CSAT_RESPONSES => "CSAT responses in the window.",
+        BIZ_REFUNDS => "Money refunded in the window, minor units.",
+        BIZ_ARPA => "Average MRR per paying account at the end of the window, minor units.",
+        BIZ_LTV => "Lifetime value estimate: ARPA / monthly customer churn rate, minor units.",
         _ => "churnwatch metric",
     }
 }
@@ -158,6 +301,15 @@ impl Metrics {
         )?;
         registry.register(Box::new(latency.clone()))?;
         let commit_errors = IntCounter::new(COMMIT_ERRORS, help(COMMIT_ERRORS))?;
+        let business_window = Gauge::new(BIZ_WINDOW, help(BIZ_WINDOW))?;
+        registry.register(Box::new(business_window.clone()))?;
+        let mut business = BTreeMap::new();
+        for (name, extra) in BUSINESS {
+            let labels: Vec<&str> = ["plan", "segment"].into_iter().chain(*extra).collect();
+            let g = GaugeVec::new(Opts::new(*name, help(name)), &labels)?;
+            registry.register(Box::new(g.clone()))?;
+            business.insert(*name, g);
+        }
         registry.register(Box::new(commit_errors.clone()))?;
         let m = Metrics {
             events_consumed: counter(EVENTS_CONSUMED, &["topic", "type"])?,
@@ -180,6 +332,9 @@ impl Metrics {
             alerts_firing: gauge(ALERTS_FIRING, &["plan", "segment", "alert"])?,
             mrr: gauge(MRR, &["plan", "segment"])?,
             mrr_at_risk: gauge(MRR_AT_RISK, &["plan", "segment"])?,
+            business_window,
+            business,
+            business_live: Arc::default(),
             registry,
         };
         for reason in crate::event::RejectReason::CODES {
@@ -260,10 +415,47 @@ impl Metrics {
         }
     }
 
-    /// Hook for the business metrics (churn rate, MRR movements, NRR/GRR, NPS, ...).
-    // TODO(lead, at merge): take the `business` module's per-plan/segment report
-    // and set its gauges here; register them in `Metrics::new` with names above.
-    pub fn set_business(&self, _report: &()) {}
+    /// Replaces the business gauges (`churnwatch_business_*`) with the merge
+    /// of `reports`, one rolling-window report per partition: counts and
+    /// amounts are summed and ratios recomputed from the sums (see
+    /// [`PeriodReport::merge`]). Overall, per plan and per segment, with
+    /// `"all"` for the other label. A ratio that is `None` (denominator 0)
+    /// has no series; series of groups that disappeared are removed.
+    pub fn set_business(&self, reports: &[PeriodReport]) {
+        let mut next: BTreeMap<BusinessKey, f64> = BTreeMap::new();
+        let window_ms = reports
+            .iter()
+            .filter_map(|r| Some(parse_ts(&r.end).ok()? - parse_ts(&r.start).ok()?))
+            .max();
+        self.business_window
+            .set(window_ms.map_or(0.0, |ms| ms as f64 / 1000.0));
+        if let Some(merged) = PeriodReport::merge(reports) {
+            let groups = std::iter::once((ALL, ALL, &merged.overall))
+                .chain(merged.by_plan.iter().map(|(p, m)| (p.as_str(), ALL, m)))
+                .chain(merged.by_segment.iter().map(|(s, m)| (ALL, s.as_str(), m)));
+            for (plan, segment, m) in groups {
+                business_series(m, &mut |name, extra, v| {
+                    let Some(v) = v.filter(|v| v.is_finite()) else {
+                        return;
+                    };
+                    let labels = [plan, segment].into_iter().chain(extra).map(str::to_string);
+                    next.insert((name, labels.collect()), v);
+                });
+            }
+        }
+        let mut live = self.business_live.lock().unwrap_or_else(|e| e.into_inner());
+        for ((name, labels), v) in &next {
+            let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
+            self.business[name].with_label_values(&labels).set(*v);
+        }
+        for (name, labels) in live.iter() {
+            if !next.contains_key(&(*name, labels.clone())) {
+                let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
+                let _ = self.business[name].remove_label_values(&labels);
+            }
+        }
+        *live = next.into_keys().collect();
+    }
 
     /// The text exposition of every metric.
     pub fn encode(&self) -> String {
@@ -275,10 +467,75 @@ impl Metrics {
     }
 }
 
+/// Receives (metric name, value of its extra label, value) for one series.
+type PutSeries<'a> = dyn FnMut(&'static str, Option<&str>, Option<f64>) + 'a;
+
+/// Calls `put` for every business gauge of one group.
+fn business_series(m: &BizMetrics, put: &mut PutSeries<'_>) {
+    let n = |v: i64| Some(v as f64);
+    put(BIZ_CUSTOMERS_START, None, n(m.customers_start));
+    put(BIZ_CUSTOMERS_END, None, n(m.customers_end));
+    put(BIZ_PAYING_START, None, n(m.paying_start));
+    put(BIZ_PAYING_END, None, n(m.paying_end));
+    put(BIZ_NEW, None, n(m.new));
+    put(BIZ_REACTIVATED, None, n(m.reactivated));
+    put(BIZ_CHURNED, Some("voluntary"), n(m.churned_voluntary));
+    put(BIZ_CHURNED, Some("involuntary"), n(m.churned_involuntary));
+    put(BIZ_CHURN_RATE, Some("voluntary"), m.voluntary_churn_rate);
+    put(
+        BIZ_CHURN_RATE,
+        Some("involuntary"),
+        m.involuntary_churn_rate,
+    );
+    put(BIZ_CHURN_RATE, Some(ALL), m.customer_churn_rate);
+    put(BIZ_CRR, None, m.customer_retention_rate);
+    put(BIZ_MRR_START, None, n(m.mrr_start));
+    put(BIZ_MRR_END, None, n(m.mrr_end));
+    put(BIZ_MRR_MOVEMENT, Some("new"), n(m.new_mrr));
+    put(BIZ_MRR_MOVEMENT, Some("expansion"), n(m.expansion_mrr));
+    put(BIZ_MRR_MOVEMENT, Some("contraction"), n(m.contraction_mrr));
+    put(BIZ_MRR_MOVEMENT, Some("churned"), n(m.churned_mrr));
+    put(
+        BIZ_MRR_MOVEMENT,
+        Some("reactivation"),
+        n(m.reactivation_mrr),
+    );
+    put(
+        BIZ_CHURNED_MRR,
+        Some("voluntary"),
+        n(m.churned_mrr_voluntary),
+    );
+    put(
+        BIZ_CHURNED_MRR,
+        Some("involuntary"),
+        n(m.churned_mrr_involuntary),
+    );
+    put(BIZ_GROSS_MRR_CHURN, None, m.gross_mrr_churn_rate);
+    put(BIZ_NET_MRR_CHURN, None, m.net_mrr_churn_rate);
+    put(BIZ_GRR, None, m.grr);
+    put(BIZ_NRR, None, m.nrr);
+    put(BIZ_DUNNING_OPEN, None, n(m.dunning_open_end));
+    put(BIZ_DUNNING, Some("opened"), n(m.dunning_opened));
+    put(BIZ_DUNNING, Some("recovered"), n(m.dunning_recovered));
+    put(BIZ_DUNNING, Some("failed"), n(m.dunning_failed));
+    put(BIZ_DUNNING_RECOVERY, None, m.dunning_recovery_rate);
+    put(BIZ_NPS, None, m.nps);
+    put(BIZ_NPS_RESPONSES, Some("promoter"), n(m.nps_promoters));
+    put(BIZ_NPS_RESPONSES, Some("passive"), n(m.nps_passives));
+    put(BIZ_NPS_RESPONSES, Some("detractor"), n(m.nps_detractors));
+    put(BIZ_CSAT, None, m.csat_avg);
+    put(BIZ_CSAT_RESPONSES, None, n(m.csat_responses));
+    put(BIZ_REFUNDS, None, n(m.refunds));
+    put(BIZ_ARPA, None, m.arpa);
+    put(BIZ_LTV, None, m.ltv);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::business::{Fact, Ledger};
     use crate::engine::GroupSnapshot;
+    use crate::event::CancelKind;
 
     #[test]
     fn engine_gauges_sum_partitions_and_drop_stale_groups() {
@@ -314,5 +571,114 @@ mod tests {
         let text = m.encode();
         assert!(!text.contains(r#"plan="free""#), "{text}");
         assert!(!text.contains("customer_id="), "{text}");
+    }
+
+    fn ledger_report(
+        customers: &[(u32, &str, i64, Option<CancelKind>)],
+        nps: &[(u32, u8)],
+    ) -> PeriodReport {
+        const DAY: i64 = crate::event::DAY_MS;
+        let mut l = Ledger::new();
+        for (c, plan, mrr, _) in customers {
+            let fact = Fact::Joined {
+                plan: (*plan).into(),
+                mrr: *mrr,
+                reactivation: false,
+            };
+            l.record(0, *c, fact);
+        }
+        for (c, _, mrr, churn) in customers {
+            if let Some(kind) = churn {
+                l.record(
+                    20 * DAY,
+                    *c,
+                    Fact::Churned {
+                        kind: *kind,
+                        mrr: *mrr,
+                    },
+                );
+            }
+        }
+        for (c, score) in nps {
+            l.record(21 * DAY, *c, Fact::Nps { score: *score });
+        }
+        l.report(10 * DAY, 40 * DAY)
+    }
+
+    #[test]
+    fn business_gauges_merge_partitions_and_recompute_ratios() {
+        let m = Metrics::new().expect("metrics register");
+        // Partition 0: 2 pro customers, one leaves voluntarily; one promoter.
+        let p0 = ledger_report(
+            &[
+                (0, "pro", 5000, None),
+                (1, "pro", 5000, Some(CancelKind::Voluntary)),
+            ],
+            &[(0, 10)],
+        );
+        // Partition 1: 3 basic customers, one lost to dunning.
+        let p1 = ledger_report(
+            &[
+                (0, "basic", 1000, None),
+                (1, "basic", 1000, None),
+                (2, "basic", 1000, Some(CancelKind::Involuntary)),
+            ],
+            &[],
+        );
+        m.set_business(&[p0.clone(), p1.clone()]);
+        let text = m.encode();
+        let has = |line: &str| {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing `{line}` in:\n{text}"
+            );
+        };
+        has(r#"churnwatch_business_window_seconds 2592000"#);
+        has(r#"churnwatch_business_customers_start{plan="all",segment="all"} 5"#);
+        has(r#"churnwatch_business_customers_end{plan="all",segment="all"} 3"#);
+        has(
+            r#"churnwatch_business_churned_customers{kind="voluntary",plan="all",segment="all"} 1"#,
+        );
+        // 2 of 5, not the mean of the partitions' 1/2 and 1/3.
+        has(r#"churnwatch_business_customer_churn_rate{kind="all",plan="all",segment="all"} 0.4"#);
+        has(
+            r#"churnwatch_business_customer_churn_rate{kind="voluntary",plan="all",segment="all"} 0.2"#,
+        );
+        has(
+            r#"churnwatch_business_customer_churn_rate{kind="involuntary",plan="basic",segment="all"} 0.3333333333333333"#,
+        );
+        has(r#"churnwatch_business_mrr_start{plan="all",segment="all"} 13000"#);
+        has(
+            r#"churnwatch_business_mrr_movement{movement="churned",plan="all",segment="all"} 6000"#,
+        );
+        has(r#"churnwatch_business_grr{plan="pro",segment="all"} 0.5"#);
+        has(r#"churnwatch_business_nrr{plan="all",segment="all"} 0.5384615384615384"#);
+        has(r#"churnwatch_business_arpa{plan="all",segment="all"} 2333.3333333333335"#);
+        has(r#"churnwatch_business_nps{plan="all",segment="all"} 100"#);
+        has(r#"churnwatch_business_customers_end{plan="all",segment="(none)"} 3"#);
+        // No responses: no series rather than NaN.
+        assert!(
+            !text.contains(r#"churnwatch_business_nps{plan="basic""#),
+            "{text}"
+        );
+        assert!(
+            !text.contains("churnwatch_business_csat_average{"),
+            "{text}"
+        );
+        let bad = |l: &&str| l.ends_with("NaN") || l.ends_with("Inf");
+        assert!(!text.lines().any(|l| bad(&l)), "{text}");
+        assert!(!text.contains("customer_id="), "{text}");
+
+        // Partition 0 revoked: its plan's series go away, the totals follow.
+        m.set_business(&[p1]);
+        let text = m.encode();
+        assert!(!text.contains(r#"plan="pro""#), "{text}");
+        assert!(!text.contains("churnwatch_business_nps{"), "{text}");
+        assert!(
+            text.contains(r#"churnwatch_business_customers_start{plan="all",segment="all"} 3"#),
+            "{text}"
+        );
+        m.set_business(&[]);
+        assert!(!m.encode().contains("churnwatch_business_customers_start{"));
     }
 }

@@ -281,6 +281,8 @@ pub struct ConsumerLoop {
     checkpoints: VecDeque<Checkpoint>,
     cancel: CancellationToken,
     assigned_once: bool,
+    /// When the business gauges are next recomputed (each replays the ledgers).
+    business_due: Instant,
 }
 
 impl ConsumerLoop {
@@ -310,6 +312,7 @@ impl ConsumerLoop {
             checkpoints: VecDeque::new(),
             cancel,
             assigned_once: false,
+            business_due: Instant::now(),
         }
     }
 
@@ -700,6 +703,18 @@ impl ConsumerLoop {
             bytes += e.state_bytes();
         }
         self.metrics.set_engine(&snapshots);
+        if Instant::now() >= self.business_due {
+            // A report replays each partition's ledger: recompute at most
+            // every second, and spend at most ~2% of the loop's time on it.
+            let started = Instant::now();
+            let reports: Vec<_> = self
+                .parts
+                .values()
+                .map(|part| lock(&part.engine).business_rolling())
+                .collect();
+            self.metrics.set_business(&reports);
+            self.business_due = Instant::now() + METRICS_EVERY.max(started.elapsed() * 50);
+        }
         self.metrics.customers_tracked.set(customers as i64);
         self.metrics.state_bytes.set(bytes as i64);
         self.metrics.partitions_live.set(self.parts.len() as i64);
