@@ -20,7 +20,10 @@ fn traffic(customers: u32, per_day: u32, days: i64) -> Vec<String> {
                 x ^= x << 13;
                 x ^= x >> 7;
                 x ^= x << 17;
-                let ts = t0 + d * DAY_MS + i64::from(slot) * (DAY_MS / i64::from(per_day)) + i64::from(c % 1000);
+                let ts = t0
+                    + d * DAY_MS
+                    + i64::from(slot) * (DAY_MS / i64::from(per_day))
+                    + i64::from(c % 1000);
                 out.push(format!(
                     r#"{{"type":"usage","customer_id":"c-{c:06}","user_id":"u-{}","action":"report_exported","feature":"reports","quantity":1,"ts":"{}","event_id":"e-{d}-{slot}-{c}"}}"#,
                     x % 8,

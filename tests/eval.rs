@@ -15,12 +15,19 @@ use churnwatch::event::{DAY_MS, HOUR_MS, Ts, parse_ts};
 use churnwatch::generate::{GenerateOptions, Generated, Label, generate_to_vec};
 
 fn cfg() -> Arc<Config> {
-    let raw = RawConfig { key_features: Some(vec!["reports".into(), "exports".into()]), ..Default::default() };
+    let raw = RawConfig {
+        key_features: Some(vec!["reports".into(), "exports".into()]),
+        ..Default::default()
+    };
     Arc::new(raw.validate().expect("valid config"))
 }
 
 fn opts() -> GenerateOptions {
-    GenerateOptions { seed: 7, customers: 1500, ..GenerateOptions::default() }
+    GenerateOptions {
+        seed: 7,
+        customers: 1500,
+        ..GenerateOptions::default()
+    }
 }
 
 fn generated() -> &'static Generated {
@@ -59,15 +66,20 @@ fn full_run() -> &'static (Engine, Vec<AlertEvent>) {
 fn every_alert_type_has_precision_and_recall_of_at_least_0_9() {
     let labels: &[Label] = &generated().labels;
     let (_, alerts) = full_run();
-    let by_customer: BTreeMap<&str, Vec<&Label>> = labels.iter().fold(BTreeMap::new(), |mut m, l| {
-        m.entry(l.customer_id.as_str()).or_insert_with(Vec::new).push(l);
-        m
-    });
+    let by_customer: BTreeMap<&str, Vec<&Label>> =
+        labels.iter().fold(BTreeMap::new(), |mut m, l| {
+            m.entry(l.customer_id.as_str())
+                .or_insert_with(Vec::new)
+                .push(l);
+            m
+        });
     let hit = |a: &AlertEvent| {
         by_customer.get(&*a.customer_id).is_some_and(|ls| {
             ls.iter().any(|l| {
                 let onset = l.onset_ts().expect("onset");
-                l.alerts.iter().any(|x| x == a.alert.name()) && a.starts_at >= onset && a.starts_at <= onset + 14 * DAY_MS
+                l.alerts.iter().any(|x| x == a.alert.name())
+                    && a.starts_at >= onset
+                    && a.starts_at <= onset + 14 * DAY_MS
             })
         })
     };
@@ -75,15 +87,33 @@ fn every_alert_type_has_precision_and_recall_of_at_least_0_9() {
     let mut failures = Vec::new();
     for kind in churnwatch::signals::AlertKind::ALL {
         let name = kind.name();
-        let fired: Vec<&AlertEvent> = alerts.iter().filter(|a| a.alert == kind && a.status == AlertStatus::Firing).collect();
+        let fired: Vec<&AlertEvent> = alerts
+            .iter()
+            .filter(|a| a.alert == kind && a.status == AlertStatus::Firing)
+            .collect();
         let tp = fired.iter().filter(|a| hit(a)).count();
-        let expected: Vec<&Label> = labels.iter().filter(|l| l.alerts.iter().any(|x| x == name)).collect();
+        let expected: Vec<&Label> = labels
+            .iter()
+            .filter(|l| l.alerts.iter().any(|x| x == name))
+            .collect();
         let found = expected
             .iter()
-            .filter(|l| fired.iter().any(|a| *a.customer_id == *l.customer_id && hit(a)))
+            .filter(|l| {
+                fired
+                    .iter()
+                    .any(|a| *a.customer_id == *l.customer_id && hit(a))
+            })
             .count();
-        let precision = if fired.is_empty() { 1.0 } else { tp as f64 / fired.len() as f64 };
-        let recall = if expected.is_empty() { 1.0 } else { found as f64 / expected.len() as f64 };
+        let precision = if fired.is_empty() {
+            1.0
+        } else {
+            tp as f64 / fired.len() as f64
+        };
+        let recall = if expected.is_empty() {
+            1.0
+        } else {
+            found as f64 / expected.len() as f64
+        };
         report.push(format!(
             "{name:20} fired {:4} tp {:4} precision {precision:.3} | expected {:4} found {:4} recall {recall:.3}",
             fired.len(),
@@ -91,19 +121,36 @@ fn every_alert_type_has_precision_and_recall_of_at_least_0_9() {
             expected.len(),
             found
         ));
-        assert!(!expected.is_empty(), "the generator injects no {name} story");
+        assert!(
+            !expected.is_empty(),
+            "the generator injects no {name} story"
+        );
         if precision < 0.9 || recall < 0.9 {
             let fp: Vec<String> = fired
                 .iter()
                 .filter(|a| !hit(a))
                 .take(5)
-                .map(|a| format!("{} {} {}", a.customer_id, churnwatch::event::format_ts(a.starts_at), a.summary))
+                .map(|a| {
+                    format!(
+                        "{} {} {}",
+                        a.customer_id,
+                        churnwatch::event::format_ts(a.starts_at),
+                        a.summary
+                    )
+                })
                 .collect();
-            failures.push(format!("{name}: precision {precision:.3}, recall {recall:.3}; false positives e.g. {fp:#?}"));
+            failures.push(format!(
+                "{name}: precision {precision:.3}, recall {recall:.3}; false positives e.g. {fp:#?}"
+            ));
         }
     }
     println!("{}", report.join("\n"));
-    assert!(failures.is_empty(), "{}\n{}", report.join("\n"), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{}\n{}",
+        report.join("\n"),
+        failures.join("\n")
+    );
 }
 
 /// Mann-Whitney AUC: the chance a random positive outscores a random negative.
@@ -128,8 +175,11 @@ fn health_score_ranks_customers_who_churn_in_the_next_60_days() {
     let g = generated();
     let t = opts().start + 80 * DAY_MS;
     let (engine, _) = replay(&g.lines, Some(t));
-    let churn_at: BTreeMap<&str, Ts> =
-        g.labels.iter().filter_map(|l| l.churn_at_ts().map(|c| (l.customer_id.as_str(), c))).collect();
+    let churn_at: BTreeMap<&str, Ts> = g
+        .labels
+        .iter()
+        .filter_map(|l| l.churn_at_ts().map(|c| (l.customer_id.as_str(), c)))
+        .collect();
     let (mut pos, mut neg) = (Vec::new(), Vec::new());
     for row in engine.customers() {
         let risk = f64::from(100 - row.health_score);
@@ -139,9 +189,17 @@ fn health_score_ranks_customers_who_churn_in_the_next_60_days() {
             _ => neg.push(risk),
         }
     }
-    assert!(pos.len() >= 20, "too few churners in (T, T+60d]: {}", pos.len());
+    assert!(
+        pos.len() >= 20,
+        "too few churners in (T, T+60d]: {}",
+        pos.len()
+    );
     let a = auc(&pos, &neg);
-    println!("AUC {a:.3} over {} churners and {} others", pos.len(), neg.len());
+    println!(
+        "AUC {a:.3} over {} churners and {} others",
+        pos.len(),
+        neg.len()
+    );
     assert!(a >= 0.8, "AUC {a:.3} < 0.8");
 }
 
@@ -153,7 +211,12 @@ fn ts_of(line: &str) -> Ts {
 #[test]
 fn reordering_within_lateness_and_duplicate_ids_give_identical_alerts() {
     // A clean copy (no late or duplicate lines) as the reference.
-    let clean = generate_to_vec(&GenerateOptions { late_fraction: 0.0, dup_fraction: 0.0, customers: 600, ..opts() });
+    let clean = generate_to_vec(&GenerateOptions {
+        late_fraction: 0.0,
+        dup_fraction: 0.0,
+        customers: 600,
+        ..opts()
+    });
     let (_, reference) = replay(&clean.lines, None);
     assert!(reference.len() > 100);
 
@@ -166,8 +229,11 @@ fn reordering_within_lateness_and_duplicate_ids_give_identical_alerts() {
         x ^= x << 17;
         x
     };
-    let mut keyed: Vec<(Ts, &String)> =
-        clean.lines.iter().map(|l| (ts_of(l) + (rnd() % (90 * 60_000)) as Ts, l)).collect();
+    let mut keyed: Vec<(Ts, &String)> = clean
+        .lines
+        .iter()
+        .map(|l| (ts_of(l) + (rnd() % (90 * 60_000)) as Ts, l))
+        .collect();
     keyed.sort_by_key(|(k, _)| *k);
     let mut shuffled: Vec<String> = Vec::new();
     let mut duplicated = 0;
@@ -183,8 +249,16 @@ fn reordering_within_lateness_and_duplicate_ids_give_identical_alerts() {
     let (engine, again) = replay(&shuffled, None);
     assert_eq!(engine.stats().late, 0);
     assert_eq!(engine.stats().duplicates, duplicated);
-    let json = |v: &[AlertEvent]| v.iter().map(AlertEvent::to_json).collect::<Vec<_>>().join("\n");
-    assert!(json(&reference) == json(&again), "alerts differ after reordering within the allowed lateness");
+    let json = |v: &[AlertEvent]| {
+        v.iter()
+            .map(AlertEvent::to_json)
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert!(
+        json(&reference) == json(&again),
+        "alerts differ after reordering within the allowed lateness"
+    );
 }
 
 #[test]
