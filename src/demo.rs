@@ -324,6 +324,8 @@ pub async fn run(args: &DemoArgs, cancel: CancellationToken) -> Result<(), DemoE
 
     let mut tick = tokio::time::interval(Duration::from_secs(args.every.max(1)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick is immediate; the first line is more useful a period in.
+    tick.tick().await;
     let (mut last_consumed, mut last_at) = (0u64, Instant::now());
     let mut load_done = false;
     let mut load_result = Ok(());
