@@ -306,6 +306,14 @@ fn main() {
         memory_child(&path);
         return;
     }
+    // `cargo test --all-targets` runs bench binaries without `--bench`: a
+    // smoke run there would start a broker and take minutes, so skip.
+    if !flag("--bench") && !flag("--events") {
+        println!(
+            "pipeline benchmark: run scripts/bench-pipeline.sh (or cargo bench --bench pipeline)"
+        );
+        return;
+    }
     common::init_tracing();
     let events: u64 = arg("--events", 1_000_000);
     let mem_customers: u32 = arg("--memory-customers", 1_000_000);
