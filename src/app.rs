@@ -176,6 +176,8 @@ pub struct Running {
     stop_retrying: CancellationToken,
     tasks: JoinSet<Result<(), AppError>>,
     grace: Duration,
+    shared: Arc<SharedState>,
+    metrics: Metrics,
 }
 
 impl std::fmt::Debug for Running {
@@ -223,8 +225,8 @@ pub async fn start(cfg: Config, cancel: CancellationToken) -> Result<Running, Ap
     let mut tasks = JoinSet::new();
     tasks.spawn(async move { consume.run().await.map_err(AppError::from) });
     let router = crate::http::router(crate::http::HttpState {
-        shared,
-        metrics,
+        shared: shared.clone(),
+        metrics: metrics.clone(),
         api_token: cfg.http.api_token.clone(),
         ready_max_lag: cfg.http.ready_max_lag,
     });
@@ -242,6 +244,8 @@ pub async fn start(cfg: Config, cancel: CancellationToken) -> Result<Running, Ap
         stop_retrying,
         tasks,
         grace: Duration::from_millis(cfg.shutdown_grace.max(0) as u64),
+        shared,
+        metrics,
     })
 }
 
@@ -249,6 +253,16 @@ impl Running {
     /// The bound HTTP address (useful with port 0).
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
+    }
+
+    /// The engines and status the HTTP API reads (for `demo`'s live summary).
+    pub fn shared(&self) -> Arc<SharedState> {
+        self.shared.clone()
+    }
+
+    /// The service's metrics (for `demo`'s live summary and benchmarks).
+    pub fn metrics(&self) -> Metrics {
+        self.metrics.clone()
     }
 
     /// Waits until cancelled (or a task fails, which cancels the rest), then

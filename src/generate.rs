@@ -569,6 +569,21 @@ pub fn generate_to_vec(opts: &GenerateOptions) -> Generated {
     }
 }
 
+/// Writes labels as JSONL, one per line (the `--labels` file).
+pub fn write_labels(path: &Path, labels: &[Label]) -> Result<(), GenerateError> {
+    let io = |source| GenerateError::Io {
+        action: "write",
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut w = BufWriter::new(File::create(path).map_err(io)?);
+    for l in labels {
+        let json = serde_json::to_string(l).expect("labels serialize");
+        writeln!(w, "{json}").map_err(io)?;
+    }
+    w.flush().map_err(io)
+}
+
 /// Writes the events (and the labels, when asked) and says what it wrote.
 pub fn run(args: &GenerateArgs) -> Result<GenerateSummary, GenerateError> {
     let opts = args.options()?;
@@ -603,12 +618,7 @@ pub fn run(args: &GenerateArgs) -> Result<GenerateSummary, GenerateError> {
     }
     out.flush().map_err(io(&args.out))?;
     if let Some(path) = &args.labels {
-        let mut w = BufWriter::new(File::create(path).map_err(io(path))?);
-        for l in &g.labels {
-            let json = serde_json::to_string(l).expect("labels serialize");
-            writeln!(w, "{json}").map_err(io(path))?;
-        }
-        w.flush().map_err(io(path))?;
+        write_labels(path, &g.labels)?;
     }
     Ok(GenerateSummary {
         out: args.out.display().to_string(),

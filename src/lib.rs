@@ -13,12 +13,14 @@
 //! - [`kafka`]: the Kafka edge: consumer group (at-least-once, rebuild on assign, idle ticks), outbox producer for alerts and dead letters, topic checks, `alerts --follow`.
 //! - [`http`]: `/healthz`, `/readyz`, `/metrics` and the customer API.
 //! - [`app`]: wires config, Kafka, engines and HTTP together; owns shutdown.
+//! - [`demo`]: `churnwatch demo`: embedded broker, generated live traffic in accelerated time, the service, a live summary.
 
 pub mod alert;
 pub mod app;
 pub mod backtest;
 pub mod business;
 pub mod config;
+pub mod demo;
 pub mod engine;
 pub mod event;
 pub mod generate;

@@ -21,8 +21,17 @@ struct Cli {
 enum Commands {
     /// Replay a JSONL file of events and report alerts, customers and business metrics.
     Backtest(churnwatch::backtest::BacktestArgs),
-    /// Generate realistic, seeded usage/billing/feedback traffic as JSONL, plus story labels.
-    Generate(churnwatch::generate::GenerateArgs),
+    /// Generate realistic, seeded usage/billing/feedback traffic as JSONL, plus story labels
+    /// (or produce it to Kafka with --brokers).
+    Generate {
+        #[command(flatten)]
+        args: churnwatch::generate::GenerateArgs,
+        #[command(flatten)]
+        kafka: churnwatch::kafka::loadgen::KafkaTarget,
+    },
+    /// Try it: an embedded Kafka, generated live traffic in accelerated time, the service,
+    /// /metrics and the API, with a live summary until Ctrl-C.
+    Demo(churnwatch::demo::DemoArgs),
     /// Run the service against Kafka: consume the input topics, publish alerts, serve HTTP.
     Run {
         /// TOML config file (keys can also come from CHURNWATCH_* variables).
@@ -64,9 +73,9 @@ enum Commands {
     },
 }
 
-fn init_tracing() {
+fn init_tracing(default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CHURNWATCH_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rdkafka=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     let json = std::env::var("CHURNWATCH_LOG_FORMAT").is_ok_and(|v| v == "json");
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -83,10 +92,12 @@ fn main() -> ExitCode {
     // Offline commands need no runtime or logging setup.
     match cli.command {
         Commands::Backtest(args) => report(churnwatch::backtest::run(&args).map(|_| ())),
-        Commands::Generate(args) => report(churnwatch::generate::run(&args).map(|summary| {
-            // stdout may carry the events, so the summary goes to stderr.
-            eprintln!("{}", serde_json::to_string(&summary).unwrap_or_default());
-        })),
+        Commands::Generate { args, kafka } if kafka.brokers.is_none() => {
+            report(churnwatch::generate::run(&args).map(|summary| {
+                // stdout may carry the events, so the summary goes to stderr.
+                eprintln!("{}", serde_json::to_string(&summary).unwrap_or_default());
+            }))
+        }
         command => run_service(command),
     }
 }
@@ -102,7 +113,11 @@ fn report<E: std::fmt::Display>(r: Result<(), E>) -> ExitCode {
 }
 
 fn run_service(command: Commands) -> ExitCode {
-    init_tracing();
+    // The demo prints its own summary; service logs would drown it.
+    init_tracing(match command {
+        Commands::Demo(_) => "warn,rdkafka=error",
+        _ => "info,rdkafka=warn",
+    });
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -121,7 +136,35 @@ fn run_service(command: Commands) -> ExitCode {
 
 async fn dispatch(cmd: Commands) -> anyhow::Result<ExitCode> {
     match cmd {
-        Commands::Backtest(_) | Commands::Generate(_) => Ok(ExitCode::FAILURE),
+        Commands::Backtest(_) => Ok(ExitCode::FAILURE),
+        Commands::Generate { args, kafka } => {
+            let cancel = CancellationToken::new();
+            app::cancel_on_signals(cancel.clone());
+            match churnwatch::kafka::loadgen::run_to_kafka(&args, &kafka, std::env::vars(), cancel)
+                .await
+            {
+                Ok(r) => {
+                    eprintln!("{}", serde_json::to_string(&r).unwrap_or_default());
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("churnwatch: {e}");
+                    Ok(ExitCode::from(2))
+                }
+            }
+        }
+        Commands::Demo(args) => {
+            let cancel = CancellationToken::new();
+            app::cancel_on_signals(cancel.clone());
+            match churnwatch::demo::run(&args, cancel).await {
+                Ok(()) => Ok(ExitCode::SUCCESS),
+                Err(e @ churnwatch::demo::DemoError::Config(_)) => {
+                    eprint!("{e}");
+                    Ok(ExitCode::from(2))
+                }
+                Err(e) => Err(e.into()),
+            }
+        }
         Commands::Run {
             config,
             brokers,

@@ -6,10 +6,12 @@
 //! - [`consumer`]: the at-least-once consume loop, partition rebuild by replay, idle ticks.
 //! - [`producer`]: the outbox: idempotent produce of alerts and dead letters, retried until acked.
 //! - [`follow`]: `churnwatch alerts --follow`, the alert topic for a support person.
+//! - [`loadgen`]: generated traffic produced to the input topics (`demo`, `generate --brokers`, benchmarks).
 
 pub mod admin;
 pub mod consumer;
 pub mod follow;
+pub mod loadgen;
 pub mod producer;
 
 use rdkafka::consumer::ConsumerContext;

@@ -1,0 +1,391 @@
+//! End-to-end pipeline throughput through a real broker (Tansu), as a ratio
+//! to a bare rdkafka consume + decode of the same topics measured in the
+//! same run, and memory per customer at 1M customers.
+//!
+//! `scripts/bench-pipeline.sh [--events N] [--memory-customers N] [--skip-memory]`
+//! (or `cargo bench --bench pipeline -- ...`; needs `tansu`, see `TANSU_BIN`).
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::io::{BufWriter, Write};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use churnwatch::app;
+use churnwatch::config::{Config, KafkaConfig, RawConfig};
+use churnwatch::event::{self, HOUR_MS, format_ts};
+use churnwatch::generate::{GenerateArgs, GenerateOptions, Profile, generate};
+use churnwatch::kafka::loadgen::{self, LoadCounters, Pace};
+use churnwatch::metrics::{self, Metrics};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
+
+const PARTITIONS: i32 = 4;
+const INPUTS: [&str; 3] = ["product.usage", "billing.events", "customer.feedback"];
+
+fn arg<T: std::str::FromStr>(name: &str, default: T) -> T {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn flag(name: &str) -> bool {
+    std::env::args().any(|a| a == name)
+}
+
+fn vm_rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+fn config(brokers: &str, group: &str) -> Config {
+    let text = common::config_toml(brokers, "127.0.0.1:0", "").replace(
+        "group_id = \"churnwatch-test\"",
+        &format!("group_id = \"{group}\""),
+    );
+    let extra = std::env::var("BENCH_KAFKA_PROPERTIES").unwrap_or_default();
+    let text = format!("{text}\n[kafka.properties]\n{}\n", extra.replace(';', "\n"));
+    let raw: RawConfig = toml::from_str(&text).expect("bench config parses");
+    raw.validate().expect("bench config is valid")
+}
+
+fn counter_sum(m: &Metrics, names: &[&str]) -> u64 {
+    m.registry()
+        .gather()
+        .iter()
+        .filter(|f| names.contains(&f.name()))
+        .flat_map(|f| {
+            f.get_metric()
+                .iter()
+                .map(|m| m.get_counter().value() as u64)
+        })
+        .sum()
+}
+
+/// (a) A bare group consumer: poll + `event::decode` of every message.
+/// Also returns the end offset of every input topic-partition it read
+/// (Tansu's ListOffsets answers are not reliable enough to use instead).
+fn bare_consume(k: &KafkaConfig, total: u64) -> (f64, f64, u64, Vec<(String, i32, i64)>) {
+    let mut c = churnwatch::kafka::consumer_config(k);
+    c.set("group.id", "bench-bare")
+        .set("enable.auto.commit", "false");
+    let consumer: BaseConsumer = c.create().expect("bare consumer");
+    consumer.subscribe(&INPUTS).expect("subscribe");
+    let decode_cfg = Config::default().decode;
+    let started = Instant::now();
+    let mut first = None;
+    let (mut n, mut ok) = (0u64, 0u64);
+    let mut ends: std::collections::BTreeMap<(String, i32), i64> = Default::default();
+    while n < total {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                first.get_or_insert_with(Instant::now);
+                n += 1;
+                let end = ends
+                    .entry((m.topic().to_string(), m.partition()))
+                    .or_default();
+                *end = (*end).max(m.offset() + 1);
+                if event::decode(m.payload().unwrap_or(&[]), &decode_cfg).is_ok() {
+                    ok += 1;
+                }
+            }
+            Some(Err(e)) => eprintln!("bare consumer error: {e}"),
+            None => {}
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "bare consumer stuck at {n}/{total}"
+        );
+    }
+    let all = started.elapsed().as_secs_f64();
+    let steady = first.map_or(all, |f| f.elapsed().as_secs_f64());
+    let ends = ends.into_iter().map(|((t, p), o)| (t, p, o)).collect();
+    (all, steady, ok, ends)
+}
+
+struct ServiceRun {
+    consumed_s: f64,
+    steady_s: f64,
+    committed_s: f64,
+    alerts: u64,
+}
+
+/// (b) The service: `app::start`, timed until every input is consumed and
+/// until the group's committed offsets cover everything.
+async fn service_consume(brokers: &str, total: u64, ends: &[(String, i32, i64)]) -> ServiceRun {
+    let cfg = config(brokers, "bench-service");
+    let k = cfg.kafka.clone();
+    let cancel = CancellationToken::new();
+    let started = Instant::now();
+    let running = app::start(cfg, cancel.clone())
+        .await
+        .expect("service starts");
+    let metrics = running.metrics();
+    let service = tokio::spawn(running.wait());
+    let names = [metrics::EVENTS_CONSUMED, metrics::EVENTS_REJECTED];
+    let mut first = None;
+    loop {
+        let n = counter_sum(&metrics, &names);
+        if n > 0 {
+            first.get_or_insert_with(Instant::now);
+        }
+        if n >= total {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "service stuck at {n}/{total}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let consumed_s = started.elapsed().as_secs_f64();
+    let steady_s = first.map_or(consumed_s, |f| f.elapsed().as_secs_f64());
+    // Committed offsets: usage partitions end with the sentinel, which stays
+    // buffered (allowed lateness), so they are complete at end - 1.
+    let reader: BaseConsumer = {
+        let mut c = churnwatch::kafka::client_config(&k);
+        c.set("group.id", "bench-service");
+        c.create().expect("offset reader")
+    };
+    let mut tpl = TopicPartitionList::new();
+    for (t, p, _) in ends {
+        tpl.add_partition(t, *p);
+    }
+    loop {
+        let done = tokio::task::block_in_place(|| {
+            reader.committed_offsets(tpl.clone(), Duration::from_secs(5))
+        })
+        .map(|c| {
+            ends.iter().all(|(t, p, hi)| {
+                let want = if t == INPUTS[0] { hi - 1 } else { *hi };
+                matches!(
+                    c.find_partition(t, *p).map(|e| e.offset()),
+                    Some(Offset::Offset(o)) if o >= want
+                )
+            })
+        })
+        .unwrap_or(false);
+        if done {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "offsets not committed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let committed_s = started.elapsed().as_secs_f64();
+    let alerts = counter_sum(&metrics, &[metrics::ALERTS_PRODUCED]);
+    cancel.cancel();
+    service
+        .await
+        .expect("join service")
+        .expect("service stops cleanly");
+    ServiceRun {
+        consumed_s,
+        steady_s,
+        committed_s,
+        alerts,
+    }
+}
+
+/// One usage event per partition, 3 h after everything else, so the
+/// watermark passes every generated event and the engine applies it all.
+async fn produce_sentinels(k: &KafkaConfig, after: i64) {
+    let producer: FutureProducer = churnwatch::kafka::client_config(k)
+        .create()
+        .expect("sentinel producer");
+    for p in 0..PARTITIONS {
+        let id = format!("bench-sentinel-{p}");
+        let line = format!(
+            r#"{{"type":"usage","customer_id":"{id}","action":"login","ts":"{}"}}"#,
+            format_ts(after + 3 * HOUR_MS)
+        );
+        producer
+            .send(
+                FutureRecord::to(INPUTS[0])
+                    .partition(p)
+                    .key(&id)
+                    .payload(&line),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .expect("sentinel produced");
+    }
+}
+
+fn memory_child(path: &str) {
+    let cfg = Arc::new(Config::default());
+    let before = vm_rss_bytes();
+    let file = std::fs::File::open(path).expect("open events file");
+    let started = Instant::now();
+    let (engine, _summary) =
+        churnwatch::backtest::replay(cfg, file, None, |_| Ok(()), |_, _, _| Ok(()), |_| {})
+            .expect("replay");
+    let after = vm_rss_bytes();
+    println!(
+        "{} {} {} {} {:.1}",
+        before,
+        after,
+        engine.customer_count(),
+        engine.state_bytes(),
+        started.elapsed().as_secs_f64()
+    );
+}
+
+fn memory(customers: u32) {
+    let args = GenerateArgs {
+        customers,
+        profile: Profile::Light,
+        ..GenerateArgs::default()
+    };
+    let opts = args.options().expect("light options");
+    let path = std::env::temp_dir().join(format!("churnwatch-bench-light-{customers}.jsonl"));
+    let t = Instant::now();
+    {
+        let mut w =
+            BufWriter::with_capacity(1 << 20, std::fs::File::create(&path).expect("create"));
+        let g = generate(&opts, &mut |l| {
+            let _ = w.write_all(l.as_bytes());
+            let _ = w.write_all(b"\n");
+        });
+        w.flush().expect("flush events file");
+        println!(
+            "memory: generated {} events for {} customers over {} days ({:.1} s)",
+            g.stats.lines,
+            customers,
+            opts.days,
+            t.elapsed().as_secs_f64()
+        );
+    }
+    let exe = std::env::current_exe().expect("own path");
+    let out = std::process::Command::new(exe)
+        .args(["--memory-child", &path.display().to_string()])
+        .output()
+        .expect("run memory child");
+    let _ = std::fs::remove_file(&path);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let f: Vec<f64> = text
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let [before, after, n, state, secs] = f[..] else {
+        panic!(
+            "memory child failed: {text} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    println!(
+        "memory (engine via the backtest path, one process): VmRSS {:.0} MB before, {:.0} MB after {} customers ({:.1} s); {:.0} bytes/customer RSS, {:.0} bytes/customer by state_bytes()",
+        before / 1e6,
+        after / 1e6,
+        n,
+        secs,
+        (after - before) / n,
+        state / n
+    );
+}
+
+fn main() {
+    if let Some(path) = std::env::args()
+        .skip_while(|a| a != "--memory-child")
+        .nth(1)
+    {
+        memory_child(&path);
+        return;
+    }
+    // `cargo test --all-targets` runs bench binaries without `--bench`: a
+    // smoke run there would start a broker and take minutes, so skip.
+    if !flag("--bench") && !flag("--events") {
+        println!(
+            "pipeline benchmark: run scripts/bench-pipeline.sh (or cargo bench --bench pipeline)"
+        );
+        return;
+    }
+    common::init_tracing();
+    let events: u64 = arg("--events", 1_000_000);
+    let mem_customers: u32 = arg("--memory-customers", 1_000_000);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+
+    if !flag("--skip-pipeline") {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let broker = common::TestBroker::start();
+        rt.block_on(broker.create_default_topics(PARTITIONS));
+        let cfg = config(&broker.brokers, "bench-unused");
+        let k = cfg.kafka.clone();
+
+        // ~730 events per customer over the default 120 days.
+        let customers = (events / 730).max(1) as u32;
+        let opts = GenerateOptions {
+            customers,
+            ..GenerateOptions::default()
+        };
+        let counters = LoadCounters::new();
+        let report = loadgen::produce_generated(
+            &k,
+            &opts,
+            Pace::Unlimited,
+            &CancellationToken::new(),
+            counters.clone(),
+        )
+        .expect("produce generated traffic");
+        let produced: u64 = report.produced.values().sum();
+        rt.block_on(produce_sentinels(
+            &k,
+            counters.max_ts().unwrap_or(opts.end()),
+        ));
+        let total = produced + PARTITIONS as u64;
+        println!(
+            "produced {produced} generated events ({customers} customers) + {PARTITIONS} sentinels to Tansu in {:.1} s ({:.0} events/s); {cores} cores",
+            report.seconds,
+            produced as f64 / report.seconds
+        );
+        let (bare_all, bare_steady, ok, ends) = bare_consume(&k, total);
+        println!(
+            "(a) bare BaseConsumer + decode: {:>9.0} events/s ({:.2} s incl. group join, first message after {:.2} s; {:>9.0} events/s from first message), {ok} decoded",
+            total as f64 / bare_all,
+            bare_all,
+            bare_all - bare_steady,
+            total as f64 / bare_steady
+        );
+        let s = rt.block_on(service_consume(&broker.brokers, total, &ends));
+        println!(
+            "(b) service, all consumed+applied: {:>9.0} events/s ({:.2} s incl. start and group join, first message after {:.2} s; {:>9.0} events/s from first message)",
+            total as f64 / s.consumed_s,
+            s.consumed_s,
+            s.consumed_s - s.steady_s,
+            total as f64 / s.steady_s
+        );
+        println!(
+            "(b) service, all offsets committed: {:>9.0} events/s ({:.2} s; alerts acked {})",
+            total as f64 / s.committed_s,
+            s.committed_s,
+            s.alerts
+        );
+        println!(
+            "ratio service/bare: {:.3} consumed, {:.3} committed, {:.3} steady-state (target >= 0.8)",
+            bare_all / s.consumed_s,
+            bare_all / s.committed_s,
+            bare_steady / s.steady_s
+        );
+    }
+    if !flag("--skip-memory") {
+        memory(mem_customers);
+    }
+}
