@@ -23,13 +23,17 @@ echo "using Tansu at $TANSU_BIN" >&2
 missing=()
 command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v amtool >/dev/null 2>&1 || missing+=(prometheus-alertmanager)
-python3 -c 'import yaml' >/dev/null 2>&1 || missing+=(python3-yaml)
 if ((${#missing[@]})); then
     echo "installing ${missing[*]} (once)..." >&2
     sudo=""
     [[ "$(id -u)" -eq 0 ]] || sudo="sudo"
     $sudo apt-get update -qq >&2
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+fi
+
+# scripts/check-deploy.py needs PyYAML for whichever python3 is first on PATH.
+if ! python3 -c 'import yaml' >/dev/null 2>&1; then
+    python3 -m pip install --quiet pyyaml >&2 || { command -v apt-get >/dev/null && apt-get install -y -qq python3-yaml >&2; }
 fi
 
 if cargo nextest --version >/dev/null 2>&1; then
