@@ -309,7 +309,8 @@ fn main() {
     // `cargo test --all-targets` runs bench binaries without `--bench`: a
     // smoke run there would start a broker and take minutes, so skip.
     if !flag("--bench") && !flag("--events") {
-        println!(
+        // Silent: nextest lists bench binaries and parses their output.
+        eprintln!(
             "pipeline benchmark: run scripts/bench-pipeline.sh (or cargo bench --bench pipeline)"
         );
         return;
