@@ -967,8 +967,8 @@ impl Engine {
         let inact = self.cfg.alert(AlertKind::Inactivity, plan);
         if c.last_usage != NEVER && !c.is_firing(AlertKind::Inactivity) && inact.enabled {
             let ctx = Ctx {
-                now: self.clock,
-                today: day_of(self.clock),
+                now: self.now().max(c.last_seen),
+                today: day_of(self.now().max(c.last_seen)),
                 pop: self.pop_for(plan_id),
                 params: inact,
                 firing: false,
