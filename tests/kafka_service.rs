@@ -467,7 +467,6 @@ async fn sigterm_then_restart_neither_loses_nor_reemits_alerts() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the real engine"]
 async fn an_idle_partition_still_fires_time_based_alerts_at_event_time() {
     init_tracing();
     let broker = TestBroker::start();

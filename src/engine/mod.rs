@@ -361,6 +361,16 @@ impl Engine {
         self.process(end, true);
     }
 
+    /// After replaying a partition up to its committed offset: applies every
+    /// replayed event still buffered and the timers due by the last of them,
+    /// since all of them had been applied before the restart.
+    pub fn finish_replay(&mut self) {
+        if let Some(max) = self.max_ts {
+            self.watermark = self.watermark.max(max);
+            self.process(max, true);
+        }
+    }
+
     /// Alert transitions produced since the last call, in the order they happened.
     pub fn take_alerts(&mut self) -> Vec<AlertEvent> {
         std::mem::take(&mut self.out)

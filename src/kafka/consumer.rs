@@ -982,15 +982,8 @@ impl RebuildJob {
 
 /// After a replay, applies what the engine still buffers: every replayed event
 /// was applied in the run that committed it, so its alerts were emitted then.
-/// The engine's lateness offset is measured rather than assumed, so this
-/// moves the watermark to the replay's `max_ts` and not beyond.
 fn settle(engine: &mut Engine) {
-    let Some(max_ts) = engine.max_ts() else {
-        return;
-    };
-    engine.advance_to(max_ts);
-    let w = engine.watermark();
-    if w < max_ts && w != crate::event::Ts::MIN {
-        engine.advance_to(max_ts.saturating_add(max_ts - w));
-    }
+    // Everything replayed was applied before the restart (offsets are only
+    // committed past applied events), so apply all of it, inclusively.
+    engine.finish_replay();
 }
