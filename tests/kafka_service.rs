@@ -598,3 +598,190 @@ async fn two_instances_share_the_partitions_and_emit_each_alert_once() {
         s.await.expect("service task").expect("clean shutdown");
     }
 }
+
+/// The service fed generated traffic through Kafka raises the same alerts
+/// (same deterministic ids) as `backtest` on the same events, and tracks the
+/// same customers. The traffic is a backlog produced before the service
+/// starts, the hardest case for ordering across the three input topics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_run_matches_backtest_alert_ids() {
+    use churnwatch::alert::AlertEvent;
+    use churnwatch::generate::{GenerateOptions, generate_to_vec};
+    use churnwatch::kafka::loadgen::{LoadCounters, Pace, produce_generated};
+    use churnwatch::signals::AlertKind;
+    use std::sync::Arc;
+
+    init_tracing();
+    let broker = TestBroker::start();
+    broker.create_default_topics(2).await;
+    // No late lines: the file order and the per-topic order then agree.
+    let opts = GenerateOptions {
+        seed: 11,
+        customers: 300,
+        days: 120,
+        late_fraction: 0.0,
+        ..GenerateOptions::default()
+    };
+    let cfg = config(&broker, "");
+    let kafka = cfg.kafka.clone();
+    let report = block(|| {
+        produce_generated(
+            &kafka,
+            &opts,
+            Pace::Unlimited,
+            &CancellationToken::new(),
+            Arc::new(LoadCounters::default()),
+        )
+    })
+    .expect("produce generated traffic");
+    let _ = report;
+
+    let generated = generate_to_vec(&opts);
+    let mut bytes = Vec::new();
+    for l in &generated.lines {
+        bytes.extend_from_slice(l.as_bytes());
+        bytes.push(b'\n');
+    }
+    let mut expected: Vec<AlertEvent> = Vec::new();
+    let (engine, summary) = churnwatch::backtest::replay(
+        std::sync::Arc::new(cfg.clone()),
+        std::io::Cursor::new(bytes),
+        None,
+        |a| {
+            expected.push(a.clone());
+            Ok(())
+        },
+        |_, _, _| Ok(()),
+        |_| {},
+    )
+    .expect("backtest");
+
+    let cancel = CancellationToken::new();
+    let running = app::start(cfg, cancel.clone())
+        .await
+        .expect("service starts");
+    let addr = running.http_addr().to_string();
+    let service = tokio::spawn(running.wait());
+
+    // Wait until everything is consumed.
+    let consumed = block(|| {
+        wait_for(Duration::from_secs(120), || {
+            let (_, m) = http_get(&addr, "/metrics", None).ok()?;
+            let n: f64 = m
+                .lines()
+                .filter(|l| l.starts_with("churnwatch_events_consumed_total"))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum();
+            (n as u64 >= summary.events_read).then_some(n)
+        })
+    });
+    assert!(
+        consumed.is_some(),
+        "the service did not consume all {} events",
+        summary.events_read
+    );
+
+    // Alerts the service must have raised by now: those clearly before its
+    // watermark (each partition's last event minus the allowed lateness).
+    let cutoff = opts.end() - DAY_MS;
+    let before = |a: &AlertEvent| a.starts_at < cutoff && a.ends_at.is_none_or(|e| e < cutoff);
+    let want: Vec<&AlertEvent> = expected.iter().filter(|a| before(a)).collect();
+    assert!(
+        want.len() > 20,
+        "too few alerts to compare: {} of {}",
+        want.len(),
+        expected.len()
+    );
+    let recs = block(|| broker.read_all("churnwatch.alerts", want.len(), Duration::from_secs(60)));
+    let got: BTreeSet<String> = recs
+        .iter()
+        .map(|r| r.json())
+        .filter(|v| {
+            let t = |k: &str| {
+                v["data"][k]
+                    .as_str()
+                    .and_then(|s| churnwatch::event::parse_ts(s).ok())
+            };
+            t("starts_at").is_some_and(|s| s < cutoff) && t("ends_at").is_none_or(|e| e < cutoff)
+        })
+        .map(|v| v["id"].as_str().unwrap_or_default().to_string())
+        .collect();
+    // Signals that read only the customer's own state must match exactly.
+    // engagement_drop / seat_contraction / inactivity also read the
+    // population context, which the service keeps per partition (the
+    // backtest has one population), so alerts near a threshold can differ:
+    // measured 0.86 here. Issue 4 asks for one population per instance.
+    let population = |k: AlertKind| {
+        matches!(
+            k,
+            AlertKind::EngagementDrop | AlertKind::SeatContraction | AlertKind::Inactivity
+        )
+    };
+    let own: BTreeSet<String> = want
+        .iter()
+        .filter(|a| !population(a.alert))
+        .map(|a| a.id())
+        .collect();
+    let missing: Vec<String> = want
+        .iter()
+        .filter(|a| !population(a.alert) && !got.contains(&a.id()))
+        .map(|a| {
+            format!(
+                "{} {} {:?} {}",
+                a.customer_id,
+                a.alert.name(),
+                a.status,
+                format_ts(a.time())
+            )
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} backtest alerts missing from Kafka: {missing:?}",
+        missing.len(),
+        own.len()
+    );
+    let pop: BTreeSet<String> = want
+        .iter()
+        .filter(|a| population(a.alert))
+        .map(|a| a.id())
+        .collect();
+    let all_ids: BTreeSet<String> = want.iter().map(|a| a.id()).collect();
+    let pop_got: BTreeSet<&String> = got.iter().filter(|id| !own.contains(*id)).collect();
+    let agree = pop.iter().filter(|id| got.contains(*id)).count();
+    let union = pop.len() + pop_got.iter().filter(|id| !all_ids.contains(**id)).count();
+    if union > 0 {
+        let jaccard = agree as f64 / union as f64;
+        assert!(
+            jaccard >= 0.9,
+            "population-dependent alerts agree on {agree} of {union} ({jaccard:.2})"
+        );
+    }
+
+    // The API and /metrics see the same customers.
+    let (_, m) = http_get(&addr, "/metrics", None).expect("metrics");
+    let tracked: f64 = m
+        .lines()
+        .filter(|l| l.starts_with("churnwatch_customers_tracked"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(
+        tracked as usize,
+        engine.customer_count(),
+        "customers tracked"
+    );
+    let row = engine
+        .customers()
+        .into_iter()
+        .find(|r| !r.firing.is_empty())
+        .expect("a customer with alerts");
+    let (status, body) =
+        http_get(&addr, &format!("/api/customers/{}", row.customer_id), None).expect("api");
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(v["plan"], serde_json::json!(row.plan), "{body}");
+    assert_eq!(v["mrr"], serde_json::json!(row.mrr), "{body}");
+
+    cancel.cancel();
+    let _ = service.await;
+}

@@ -109,6 +109,13 @@ impl Ord for Pending {
     }
 }
 
+/// Progress of one input source.
+#[derive(Debug, Clone, Copy, Default)]
+struct Source {
+    max: Option<Ts>,
+    idle: bool,
+}
+
 /// Interns plan and segment names; id 0 is "none".
 #[derive(Debug, Default)]
 struct Names {
@@ -228,6 +235,9 @@ pub struct Engine {
     dedup: FxHashMap<u64, Ts>,
     dedup_queue: VecDeque<(Ts, u64)>,
     max_ts: Option<Ts>,
+    /// Per input source (Kafka topic of this partition): highest ts seen and
+    /// whether it is idle (drained). The watermark follows the slowest busy one.
+    sources: Vec<Source>,
     watermark: Ts,
     clock: Ts,
     next_sweep: Ts,
@@ -259,6 +269,7 @@ impl Engine {
             dedup: FxHashMap::default(),
             dedup_queue: VecDeque::new(),
             max_ts: None,
+            sources: vec![Source::default()],
             watermark: Ts::MIN,
             clock: Ts::MIN,
             next_sweep: Ts::MIN,
@@ -285,6 +296,47 @@ impl Engine {
     /// Feeds one decoded event, in arrival order. `seq` is the caller's
     /// unique arrival number (e.g. to map back to a Kafka offset).
     pub fn ingest(&mut self, ev: Event, seq: u64) -> Disposition {
+        self.ingest_from(0, ev, seq)
+    }
+
+    /// Declares `n` input sources (e.g. the three input topics of a
+    /// partition). The watermark then follows the slowest source that is not
+    /// idle, so one topic read ahead of another in a backlog does not make
+    /// the other's events late.
+    pub fn set_sources(&mut self, n: usize) {
+        self.sources = vec![Source::default(); n.max(1)];
+    }
+
+    /// Marks a source drained: it no longer holds the watermark back until
+    /// its next event.
+    pub fn source_idle(&mut self, source: usize) {
+        if let Some(s) = self.sources.get_mut(source) {
+            if !s.idle {
+                s.idle = true;
+                self.advance_watermark();
+            }
+        }
+    }
+
+    fn advance_watermark(&mut self) {
+        let busy = self.sources.iter().filter(|s| !s.idle);
+        // A busy source that has sent nothing yet holds everything back.
+        let slowest = if self.sources.iter().any(|s| !s.idle) {
+            busy.map(|s| s.max.unwrap_or(Ts::MIN)).min()
+        } else {
+            self.max_ts
+        };
+        if let Some(t) = slowest.filter(|t| *t != Ts::MIN) {
+            let wm = t.saturating_sub(self.cfg.allowed_lateness);
+            if wm > self.watermark {
+                self.watermark = wm;
+                self.process(wm, false);
+            }
+        }
+    }
+
+    /// [`Self::ingest`] for an event of input source `source`.
+    pub fn ingest_from(&mut self, source: usize, ev: Event, seq: u64) -> Disposition {
         self.stats.ingested += 1;
         if self.until.is_some_and(|u| ev.ts > u) {
             self.stats.after_until += 1;
@@ -335,11 +387,13 @@ impl Engine {
         }
         if self.max_ts.is_none_or(|m| ts > m) {
             self.max_ts = Some(ts);
-            let wm = ts.saturating_sub(self.cfg.allowed_lateness);
-            if wm > self.watermark {
-                self.watermark = wm;
-                self.process(wm, false);
-            }
+        }
+        let src = source.min(self.sources.len() - 1);
+        let s = &mut self.sources[src];
+        s.idle = false;
+        if s.max.is_none_or(|m| ts > m) {
+            s.max = Some(ts);
+            self.advance_watermark();
         }
         Disposition::Buffered
     }

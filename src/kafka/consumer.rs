@@ -260,11 +260,19 @@ struct TpTrack {
     checkpointed: Option<i64>,
 }
 
+/// A caught-up topic of a partition without messages this long no longer
+/// holds back the partition's watermark.
+const SOURCE_IDLE: Duration = Duration::from_millis(500);
+/// The same when librdkafka has not reported the topic's high watermark yet.
+const SOURCE_IDLE_UNKNOWN: Duration = Duration::from_secs(5);
+
 struct Part {
     engine: Arc<Mutex<Engine>>,
     tps: [TpTrack; 3],
     assigned: [bool; 3],
     last_input: Instant,
+    /// Last message per input topic, to tell a drained topic from a slow one.
+    topic_input: [Option<Instant>; 3],
 }
 
 /// A message held while its partition is being rebuilt.
@@ -502,7 +510,11 @@ impl ConsumerLoop {
                 continue;
             }
             self.rebuilding.remove(&r.partition);
-            let engine = Arc::new(Mutex::new(r.engine));
+            let mut engine = r.engine;
+            // Live, each input topic is a source of its own: the watermark
+            // follows the slowest one that still has input.
+            engine.set_sources(self.topics.len());
+            let engine = Arc::new(Mutex::new(engine));
             let mut tps: [TpTrack; 3] = Default::default();
             for (i, tp) in tps.iter_mut().enumerate() {
                 tp.next_offset = r.committed[i];
@@ -515,6 +527,7 @@ impl ConsumerLoop {
                     tps,
                     assigned,
                     last_input: Instant::now(),
+                    topic_input: [None; 3],
                 },
             );
             self.shared.insert_engine(r.partition, engine);
@@ -591,6 +604,7 @@ impl ConsumerLoop {
         tp.records.push_back((seq, offset));
         tp.next_offset = Some(offset + 1);
         part.last_input = consumed_at;
+        part.topic_input[topic] = Some(consumed_at);
         match decode(payload, &self.cfg.decode) {
             Err(reason) => {
                 let code = reason.code();
@@ -627,7 +641,7 @@ impl ConsumerLoop {
                     .inc();
                 let (disposition, alerts) = {
                     let mut e = lock(&part.engine);
-                    let d = e.ingest(ev, seq);
+                    let d = e.ingest_from(topic, ev, seq);
                     (d, e.take_alerts())
                 };
                 match disposition {
@@ -656,6 +670,31 @@ impl ConsumerLoop {
         let idle_timeout = Duration::from_millis(self.cfg.kafka.idle_timeout.max(0) as u64);
         let now = Instant::now();
         let mut outs = Vec::new();
+        // A topic that is quiet and caught up (its fetch high watermark, as
+        // librdkafka last reported it, reached) is drained: it stops holding
+        // back its partition's watermark until its next message. Without a
+        // reported high watermark, a longer silence counts as drained.
+        let high = lock(&self.consumer.context().high).clone();
+        for (p, part) in &self.parts {
+            for (t, last) in part.topic_input.iter().enumerate() {
+                let quiet = last.map_or(now, |l| l);
+                let quiet_for = now.saturating_duration_since(quiet);
+                let caught_up = match (
+                    high.get(&(self.topics[t].clone(), *p)),
+                    part.tps[t].next_offset,
+                ) {
+                    _ if !part.assigned[t] => true,
+                    (Some(hi), Some(next)) => next >= *hi,
+                    (Some(hi), None) => *hi <= 0,
+                    (None, _) => quiet_for >= SOURCE_IDLE_UNKNOWN,
+                };
+                if caught_up && (last.is_none() || quiet_for >= SOURCE_IDLE) {
+                    let mut e = lock(&part.engine);
+                    e.source_idle(t);
+                    outs.extend(e.take_alerts());
+                }
+            }
+        }
         for (p, part) in &self.parts {
             let idle = now.saturating_duration_since(part.last_input);
             if idle < idle_timeout {
