@@ -310,3 +310,16 @@ impl Customer {
         (now - self.first_seen) as f64 / DAY_MS as f64
     }
 }
+
+#[cfg(test)]
+mod size_tests {
+    use super::*;
+
+    /// Memory per customer is a product target (see the README's benchmarks):
+    /// the fixed part must not grow unnoticed.
+    #[test]
+    fn customer_state_stays_small() {
+        assert!(std::mem::size_of::<Customer>() <= 168, "{}", std::mem::size_of::<Customer>());
+        assert!(std::mem::size_of::<Billing>() <= 136, "{}", std::mem::size_of::<Billing>());
+    }
+}
