@@ -73,10 +73,20 @@ pub fn load_config(
     env: impl IntoIterator<Item = (String, String)>,
     flags: &Overrides,
 ) -> Result<Config, ConfigErrors> {
-    let mut raw = match path {
+    let raw = match path {
         Some(p) => RawConfig::from_file(p)?,
         None => RawConfig::default(),
     };
+    finish_config(raw, env, flags)
+}
+
+/// Applies `CHURNWATCH_*` variables and flags over `raw` and validates,
+/// listing every problem (env and file alike) at once.
+pub fn finish_config(
+    mut raw: RawConfig,
+    env: impl IntoIterator<Item = (String, String)>,
+    flags: &Overrides,
+) -> Result<Config, ConfigErrors> {
     let mut errors = match raw.apply_env(env) {
         Ok(()) => Vec::new(),
         Err(e) => e.0,

@@ -125,22 +125,11 @@ pub fn demo_config(
         // The generator's key features (docs/generator.md).
         raw.key_features = Some(vec!["reports".into(), "exports".into()]);
     }
-    let mut errors = match raw.apply_env(env) {
-        Ok(()) => Vec::new(),
-        Err(e) => e.0,
+    let flags = crate::app::Overrides {
+        brokers: Some(brokers.to_string()),
+        listen: args.listen.clone(),
     };
-    raw.kafka.brokers = Some(brokers.to_string());
-    if let Some(l) = &args.listen {
-        raw.http.listen = Some(l.clone());
-    }
-    match raw.validate() {
-        Ok(c) if errors.is_empty() => Ok(c),
-        Ok(_) => Err(ConfigErrors(errors)),
-        Err(e) => {
-            errors.extend(e.0);
-            Err(ConfigErrors(errors))
-        }
-    }
+    crate::app::finish_config(raw, env, &flags)
 }
 
 /// One line of the live summary.

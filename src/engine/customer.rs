@@ -319,7 +319,15 @@ mod size_tests {
     /// the fixed part must not grow unnoticed.
     #[test]
     fn customer_state_stays_small() {
-        assert!(std::mem::size_of::<Customer>() <= 168, "{}", std::mem::size_of::<Customer>());
-        assert!(std::mem::size_of::<Billing>() <= 136, "{}", std::mem::size_of::<Billing>());
+        assert!(
+            std::mem::size_of::<Customer>() <= 168,
+            "{}",
+            std::mem::size_of::<Customer>()
+        );
+        assert!(
+            std::mem::size_of::<Billing>() <= 136,
+            "{}",
+            std::mem::size_of::<Billing>()
+        );
     }
 }

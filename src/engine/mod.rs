@@ -764,15 +764,7 @@ impl Engine {
             EventKind::SubscriptionStarted { mrr, .. } => {
                 let plan = plan_id.unwrap_or(0);
                 if b.status == Some(SubStatus::Active) {
-                    if b.mrr != mrr || b.plan != plan {
-                        facts.push(Fact::MrrChanged {
-                            plan: name(plan),
-                            old_mrr: b.mrr,
-                            new_mrr: mrr,
-                        });
-                        b.mrr = mrr;
-                        b.plan = plan;
-                    }
+                    change_mrr(b, &mut facts, plan, mrr, name(plan));
                 } else {
                     rejoin(b, &mut facts, plan, mrr);
                 }
@@ -781,17 +773,7 @@ impl Engine {
                 let plan = plan_id.unwrap_or(b.plan);
                 let mrr = mrr.unwrap_or(b.mrr);
                 match b.status {
-                    Some(SubStatus::Active) => {
-                        if mrr != b.mrr || plan != b.plan {
-                            facts.push(Fact::MrrChanged {
-                                plan: name(plan),
-                                old_mrr: b.mrr,
-                                new_mrr: mrr,
-                            });
-                            b.mrr = mrr;
-                            b.plan = plan;
-                        }
-                    }
+                    Some(SubStatus::Active) => change_mrr(b, &mut facts, plan, mrr, name(plan)),
                     _ => rejoin(b, &mut facts, plan, mrr),
                 }
             }
@@ -1414,6 +1396,19 @@ fn quantile(v: &mut [f64], q: f64) -> Option<f64> {
     }
     v.sort_by(|a, b| a.total_cmp(b));
     Some(v[((v.len() - 1) as f64 * q).round() as usize])
+}
+
+/// A subscribed customer's plan or MRR changed (without a downgrade record).
+fn change_mrr(b: &mut Billing, facts: &mut Vec<Fact>, plan: u16, mrr: i64, plan_name: Box<str>) {
+    if b.mrr != mrr || b.plan != plan {
+        facts.push(Fact::MrrChanged {
+            plan: plan_name,
+            old_mrr: b.mrr,
+            new_mrr: mrr,
+        });
+        b.mrr = mrr;
+        b.plan = plan;
+    }
 }
 
 fn churn(b: &mut Billing, ts: Ts, kind: CancelKind, facts: &mut Vec<Fact>) {
