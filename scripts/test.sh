@@ -37,8 +37,9 @@ if ! python3 -c 'import yaml' >/dev/null 2>&1; then
 fi
 
 if cargo nextest --version >/dev/null 2>&1; then
+    # Doc tests first: nextest's summary line must close the output.
+    cargo test --doc --quiet
     cargo nextest run --all-targets "$@"
-    cargo test --doc
 else
     cargo test --all-targets "$@"
 fi
