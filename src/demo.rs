@@ -50,8 +50,9 @@ pub struct DemoArgs {
     /// Days of traffic to simulate.
     #[arg(long, default_value_t = 120)]
     pub days: u32,
-    /// Days produced at once before the accelerated clock starts (history for baselines).
-    #[arg(long, default_value_t = 7)]
+    /// Days produced at once before the accelerated clock starts: history for
+    /// the 8-week baselines, so the first churn stories play out within seconds.
+    #[arg(long, default_value_t = 60)]
     pub history_days: u32,
     /// HTTP listen address for /metrics and the API [default: 127.0.0.1:9464].
     #[arg(long)]
