@@ -758,17 +758,28 @@ async fn kafka_run_matches_backtest_alert_ids() {
         );
     }
 
-    // The API and /metrics see the same customers.
-    let (_, m) = http_get(&addr, "/metrics", None).expect("metrics");
-    let tracked: f64 = m
-        .lines()
-        .filter(|l| l.starts_with("churnwatch_customers_tracked"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
+    // The API and /metrics see the same customers. Customers first seen in
+    // the last `allowed_lateness` are still buffered until the idle tick
+    // (`kafka.idle_timeout`, 30 s here) moves the partition's clock on.
+    let tracked = |addr: &str| -> Option<usize> {
+        let (_, m) = http_get(addr, "/metrics", None).ok()?;
+        let n: f64 = m
+            .lines()
+            .filter(|l| l.starts_with("churnwatch_customers_tracked"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        Some(n as usize)
+    };
+    let all = block(|| {
+        wait_for(Duration::from_secs(60), || {
+            tracked(&addr).filter(|n| *n == engine.customer_count())
+        })
+    });
     assert_eq!(
-        tracked as usize,
-        engine.customer_count(),
-        "customers tracked"
+        all,
+        Some(engine.customer_count()),
+        "customers tracked: {:?}",
+        tracked(&addr)
     );
     let row = engine
         .customers()
