@@ -643,7 +643,8 @@ enum Rhythm {
     Bursty,
 }
 
-/// How long before churning a churner's usage starts to drift down.
+/// How long before churning a churner's usage starts to drift down (a gradual
+/// decliner's decline then continues from the drifted level).
 const PRE_CHURN_DRIFT: Ts = 60 * DAY_MS;
 /// How far it would have drifted by the churn (0.5 = usage at 50%).
 const PRE_CHURN_DRIFT_DEPTH: f64 = 0.5;
@@ -653,8 +654,7 @@ const PRE_CHURN_DRIFT_DEPTH: f64 = 0.5;
 fn pre_churn_level(s: &StoryPlan, t: Ts) -> f64 {
     let end = match s.story {
         Story::PaymentNotRecovered => s.churn_at,
-        // A gradual decline is its own long lead: no drift before it.
-        Story::AbruptStop => s.cancel_at,
+        Story::GradualDeclineCancel | Story::AbruptStop => s.cancel_at,
         _ => None,
     };
     let Some(end) = end else { return 1.0 };
