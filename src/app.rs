@@ -83,28 +83,18 @@ pub fn load_config(
 /// Applies `CHURNWATCH_*` variables and flags over `raw` and validates,
 /// listing every problem (env and file alike) at once.
 pub fn finish_config(
-    mut raw: RawConfig,
+    raw: RawConfig,
     env: impl IntoIterator<Item = (String, String)>,
     flags: &Overrides,
 ) -> Result<Config, ConfigErrors> {
-    let mut errors = match raw.apply_env(env) {
-        Ok(()) => Vec::new(),
-        Err(e) => e.0,
-    };
-    if let Some(b) = &flags.brokers {
-        raw.kafka.brokers = Some(b.clone());
-    }
-    if let Some(l) = &flags.listen {
-        raw.http.listen = Some(l.clone());
-    }
-    match raw.validate() {
-        Ok(c) if errors.is_empty() => Ok(c),
-        Ok(_) => Err(ConfigErrors(errors)),
-        Err(e) => {
-            errors.extend(e.0);
-            Err(ConfigErrors(errors))
+    crate::config::finish(raw, env, |raw| {
+        if let Some(b) = &flags.brokers {
+            raw.kafka.brokers = Some(b.clone());
         }
-    }
+        if let Some(l) = &flags.listen {
+            raw.http.listen = Some(l.clone());
+        }
+    })
 }
 
 /// Readiness as seen by `/readyz`.

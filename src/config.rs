@@ -626,12 +626,31 @@ fn merge_params(p: &mut AlertParams, raw: &RawAlertParams, key: &str, errors: &m
 
 /// Loads file (optional) + environment, and validates.
 pub fn load(path: Option<&Path>) -> Result<Config, ConfigErrors> {
-    let mut raw = match path {
+    let raw = match path {
         Some(p) => RawConfig::from_file(p)?,
         None => RawConfig::default(),
     };
-    raw.apply_env(std::env::vars())?;
-    raw.validate()
+    finish(raw, std::env::vars(), |_| {})
+}
+
+/// Applies `CHURNWATCH_*` variables from `env`, then `flags` (command-line
+/// overrides), and validates, listing the environment's and the file's
+/// problems together.
+pub fn finish(
+    mut raw: RawConfig,
+    env: impl IntoIterator<Item = (String, String)>,
+    flags: impl FnOnce(&mut RawConfig),
+) -> Result<Config, ConfigErrors> {
+    let mut errors = raw.apply_env(env).err().map(|e| e.0).unwrap_or_default();
+    flags(&mut raw);
+    match raw.validate() {
+        Ok(c) if errors.is_empty() => Ok(c),
+        Ok(_) => Err(ConfigErrors(errors)),
+        Err(e) => {
+            errors.extend(e.0);
+            Err(ConfigErrors(errors))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -696,6 +715,22 @@ mod tests {
             assert!(all.contains(key), "missing {key} in:\n{all}");
         }
         assert_eq!(errs.len(), 8, "{all}");
+    }
+
+    #[test]
+    fn environment_and_file_problems_are_listed_together() {
+        let raw: RawConfig = toml::from_str("allowed_lateness = \"soon\"").unwrap();
+        let env = [("CHURNWATCH_DUNING_GRACE".to_string(), "3d".to_string())];
+        let errs = finish(raw, env, |_| {}).unwrap_err().0;
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert!(
+            errs[0].contains("CHURNWATCH_DUNING_GRACE") && errs[1].contains("allowed_lateness")
+        );
+        let flagged = finish(RawConfig::default(), [], |r| {
+            r.kafka.brokers = Some("k:9092".into())
+        })
+        .unwrap();
+        assert_eq!(flagged.kafka.brokers, "k:9092");
     }
 
     #[test]
