@@ -200,6 +200,11 @@ pub async fn start(cfg: Config, cancel: CancellationToken) -> Result<Running, Ap
     tracing::info!(partitions, "input topics are co-partitioned");
 
     let metrics = Metrics::new()?;
+    metrics.register_input_topics(&[
+        cfg.kafka.usage_topic.as_str(),
+        cfg.kafka.billing_topic.as_str(),
+        cfg.kafka.feedback_topic.as_str(),
+    ]);
     let shared = Arc::new(SharedState::default());
     let listener = tokio::net::TcpListener::bind(&cfg.http.listen)
         .await

@@ -275,6 +275,17 @@ fn help(name: &str) -> &'static str {
 pub type MetricsError = prometheus::Error;
 
 impl Metrics {
+    /// Exports the per-topic counters at zero from the start, so a dashboard
+    /// shows "none" rather than "no data" before the first late, duplicate or
+    /// replayed event.
+    pub fn register_input_topics(&self, topics: &[&str]) {
+        for t in topics {
+            self.events_late.with_label_values(&[t]);
+            self.events_duplicate.with_label_values(&[t]);
+            self.events_replayed.with_label_values(&[t]);
+        }
+    }
+
     /// Creates and registers every metric.
     pub fn new() -> Result<Self, MetricsError> {
         let registry = Registry::new();
