@@ -20,9 +20,10 @@ pub struct Health {
 }
 
 /// Largest deduction per signal.
-pub const WEIGHTS: [(&str, f64); 10] = [
+pub const WEIGHTS: [(&str, f64); 11] = [
     ("recency", 25.0),
     ("frequency", 25.0),
+    ("trend", 15.0),
     ("seats", 10.0),
     ("key_feature", 5.0),
     ("payment", 25.0),
@@ -85,8 +86,8 @@ pub fn score(c: &Customer, ctx: &Ctx<'_>, seats_min_baseline: f64) -> Health {
         let sd = engagement::week_sd_from_days(c, ctx.today)
             .max(expected.sqrt())
             .max(1.0);
-        // Normal week-to-week swings (under 1 sd) cost nothing.
-        let confidence = (((expected - current) / sd - 1.0) / 1.5).clamp(0.0, 1.0);
+        // Normal week-to-week swings (under 1.5 sd) cost nothing.
+        let confidence = (((expected - current) / sd - 1.5) / 1.5).clamp(0.0, 1.0);
         let drop = 1.0 - current / expected;
         d.push((
             "frequency",
@@ -99,6 +100,20 @@ pub fn score(c: &Customer, ctx: &Ctx<'_>, seats_min_baseline: f64) -> Health {
                 "frequency",
                 0.5 * w("frequency") * ramp(0.10 - p, 0.0, 0.10),
             ));
+        }
+    }
+
+    // Trend: a steady slide over the last eight weeks, even while each week
+    // still looks normal against the one before.
+    if weeks >= engagement::MIN_BASELINE_WEEKS {
+        if let Some((slope, t, mean)) = c.activity.daily_trend(ctx.today - 56, ctx.today) {
+            let slide = -slope * 56.0 / mean.max(1e-9);
+            if t < 0.0 {
+                d.push((
+                    "trend",
+                    w("trend") * ramp(-t, 1.5, 3.0) * ramp(slide, 0.1, 0.4),
+                ));
+            }
         }
     }
 
