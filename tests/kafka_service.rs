@@ -781,6 +781,39 @@ async fn kafka_run_matches_backtest_alert_ids() {
         "customers tracked: {:?}",
         tracked(&addr)
     );
+    // The business gauges (overall) match the backtest summary's rolling window.
+    let overall = |addr: &str, name: &str| -> Option<f64> {
+        let (_, m) = http_get(addr, "/metrics", None).ok()?;
+        let prefix = format!("{name}{{plan=\"all\",segment=\"all\"}} ");
+        m.lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str())?.trim().parse().ok())
+    };
+    let biz = &summary.business_rolling["overall"];
+    assert!(
+        biz["customers_end"].as_f64() > Some(0.0) && biz["mrr_end"].as_f64() > Some(0.0),
+        "{biz}"
+    );
+    for (gauge, field) in [
+        ("churnwatch_business_customers_end", "customers_end"),
+        ("churnwatch_business_mrr_end", "mrr_end"),
+        ("churnwatch_business_new_customers", "new"),
+    ] {
+        let want = biz[field]
+            .as_f64()
+            .unwrap_or_else(|| panic!("summary has {field}: {biz}"));
+        let seen = block(|| {
+            wait_for(Duration::from_secs(15), || {
+                overall(&addr, gauge).filter(|v| *v == want)
+            })
+        });
+        assert_eq!(
+            seen,
+            Some(want),
+            "{gauge}: /metrics shows {:?}",
+            overall(&addr, gauge)
+        );
+    }
+
     let row = engine
         .customers()
         .into_iter()
