@@ -8,16 +8,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [[ -z "${TANSU_BIN:-}" ]]; then
-    if command -v tansu >/dev/null 2>&1; then
-        TANSU_BIN="$(command -v tansu)"
-    elif [[ -x "${CARGO_HOME:-$HOME/.cargo}/bin/tansu" ]]; then
-        TANSU_BIN="${CARGO_HOME:-$HOME/.cargo}/bin/tansu"
-    else
-        echo "tansu not found: run scripts/test.sh once (it installs it) or set TANSU_BIN" >&2
-        exit 2
-    fi
-fi
-export TANSU_BIN
+TANSU_INSTALL=0 source scripts/tansu-env.sh
 echo "nproc: $(nproc); tansu: $TANSU_BIN" >&2
 cargo bench --bench pipeline -- "$@"

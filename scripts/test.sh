@@ -4,18 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [[ -z "${TANSU_BIN:-}" ]]; then
-    if command -v tansu >/dev/null 2>&1; then
-        TANSU_BIN="$(command -v tansu)"
-    elif [[ -x "${CARGO_HOME:-$HOME/.cargo}/bin/tansu" ]]; then
-        TANSU_BIN="${CARGO_HOME:-$HOME/.cargo}/bin/tansu"
-    else
-        echo "installing the Tansu test broker (once; takes a few minutes)..." >&2
-        cargo install tansu --locked --features dynostore,libsql
-        TANSU_BIN="${CARGO_HOME:-$HOME/.cargo}/bin/tansu"
-    fi
-fi
-export TANSU_BIN
+TANSU_INSTALL=1 source scripts/tansu-env.sh
 echo "using Tansu at $TANSU_BIN" >&2
 
 # tests/dashboards.rs runs a real Prometheus (and promtool, amtool) from the
