@@ -390,6 +390,16 @@ fn churned_alerts(broker: &TestBroker, at_least: usize) -> (Vec<String>, BTreeSe
     (ids, churned)
 }
 
+/// Every alert id on the topic is there once: nothing was re-emitted.
+fn assert_emitted_once(ids: &[String]) {
+    let unique: BTreeSet<&String> = ids.iter().collect();
+    assert_eq!(
+        unique.len(),
+        ids.len(),
+        "an alert was emitted twice: {ids:?}"
+    );
+}
+
 async fn cancel_batch(
     broker: &TestBroker,
     partitions: i32,
@@ -454,12 +464,7 @@ async fn sigterm_then_restart_neither_loses_nor_reemits_alerts() {
     // Give a re-emission time to show up, then count again.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (ids, churned) = block(|| churned_alerts(&broker, 10));
-    let unique: BTreeSet<&String> = ids.iter().collect();
-    assert_eq!(
-        unique.len(),
-        ids.len(),
-        "an alert was emitted twice: {ids:?}"
-    );
+    assert_emitted_once(&ids);
     let expected: BTreeSet<String> = (1..11).map(|i| format!("c-{i}")).collect();
     assert_eq!(churned, expected);
     let status = block(|| svc.sigterm());
@@ -587,12 +592,7 @@ async fn two_instances_share_the_partitions_and_emit_each_alert_once() {
     assert_eq!(churned.len(), 10, "{churned:?}");
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (ids, _) = block(|| churned_alerts(&broker, 10));
-    let unique: BTreeSet<&String> = ids.iter().collect();
-    assert_eq!(
-        unique.len(),
-        ids.len(),
-        "an alert was emitted twice: {ids:?}"
-    );
+    assert_emitted_once(&ids);
     cancel.cancel();
     for s in services {
         s.await.expect("service task").expect("clean shutdown");

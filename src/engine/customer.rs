@@ -304,11 +304,6 @@ impl Customer {
             })
             + self.firing.capacity() * std::mem::size_of::<Firing>()
     }
-
-    /// Days since the customer was first seen.
-    pub fn age_days(&self, now: Ts) -> f64 {
-        (now - self.first_seen) as f64 / DAY_MS as f64
-    }
 }
 
 #[cfg(test)]

@@ -958,11 +958,6 @@ impl Engine {
         }
     }
 
-    /// Health of a customer at `now`.
-    pub fn health_at(&self, id: &str, now: Ts) -> Option<Health> {
-        self.find(id).map(|ix| self.health(ix, now))
-    }
-
     fn health(&self, ix: u32, now: Ts) -> Health {
         let c = &self.customers[ix as usize];
         let plan_id = Self::plan_of(c);
