@@ -131,10 +131,11 @@ impl Activity {
     /// out each weekday's mean: (slope per day, its t statistic, mean per day).
     pub fn daily_trend(&self, from: i32, to: i32) -> Option<(f64, f64, f64)> {
         let n = (to - from) as usize;
-        if n < 14 {
+        if !(14..=64).contains(&n) {
             return None;
         }
-        let mut x = vec![0.0f64; n];
+        // On the stack: this runs for every customer on each metrics refresh.
+        let mut x = [0.0f64; 64];
         let mut it = self.range(from, to).peekable();
         for (i, day) in (from..to).enumerate() {
             if let Some(b) = it.peek().filter(|b| b.day == day) {
@@ -142,6 +143,7 @@ impl Activity {
                 it.next();
             }
         }
+        let x = &x[..n];
         let mean = x.iter().sum::<f64>() / n as f64;
         let mut wd_sum = [0.0f64; 7];
         let mut wd_n = [0.0f64; 7];
@@ -151,14 +153,11 @@ impl Activity {
             wd_n[w] += 1.0;
         }
         // Deseasonalised series, regressed on the day index.
-        let y: Vec<f64> = x
-            .iter()
-            .enumerate()
-            .map(|(i, v)| {
-                let w = (from + i as i32).rem_euclid(7) as usize;
-                v - wd_sum[w] / wd_n[w]
-            })
-            .collect();
+        let mut y = [0.0f64; 64];
+        for (i, (yi, v)) in y.iter_mut().zip(x).enumerate() {
+            let w = (from + i as i32).rem_euclid(7) as usize;
+            *yi = v - wd_sum[w] / wd_n[w];
+        }
         let tm = (n as f64 - 1.0) / 2.0;
         let sxx: f64 = (0..n).map(|i| (i as f64 - tm).powi(2)).sum();
         let slope = (0..n).map(|i| (i as f64 - tm) * y[i]).sum::<f64>() / sxx;
