@@ -596,3 +596,42 @@ fn late_within_lateness_gives_identical_alerts() {
     assert_eq!(json(&sorted), json(&eng.take_alerts()));
     assert!(!sorted.is_empty());
 }
+
+/// The README's per-alert defaults table is the user's reference: it must
+/// say exactly what `default_params` does.
+#[test]
+fn readme_alert_defaults_match_the_code() {
+    let readme = include_str!("../../README.md");
+    let start = readme
+        .find("| alert | severity | fire | resolve | min_baseline | significance | window |")
+        .expect("README has the per-alert defaults table");
+    let num = |cell: &str| -> f64 {
+        if cell == "-" {
+            0.0
+        } else {
+            cell.trim_end_matches('d').parse().expect("a number")
+        }
+    };
+    let mut seen = Vec::new();
+    for line in readme[start..].lines().skip(2) {
+        if !line.starts_with('|') {
+            break;
+        }
+        let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
+        assert_eq!(cells.len(), 7, "row {line:?}");
+        let name = cells[0].trim_matches('`');
+        let kind = AlertKind::ALL
+            .into_iter()
+            .find(|k| k.name() == name)
+            .unwrap_or_else(|| panic!("unknown alert {name:?} in README"));
+        let p = kind.default_params();
+        assert_eq!(cells[1], p.severity, "{name} severity");
+        assert_eq!(num(cells[2]), p.fire, "{name} fire");
+        assert_eq!(num(cells[3]), p.resolve, "{name} resolve");
+        assert_eq!(num(cells[4]), p.min_baseline, "{name} min_baseline");
+        assert_eq!(num(cells[5]), p.significance, "{name} significance");
+        assert_eq!(num(cells[6]) as i64 * DAY_MS, p.window, "{name} window");
+        seen.push(kind);
+    }
+    assert_eq!(seen, AlertKind::ALL, "one row per alert, in order");
+}
