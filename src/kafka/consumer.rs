@@ -315,6 +315,7 @@ pub struct ConsumerLoop {
     assigned_once: bool,
     /// When the business gauges are next recomputed (each replays the ledgers).
     business_due: Instant,
+    snapshot_due: Instant,
     /// `events_consumed` children by (topic, type index), looked up once:
     /// a label lookup per message shows in profiles.
     consumed: [[Option<IntCounter>; EVENT_TYPES.len()]; 3],
@@ -348,6 +349,7 @@ impl ConsumerLoop {
             cancel,
             assigned_once: false,
             business_due: Instant::now(),
+            snapshot_due: Instant::now(),
             consumed: Default::default(),
         }
     }
@@ -778,6 +780,10 @@ impl ConsumerLoop {
     fn refresh_metrics(&mut self) {
         let high = lock(&self.consumer.context().high).clone();
         let mut total_lag: u64 = 0;
+        // A snapshot computes every customer's health: like the business
+        // report below, at most every second and ~2% of the loop's time.
+        let snapshot_started = Instant::now();
+        let take_snapshot = snapshot_started >= self.snapshot_due;
         let mut snapshots = Vec::with_capacity(self.parts.len());
         let (mut customers, mut bytes) = (0usize, 0usize);
         for (p, part) in &self.parts {
@@ -796,11 +802,16 @@ impl ConsumerLoop {
                     .set(lag);
             }
             let e = lock(&part.engine);
-            snapshots.push(e.snapshot());
+            if take_snapshot {
+                snapshots.push(e.snapshot());
+            }
             customers += e.customer_count();
             bytes += e.state_bytes();
         }
-        self.metrics.set_engine(&snapshots);
+        if take_snapshot {
+            self.metrics.set_engine(&snapshots);
+            self.snapshot_due = Instant::now() + METRICS_EVERY.max(snapshot_started.elapsed() * 50);
+        }
         if Instant::now() >= self.business_due {
             // A report replays each partition's ledger: recompute at most
             // every second, and spend at most ~2% of the loop's time on it.
