@@ -148,6 +148,32 @@ impl Names {
     }
 }
 
+/// Every customer id in one string (one allocation instead of one per
+/// customer), by customer index; customers are never removed.
+#[derive(Debug, Default)]
+struct Ids {
+    text: String,
+    /// End of each id in `text`.
+    ends: Vec<usize>,
+}
+
+impl Ids {
+    fn push(&mut self, id: &str) {
+        self.text.push_str(id);
+        self.ends.push(self.text.len());
+    }
+
+    fn get(&self, ix: u32) -> &str {
+        let i = ix as usize;
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.text[start..self.ends[i]]
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.text.capacity() + self.ends.capacity() * std::mem::size_of::<usize>()
+    }
+}
+
 /// One row of `--customers-out` (and of the at-risk API).
 #[derive(Debug, Clone, Serialize)]
 pub struct CustomerRow {
@@ -225,6 +251,8 @@ pub struct Engine {
     cfg: Arc<Config>,
     index: HashTable<u32>,
     customers: Vec<Customer>,
+    /// Customer ids, by customer index.
+    ids: Ids,
     hasher: FxBuildHasher,
     plans: Names,
     segments: Names,
@@ -260,6 +288,7 @@ impl Engine {
             cfg,
             index: HashTable::new(),
             customers: Vec::new(),
+            ids: Ids::default(),
             hasher: FxBuildHasher,
             plans: Names::default(),
             segments: Names::default(),
@@ -467,10 +496,95 @@ impl Engine {
     /// Approximate bytes of state.
     pub fn state_bytes(&self) -> usize {
         self.customers.iter().map(Customer::bytes).sum::<usize>()
+            + self.ids.heap_bytes()
             + self.index.capacity() * 5
             + (self.run.len() + self.heap.len())
                 * (std::mem::size_of::<Pending>() + std::mem::size_of::<Event>())
             + self.dedup.capacity() * 17
+    }
+
+    /// State by part, as (part, bytes, heap allocations), with each
+    /// allocation charged as glibc malloc does (16-byte granules, 8-byte
+    /// header, 32 bytes at least): for the memory benchmark.
+    pub fn memory_breakdown(&self) -> Vec<(&'static str, usize, usize)> {
+        fn m(bytes: usize) -> usize {
+            if bytes == 0 {
+                0
+            } else {
+                ((bytes + 8 + 15) & !15).max(32)
+            }
+        }
+        let mut parts: Vec<(&'static str, usize, usize)> = Vec::new();
+        let mut add = |name: &'static str, bytes: usize, allocs: usize| match parts
+            .iter_mut()
+            .find(|p| p.0 == name)
+        {
+            Some(p) => {
+                p.1 += bytes;
+                p.2 += allocs;
+            }
+            None => parts.push((name, bytes, allocs)),
+        };
+        add(
+            "customers (fixed, incl. Vec slack)",
+            self.customers.capacity() * std::mem::size_of::<Customer>(),
+            1,
+        );
+        for c in &self.customers {
+            add(
+                "activity",
+                m(c.activity.heap_bytes()),
+                usize::from(c.activity.heap_bytes() > 0),
+            );
+            if let Some(s) = c.seats() {
+                add("seats", m(s.heap_bytes()), 1);
+            }
+            if let Some(k) = &c.key_features {
+                add("key_features", m(k.len() * 16), 1);
+            }
+            if let Some(b) = &c.billing {
+                add(
+                    "billing",
+                    m(std::mem::size_of::<Billing>()) + m(b.heap_bytes()),
+                    1,
+                );
+            }
+            if let Some(f) = &c.feedback {
+                add(
+                    "feedback",
+                    m(std::mem::size_of::<Feedback>())
+                        + m(f.tickets.capacity() * std::mem::size_of::<Ticket>()),
+                    1 + usize::from(f.tickets.capacity() > 0),
+                );
+            }
+            if !c.firing.is_empty() {
+                let inner: usize = c.firing.iter().map(|f| m(f.summary.capacity()) + 64).sum();
+                add(
+                    "firing",
+                    m(c.firing.heap_bytes()) + inner,
+                    2 + c.firing.len(),
+                );
+            }
+        }
+        add("ids", self.ids.heap_bytes(), 2);
+        add("index", self.index.capacity() * 5, 1);
+        add("timers", self.timers.capacity() * 16, 1);
+        add(
+            "dedup",
+            self.dedup.capacity() * 17 + self.dedup_queue.capacity() * 16,
+            2,
+        );
+        add(
+            "reorder buffer",
+            (self.run.capacity() + self.heap.capacity()) * std::mem::size_of::<Pending>(),
+            2,
+        );
+        add(
+            "ledger",
+            self.ledger.heap_bytes(),
+            self.ledger.len() / 65_536 + 4,
+        );
+        parts
     }
 
     /// Business metrics over `[start, end)`.
@@ -505,9 +619,7 @@ impl Engine {
 
     fn find(&self, id: &str) -> Option<u32> {
         let h = self.hasher.hash_one(id);
-        self.index
-            .find(h, |&ix| &*self.customers[ix as usize].id == id)
-            .copied()
+        self.index.find(h, |&ix| self.ids.get(ix) == id).copied()
     }
 
     fn find_or_insert(&mut self, id: &str, ts: Ts) -> u32 {
@@ -515,11 +627,12 @@ impl Engine {
             return ix;
         }
         let ix = self.customers.len() as u32;
-        self.customers.push(Customer::new(id.into(), ts));
+        self.customers.push(Customer::new(ts));
+        self.ids.push(id);
         let h = self.hasher.hash_one(id);
-        let (customers, hasher) = (&self.customers, &self.hasher);
+        let (ids, hasher) = (&self.ids, &self.hasher);
         self.index
-            .insert_unique(h, ix, |&i| hasher.hash_one(&*customers[i as usize].id));
+            .insert_unique(h, ix, |&i| hasher.hash_one(ids.get(i)));
         ix
     }
 
@@ -747,12 +860,12 @@ impl Engine {
             b.plan = plan;
             b.mrr = mrr;
             b.sub_started = ts;
-            b.dunning_since = None;
+            b.set_dunning_since(None);
             b.dunning_attempts = 0;
-            b.downgrade = None;
+            b.set_downgrade(None);
             if reactivation {
-                b.churned = None;
-                b.reactivated_at = Some(ts);
+                b.clear_churned();
+                b.set_reactivated_at(ts);
             }
             facts.push(Fact::Joined {
                 plan: name(plan),
@@ -786,9 +899,9 @@ impl Engine {
                     let prev_for_downgrade = previous_mrr.unwrap_or(old);
                     let old_plan = b.plan;
                     if mrr < prev_for_downgrade {
-                        b.downgrade = Some((ts, old_plan, prev_for_downgrade, mrr));
-                    } else if b.downgrade.is_some_and(|(_, _, prev, _)| mrr >= prev) {
-                        b.downgrade = None;
+                        b.set_downgrade(Some((ts, old_plan, prev_for_downgrade, mrr)));
+                    } else if b.downgrade().is_some_and(|(_, _, prev, _)| mrr >= prev) {
+                        b.set_downgrade(None);
                     }
                     if mrr != old || plan != old_plan {
                         facts.push(Fact::MrrChanged {
@@ -809,8 +922,8 @@ impl Engine {
                 attempt,
             } => {
                 if b.status == Some(SubStatus::Active) {
-                    if b.dunning_since.is_none() {
-                        b.dunning_since = Some(ts);
+                    if b.dunning_since().is_none() {
+                        b.set_dunning_since(Some(ts));
                         b.dunning_attempts = 0;
                         facts.push(Fact::DunningOpened);
                     }
@@ -818,7 +931,7 @@ impl Engine {
                         .dunning_attempts
                         .saturating_add(1)
                         .max(attempt.unwrap_or(0));
-                    b.dunning_reason = reason.or(b.dunning_reason.take());
+                    b.note_dunning_reason(reason);
                     if b.mrr == 0 {
                         if let Some(m) = mrr {
                             b.mrr = m;
@@ -828,13 +941,13 @@ impl Engine {
             }
             EventKind::PaymentSucceeded { .. } => match b.status {
                 Some(SubStatus::Active) => {
-                    if b.dunning_since.take().is_some() {
+                    if b.take_dunning_since().is_some() {
                         b.dunning_attempts = 0;
                         facts.push(Fact::DunningClosed { recovered: true });
                     }
                 }
                 Some(SubStatus::Churned) => {
-                    let (plan, mrr) = (b.plan, b.churned_mrr);
+                    let (plan, mrr) = (b.plan, b.churned_mrr());
                     rejoin(b, &mut facts, plan, mrr);
                 }
                 None => {}
@@ -913,8 +1026,7 @@ impl Engine {
                     ));
                 }
                 None => {
-                    if let Some(pos) = c.firing.iter().position(|f| f.kind == kind) {
-                        let old = c.firing.remove(pos);
+                    if let Some(old) = c.firing.remove_kind(kind) {
                         let ends = now.max(old.starts_at);
                         let summary = format!("Resolved: {}", resolved_summary(kind));
                         transitions.push((
@@ -934,7 +1046,7 @@ impl Engine {
         let c = &self.customers[ix as usize];
         for (kind, status, starts_at, ends_at, summary, evidence) in transitions {
             let event = AlertEvent {
-                customer_id: c.id.clone(),
+                customer_id: self.ids.get(ix).into(),
                 alert: kind,
                 status,
                 severity: self.cfg.alert(kind, plan).severity.clone(),
@@ -945,7 +1057,7 @@ impl Engine {
                 health_score: health.score,
                 mrr_at_risk: c.mrr().map(|m| {
                     if kind == AlertKind::Churned {
-                        c.billing.as_ref().map_or(m, |b| b.churned_mrr)
+                        c.billing.as_ref().map_or(m, |b| b.churned_mrr())
                     } else {
                         m
                     }
@@ -993,10 +1105,10 @@ impl Engine {
         };
         if let Some(b) = &c.billing {
             if b.status == Some(SubStatus::Active) {
-                consider(b.dunning_since.map(|s| s + self.cfg.dunning_grace));
+                consider(b.dunning_since().map(|s| s + self.cfg.dunning_grace));
                 if c.is_firing(AlertKind::Downgrade) {
                     consider(
-                        b.downgrade
+                        b.downgrade()
                             .map(|(t, ..)| t + self.cfg.alert(AlertKind::Downgrade, plan).window),
                     );
                 }
@@ -1055,7 +1167,7 @@ impl Engine {
         let grace = self.cfg.dunning_grace;
         let mut facts = Vec::new();
         if let Some(b) = self.customers[ix as usize].billing.as_deref_mut() {
-            if let Some(since) = b.dunning_since {
+            if let Some(since) = b.dunning_since() {
                 if b.status == Some(SubStatus::Active) && since + grace <= at {
                     churn(b, since + grace, CancelKind::Involuntary, &mut facts);
                 }
@@ -1195,7 +1307,7 @@ impl Engine {
         }
         if c.billing
             .as_ref()
-            .and_then(|b| b.reactivated_at)
+            .and_then(|b| b.reactivated_at())
             .is_some_and(|t| now - t < THIRTY_DAYS)
         {
             return "reactivated";
@@ -1218,7 +1330,7 @@ impl Engine {
         let mrr = c.mrr();
         let at_risk = risk == "high" || !c.firing.is_empty();
         CustomerRow {
-            customer_id: c.id.clone(),
+            customer_id: self.ids.get(ix).into(),
             health_score: h.score,
             risk,
             firing: c
@@ -1269,7 +1381,7 @@ impl Engine {
                     "events": c.activity.events(from, to),
                     "quantity": (c.activity.quantity(from, to) * 100.0).round() / 100.0,
                     "active_days": c.activity.active_days(from, to),
-                    "active_users": c.seats.as_ref().map_or(0, |s| s.distinct(from, to)),
+                    "active_users": c.seats().map_or(0, |s| s.distinct(from, to)),
                 })
             })
             .collect();
@@ -1296,10 +1408,10 @@ impl Engine {
             "billing": b.map(|b| serde_json::json!({
                 "status": match b.status { Some(SubStatus::Active) => "active", Some(SubStatus::Churned) => "churned", None => "none" },
                 "subscribed_since": (b.sub_started != NEVER).then(|| format_ts(b.sub_started)),
-                "dunning_since": b.dunning_since.map(format_ts),
+                "dunning_since": b.dunning_since().map(format_ts),
                 "dunning_attempts": b.dunning_attempts,
-                "churned_at": b.churned.map(|(t, _)| format_ts(t)),
-                "churn_kind": b.churned.map(|(_, k)| k.as_str()),
+                "churned_at": b.churned().map(|(t, _)| format_ts(t)),
+                "churn_kind": b.churned().map(|(_, k)| k.as_str()),
             })),
             "feedback": c.feedback.as_deref().map(|f| serde_json::json!({
                 "nps": f.nps.map(|(s, t)| serde_json::json!({"score": s, "at": format_ts(t)})),
@@ -1326,7 +1438,7 @@ impl Engine {
             let plan = self.plans.name(Self::plan_of(c));
             for f in &c.firing {
                 out.push(AlertEvent {
-                    customer_id: c.id.clone(),
+                    customer_id: self.ids.get(ix as u32).into(),
                     alert: f.kind,
                     status: AlertStatus::Firing,
                     severity: self.cfg.alert(f.kind, plan).severity.clone(),
@@ -1408,13 +1520,12 @@ fn change_mrr(b: &mut Billing, facts: &mut Vec<Fact>, plan: u16, mrr: i64, plan_
 
 fn churn(b: &mut Billing, ts: Ts, kind: CancelKind, facts: &mut Vec<Fact>) {
     let had_sub = b.status == Some(SubStatus::Active);
-    if b.dunning_since.take().is_some() {
+    if b.take_dunning_since().is_some() {
         facts.push(Fact::DunningClosed { recovered: false });
     }
     b.dunning_attempts = 0;
     b.status = Some(SubStatus::Churned);
-    b.churned = Some((ts, kind));
-    b.churned_mrr = b.mrr;
+    b.set_churned(ts, kind, b.mrr);
     if had_sub {
         facts.push(Fact::Churned { kind, mrr: b.mrr });
     }

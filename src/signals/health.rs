@@ -146,11 +146,11 @@ pub fn score(c: &Customer, ctx: &Ctx<'_>, seats_min_baseline: f64) -> Health {
     }
 
     if let Some(b) = &c.billing {
-        if let Some(since) = b.dunning_since {
+        if let Some(since) = b.dunning_since() {
             let frac = (ctx.now - since) as f64 / ctx.dunning_grace.max(1) as f64;
             d.push(("payment", w("payment") * (0.6 + 0.4 * frac.clamp(0.0, 1.0))));
         }
-        if let Some((ts, _, prev, new)) = b.downgrade {
+        if let Some((ts, _, prev, new)) = b.downgrade() {
             if ctx.now - ts < 60 * DAY_MS && prev > 0 && new < prev {
                 let age = (ctx.now - ts) as f64 / (60 * DAY_MS) as f64;
                 d.push((
