@@ -157,16 +157,67 @@ impl Billing {
 }
 
 /// Latest feedback of each kind: (score, ts).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Feedback {
-    /// Latest NPS.
-    pub nps: Option<(u8, Ts)>,
-    /// Latest CSAT.
-    pub csat: Option<(u8, Ts)>,
-    /// Latest CES.
-    pub ces: Option<(u8, Ts)>,
-    /// Support tickets of the last 9 weeks.
+    /// When the latest NPS, CSAT and CES came (NEVER = none yet).
+    at: [Ts; 3],
+    /// Support tickets of the last 9 weeks (exactly sized: tickets are few).
     pub tickets: Vec<Ticket>,
+    /// The latest NPS, CSAT and CES scores.
+    score: [u8; 3],
+}
+
+/// Index of NPS in [`Feedback`]'s surveys.
+pub const NPS: usize = 0;
+/// Index of CSAT.
+pub const CSAT: usize = 1;
+/// Index of CES.
+pub const CES: usize = 2;
+
+impl Default for Feedback {
+    fn default() -> Self {
+        Self {
+            at: [NEVER; 3],
+            tickets: Vec::new(),
+            score: [0; 3],
+        }
+    }
+}
+
+impl Feedback {
+    /// Latest answer to survey `i` ([`NPS`], [`CSAT`], [`CES`]): (score, ts).
+    pub fn latest(&self, i: usize) -> Option<(u8, Ts)> {
+        (self.at[i] != NEVER).then(|| (self.score[i], self.at[i]))
+    }
+
+    /// Latest NPS.
+    pub fn nps(&self) -> Option<(u8, Ts)> {
+        self.latest(NPS)
+    }
+
+    /// Latest CSAT.
+    pub fn csat(&self) -> Option<(u8, Ts)> {
+        self.latest(CSAT)
+    }
+
+    /// Latest CES.
+    pub fn ces(&self) -> Option<(u8, Ts)> {
+        self.latest(CES)
+    }
+
+    /// Records an answer to survey `i` unless a later one is known.
+    pub fn note(&mut self, i: usize, score: u8, ts: Ts) {
+        if self.latest(i).is_none_or(|(_, t)| ts >= t) {
+            self.score[i] = score;
+            self.at[i] = ts;
+        }
+    }
+
+    /// Adds a ticket without spare room.
+    pub fn push_ticket(&mut self, t: Ticket) {
+        self.tickets.reserve_exact(1);
+        self.tickets.push(t);
+    }
 }
 
 /// One support ticket.

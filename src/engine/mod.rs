@@ -148,6 +148,27 @@ impl Names {
     }
 }
 
+/// A timer: (deadline, customer index) in 12 bytes instead of 16, ordered
+/// as that pair (the deadline as offset binary, high half first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Timer([u32; 3]);
+
+impl Timer {
+    fn new(at: Ts, ix: u32) -> Self {
+        let k = (at as u64) ^ (1 << 63);
+        Timer([(k >> 32) as u32, k as u32, ix])
+    }
+
+    fn at(self) -> Ts {
+        let k = (u64::from(self.0[0]) << 32) | u64::from(self.0[1]);
+        (k ^ (1 << 63)) as Ts
+    }
+
+    fn ix(self) -> u32 {
+        self.0[2]
+    }
+}
+
 /// Every customer id in one string (one allocation instead of one per
 /// customer), by customer index; customers are never removed.
 #[derive(Debug, Default)]
@@ -259,7 +280,9 @@ pub struct Engine {
     /// Reorder buffer: in-order arrivals append to `run` (O(1)); the rest go to `heap`.
     run: VecDeque<Pending>,
     heap: BinaryHeap<Reverse<Pending>>,
-    timers: BinaryHeap<Reverse<(Ts, u32)>>,
+    /// One live timer per customer (at its `timer_at`) plus superseded ones,
+    /// which are skipped when due and dropped by the daily sweep.
+    timers: BinaryHeap<Reverse<Timer>>,
     dedup: FxHashMap<u64, Ts>,
     dedup_queue: VecDeque<(Ts, u64)>,
     max_ts: Option<Ts>,
@@ -568,7 +591,11 @@ impl Engine {
         }
         add("ids", self.ids.heap_bytes(), 2);
         add("index", self.index.capacity() * 5, 1);
-        add("timers", self.timers.capacity() * 16, 1);
+        add(
+            "timers",
+            self.timers.capacity() * std::mem::size_of::<Timer>(),
+            1,
+        );
         add(
             "dedup",
             self.dedup.capacity() * 17 + self.dedup_queue.capacity() * 16,
@@ -641,7 +668,7 @@ impl Engine {
         let due = |t: Ts| if inclusive { t <= limit } else { t < limit };
         loop {
             let ev_t = self.next_pending().map(|p| p.ts);
-            let tm_t = self.timers.peek().map(|t| t.0.0);
+            let tm_t = self.timers.peek().map(|t| t.0.at());
             let sw_t = (self.next_sweep != Ts::MIN).then_some(self.next_sweep);
             // Ties: events first, then timers, then the sweep.
             let next = [
@@ -664,8 +691,8 @@ impl Engine {
                     }
                 }
                 1 => {
-                    if let Some(Reverse((at, ix))) = self.timers.pop() {
-                        self.on_timer(ix, at);
+                    if let Some(Reverse(timer)) = self.timers.pop() {
+                        self.on_timer(timer.ix(), timer.at());
                     }
                 }
                 _ => {
@@ -796,14 +823,12 @@ impl Engine {
                 };
                 let c = &mut self.customers[ix as usize];
                 let f = c.feedback.get_or_insert_with(Default::default);
-                let slot = match fact {
-                    Fact::Nps { .. } => &mut f.nps,
-                    Fact::Csat { .. } => &mut f.csat,
-                    _ => &mut f.ces,
+                let survey = match fact {
+                    Fact::Nps { .. } => customer::NPS,
+                    Fact::Csat { .. } => customer::CSAT,
+                    _ => customer::CES,
                 };
-                if slot.is_none_or(|(_, t)| ts >= t) {
-                    *slot = Some((score, ts));
-                }
+                f.note(survey, score, ts);
                 self.ledger.record(ts, ix, fact);
                 &[AlertKind::Detractor]
             }
@@ -820,7 +845,7 @@ impl Engine {
                         t.resolved |= resolved;
                         t.severity = t.severity.max(severity);
                     }
-                    None => f.tickets.push(Ticket {
+                    None => f.push_ticket(Ticket {
                         id,
                         opened: ts,
                         severity,
@@ -1154,7 +1179,7 @@ impl Engine {
         let c = &mut self.customers[ix as usize];
         if c.timer_at == NEVER || d < c.timer_at || c.timer_at <= self.clock {
             c.timer_at = d;
-            self.timers.push(Reverse((d, ix)));
+            self.timers.push(Reverse(Timer::new(d, ix)));
         }
     }
 
@@ -1190,6 +1215,7 @@ impl Engine {
             AlertKind::SeatContraction,
             AlertKind::SupportSpike,
         ];
+        let mut live_timers = 0;
         for ix in 0..self.customers.len() as u32 {
             let c = &self.customers[ix as usize];
             let active_recently =
@@ -1207,6 +1233,16 @@ impl Engine {
                 c.timer_at = NEVER;
             }
             self.schedule(ix);
+            live_timers += usize::from(self.customers[ix as usize].timer_at != NEVER);
+        }
+        // Superseded timers are only ever skipped when due: drop them once
+        // they are many, so the heap stays near one entry per customer.
+        if self.timers.len() > live_timers + live_timers / 4 + 1024 {
+            let customers = &self.customers;
+            self.timers
+                .retain(|Reverse(t)| customers[t.ix() as usize].timer_at == t.at());
+            self.timers
+                .shrink_to(self.timers.len() + self.timers.len() / 2);
         }
         let horizon = self.cfg.dedup_horizon;
         while let Some(&(ts, key)) = self.dedup_queue.front() {
@@ -1414,9 +1450,9 @@ impl Engine {
                 "churn_kind": b.churned().map(|(_, k)| k.as_str()),
             })),
             "feedback": c.feedback.as_deref().map(|f| serde_json::json!({
-                "nps": f.nps.map(|(s, t)| serde_json::json!({"score": s, "at": format_ts(t)})),
-                "csat": f.csat.map(|(s, t)| serde_json::json!({"score": s, "at": format_ts(t)})),
-                "ces": f.ces.map(|(s, t)| serde_json::json!({"score": s, "at": format_ts(t)})),
+                "nps": f.nps().map(|(s, t)| serde_json::json!({"score": s, "at": format_ts(t)})),
+                "csat": f.csat().map(|(s, t)| serde_json::json!({"score": s, "at": format_ts(t)})),
+                "ces": f.ces().map(|(s, t)| serde_json::json!({"score": s, "at": format_ts(t)})),
                 "open_tickets": f.tickets.iter().filter(|t| !t.resolved).count(),
             })),
         });

@@ -163,7 +163,7 @@ pub fn score(c: &Customer, ctx: &Ctx<'_>, seats_min_baseline: f64) -> Health {
 
     if let Some(f) = &c.feedback {
         let fresh = |ts: i64| ctx.now - ts < 90 * DAY_MS;
-        if let Some((s, ts)) = f.nps.filter(|(_, ts)| fresh(*ts)) {
+        if let Some((s, ts)) = f.nps().filter(|(_, ts)| fresh(*ts)) {
             let _ = ts;
             let x = if feedback::nps_bad(s) {
                 1.0 - f64::from(s) / 20.0
@@ -172,7 +172,7 @@ pub fn score(c: &Customer, ctx: &Ctx<'_>, seats_min_baseline: f64) -> Health {
             };
             d.push(("nps", w("nps") * x));
         }
-        if let Some((s, _)) = f.csat.filter(|(_, ts)| fresh(*ts)) {
+        if let Some((s, _)) = f.csat().filter(|(_, ts)| fresh(*ts)) {
             d.push((
                 "csat",
                 w("csat")
@@ -183,7 +183,7 @@ pub fn score(c: &Customer, ctx: &Ctx<'_>, seats_min_baseline: f64) -> Health {
                     },
             ));
         }
-        if let Some((s, _)) = f.ces.filter(|(_, ts)| fresh(*ts)) {
+        if let Some((s, _)) = f.ces().filter(|(_, ts)| fresh(*ts)) {
             d.push((
                 "ces",
                 w("ces")
