@@ -302,6 +302,32 @@ impl<'a> IntoIterator for &'a FiringList {
     }
 }
 
+/// Per configured key feature: (last use, distinct days used, last day
+/// counted). Behind a second box so that customers without key features
+/// (all of them unless `key_features` is configured) spend one word on it.
+#[derive(Debug, Clone)]
+pub struct KeyFeatureUse(Box<[(Ts, u16, i32)]>);
+
+impl KeyFeatureUse {
+    /// No use yet of any of `n` key features.
+    pub fn new(n: usize) -> Self {
+        Self(vec![(NEVER, 0u16, i32::MIN); n].into())
+    }
+}
+
+impl std::ops::Deref for KeyFeatureUse {
+    type Target = [(Ts, u16, i32)];
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KeyFeatureUse {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
 /// Up to eight weekly values, without allocating.
 #[derive(Debug, Clone, Copy)]
 pub struct Weeks {
@@ -333,13 +359,14 @@ pub struct Customer {
     /// Active users by day.
     pub seats: Seats,
     /// Per configured key feature: (last use, distinct days used, last day counted).
-    pub key_features: Option<Box<[(Ts, u16, i32)]>>,
+    pub key_features: Option<Box<KeyFeatureUse>>,
     /// Recent gaps between active days, in days (ring).
     pub gaps: [u16; GAP_SLOTS],
     /// Gaps recorded in total (saturating).
     pub gap_count: u16,
-    /// Billing, once a billing event was seen.
-    pub billing: Option<Box<Billing>>,
+    /// Billing, once a billing event was seen. Inline: most customers of a
+    /// subscription business have it, and a box would cost more.
+    pub billing: Option<Billing>,
     /// Feedback and support, once seen.
     pub feedback: Option<Box<Feedback>>,
     /// Alerts firing now.
@@ -485,11 +512,8 @@ impl Customer {
         std::mem::size_of::<Self>()
             + self.activity.heap_bytes()
             + self.seats.heap_bytes()
-            + self.key_features.as_ref().map_or(0, |k| k.len() * 24)
-            + self
-                .billing
-                .as_ref()
-                .map_or(0, |b| std::mem::size_of::<Billing>() + b.heap_bytes())
+            + self.key_features.as_ref().map_or(0, |k| 16 + k.len() * 16)
+            + self.billing.as_ref().map_or(0, Billing::heap_bytes)
             + self.feedback.as_ref().map_or(0, |f| {
                 std::mem::size_of::<Feedback>()
                     + f.tickets.capacity() * std::mem::size_of::<Ticket>()
@@ -507,7 +531,7 @@ mod size_tests {
     #[test]
     fn customer_state_stays_small() {
         assert!(
-            std::mem::size_of::<Customer>() <= 136,
+            std::mem::size_of::<Customer>() <= 160,
             "{}",
             std::mem::size_of::<Customer>()
         );

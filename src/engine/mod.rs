@@ -171,27 +171,53 @@ impl Timer {
 
 /// Every customer id in one string (one allocation instead of one per
 /// customer), by customer index; customers are never removed.
+/// Bytes of ids in all up to which their ends take 4 bytes (small in tests).
+const NARROW_IDS_MAX: usize = if cfg!(test) { 20 } else { u32::MAX as usize };
+
 #[derive(Debug, Default)]
 struct Ids {
     text: String,
-    /// End of each id in `text`.
-    ends: Vec<usize>,
+    /// End of each id in `text`, 4 bytes a customer while `text` is below 4 GiB ...
+    ends: Vec<u32>,
+    /// ... and in here instead beyond.
+    wide_ends: Vec<usize>,
 }
 
 impl Ids {
     fn push(&mut self, id: &str) {
         self.text.push_str(id);
-        self.ends.push(self.text.len());
+        match u32::try_from(self.text.len()) {
+            Ok(end) if self.wide_ends.is_empty() && self.text.len() <= NARROW_IDS_MAX => {
+                self.ends.push(end)
+            }
+            _ => {
+                if self.wide_ends.is_empty() {
+                    self.wide_ends = self.ends.drain(..).map(|e| e as usize).collect();
+                    self.ends = Vec::new();
+                }
+                self.wide_ends.push(self.text.len());
+            }
+        }
+    }
+
+    fn end(&self, i: usize) -> usize {
+        if self.wide_ends.is_empty() {
+            self.ends[i] as usize
+        } else {
+            self.wide_ends[i]
+        }
     }
 
     fn get(&self, ix: u32) -> &str {
         let i = ix as usize;
-        let start = if i == 0 { 0 } else { self.ends[i - 1] };
-        &self.text[start..self.ends[i]]
+        let start = if i == 0 { 0 } else { self.end(i - 1) };
+        &self.text[start..self.end(i)]
     }
 
     fn heap_bytes(&self) -> usize {
-        self.text.capacity() + self.ends.capacity() * std::mem::size_of::<usize>()
+        self.text.capacity()
+            + self.ends.capacity() * std::mem::size_of::<u32>()
+            + self.wide_ends.capacity() * std::mem::size_of::<usize>()
     }
 }
 
@@ -563,13 +589,13 @@ impl Engine {
                 add("seats", m(s.heap_bytes()), 1);
             }
             if let Some(k) = &c.key_features {
-                add("key_features", m(k.len() * 16), 1);
+                add("key_features", m(16) + m(k.len() * 16), 2);
             }
             if let Some(b) = &c.billing {
                 add(
                     "billing",
-                    m(std::mem::size_of::<Billing>()) + m(b.heap_bytes()),
-                    1,
+                    m(b.heap_bytes()),
+                    usize::from(b.heap_bytes() > 0),
                 );
             }
             if let Some(f) = &c.feedback {
@@ -800,7 +826,7 @@ impl Engine {
                 if let Some(k) = kf_ix {
                     let kf = c
                         .key_features
-                        .get_or_insert_with(|| vec![(NEVER, 0u16, i32::MIN); n_kf].into());
+                        .get_or_insert_with(|| Box::new(customer::KeyFeatureUse::new(n_kf)));
                     let (last, days, last_day) = &mut kf[k];
                     *last = (*last).max(ts);
                     if day_of(ts) != *last_day {
@@ -1191,7 +1217,7 @@ impl Engine {
         // Dunning that outlived its grace is an involuntary churn at that instant.
         let grace = self.cfg.dunning_grace;
         let mut facts = Vec::new();
-        if let Some(b) = self.customers[ix as usize].billing.as_deref_mut() {
+        if let Some(b) = self.customers[ix as usize].billing.as_mut() {
             if let Some(since) = b.dunning_since() {
                 if b.status == Some(SubStatus::Active) && since + grace <= at {
                     churn(b, since + grace, CancelKind::Involuntary, &mut facts);
@@ -1433,7 +1459,7 @@ impl Engine {
                 })
             })
             .collect();
-        let b = c.billing.as_deref();
+        let b = c.billing.as_ref();
         let mut v = serde_json::to_value(&row).ok()?;
         let extra = serde_json::json!({
             "as_of": format_ts(now),
@@ -1578,5 +1604,23 @@ fn resolved_summary(kind: AlertKind) -> &'static str {
         AlertKind::Churned => "the customer was reactivated",
         AlertKind::Detractor => "latest feedback is no longer negative",
         AlertKind::SupportSpike => "support load is back to normal",
+    }
+}
+
+#[cfg(test)]
+mod ids_tests {
+    use super::Ids;
+
+    #[test]
+    fn ids_read_back_before_and_after_the_wide_switch() {
+        let mut ids = Ids::default();
+        let all: Vec<String> = (0..12).map(|i| format!("c-{i}")).collect();
+        for id in &all {
+            ids.push(id);
+        }
+        assert!(!ids.wide_ends.is_empty(), "the test limit was passed");
+        for (i, id) in all.iter().enumerate() {
+            assert_eq!(ids.get(i as u32), id);
+        }
     }
 }
