@@ -80,7 +80,7 @@ impl Stats {
 struct Pending {
     /// Copy of `ev.ts`, kept inline so heap moves compare without a pointer chase.
     ts: Ts,
-    ev: Box<Event>,
+    ev: Event,
     seq: u64,
     type_ix: u8,
 }
@@ -98,14 +98,15 @@ impl PartialOrd for Pending {
 }
 impl Ord for Pending {
     fn cmp(&self, o: &Self) -> Ordering {
-        (
-            self.ev.ts,
-            &self.ev.customer_id,
-            self.type_ix,
-            &self.ev.event_id,
-            self.seq,
-        )
-            .cmp(&(o.ev.ts, &o.ev.customer_id, o.type_ix, &o.ev.event_id, o.seq))
+        self.ts.cmp(&o.ts).then_with(|| {
+            (
+                &self.ev.customer_id,
+                self.type_ix,
+                &self.ev.event_id,
+                self.seq,
+            )
+                .cmp(&(&o.ev.customer_id, o.type_ix, &o.ev.event_id, o.seq))
+        })
     }
 }
 
@@ -447,14 +448,11 @@ impl Engine {
             self.flush_staged();
             return Disposition::Late;
         }
-        let type_ix = crate::event::EVENT_TYPES
-            .iter()
-            .position(|t| *t == ev.kind.type_name())
-            .unwrap_or(0) as u8;
+        let type_ix = ev.kind.type_index() as u8;
         let ts = ev.ts;
         let p = Pending {
             ts,
-            ev: Box::new(ev),
+            ev,
             seq,
             type_ix,
         };
@@ -547,8 +545,7 @@ impl Engine {
         self.customers.iter().map(Customer::bytes).sum::<usize>()
             + self.ids.heap_bytes()
             + self.index.capacity() * 5
-            + (self.run.len() + self.heap.len())
-                * (std::mem::size_of::<Pending>() + std::mem::size_of::<Event>())
+            + (self.run.len() + self.heap.len()) * std::mem::size_of::<Pending>()
             + self.dedup.capacity() * 17
     }
 
@@ -713,7 +710,7 @@ impl Engine {
             match which {
                 0 => {
                     if let Some(p) = self.pop_pending() {
-                        self.apply(*p.ev, t);
+                        self.apply(p.ev, t);
                     }
                 }
                 1 => {
