@@ -819,7 +819,10 @@ impl Engine {
                     feature.and_then(|f| self.cfg.key_features.iter().position(|k| **k == *f));
                 let n_kf = self.cfg.key_features.len();
                 let c = &mut self.customers[ix as usize];
+                let before = (c.last_usage, c.gap_count);
                 c.record_usage(ts, quantity, user_hash, today);
+                // Same rhythm as at the last schedule: no new gap, not the first usage or event.
+                let same_rhythm = before.0 != NEVER && before.1 == c.gap_count && ts > c.first_seen;
                 if let Some(k) = kf_ix {
                     let kf = c
                         .key_features
@@ -833,6 +836,9 @@ impl Engine {
                 }
                 // Usage can only end these two; nothing to do unless one is firing.
                 if c.firing.is_empty() {
+                    if same_rhythm && self.timer_still_first_after_usage(ix, ts, kf_ix.is_some()) {
+                        return;
+                    }
                     &[]
                 } else {
                     &[AlertKind::Inactivity, AlertKind::KeyFeatureUnused]
@@ -1192,6 +1198,26 @@ impl Engine {
             ));
         }
         d
+    }
+
+    /// After a usage event of a customer with nothing firing that recorded no
+    /// new gap and was neither its first usage nor its first event: true when
+    /// its pending timer is provably still no later than its next deadline,
+    /// so [`Self::schedule`] would change nothing. Such an event leaves every
+    /// input of the deadlines as at the customer's last schedule (which put
+    /// the timer at or before all of them) except `last_usage`, which only
+    /// grows, the clock, which only makes allowed gaps longer, and, for a key
+    /// feature used at `ts`, that feature (its deadline is then at least
+    /// `ts + window`).
+    fn timer_still_first_after_usage(&self, ix: u32, ts: Ts, key_feature: bool) -> bool {
+        let c = &self.customers[ix as usize];
+        let t = c.timer_at;
+        if t == NEVER || t <= self.clock || !c.firing.is_empty() {
+            return false;
+        }
+        let plan = self.plans.name(Self::plan_of(c));
+        !key_feature
+            || t <= ts.saturating_add(self.cfg.alert(AlertKind::KeyFeatureUnused, plan).window)
     }
 
     /// Keeps one live timer per customer, at its next deadline.
