@@ -235,6 +235,14 @@ fn memory_child(path: &str) {
         churnwatch::backtest::replay(cfg, file, None, |_| Ok(()), |_, _, _| Ok(()), |_| {})
             .expect("replay");
     let after = vm_rss_bytes();
+    let n = engine.customer_count().max(1);
+    for (part, bytes, allocs) in engine.memory_breakdown() {
+        eprintln!(
+            "  {part:<36} {:>7.1} B/customer {:>6.2} allocations/customer",
+            bytes as f64 / n as f64,
+            allocs as f64 / n as f64
+        );
+    }
     println!(
         "{} {} {} {} {:.1}",
         before,
@@ -273,6 +281,7 @@ fn memory(customers: u32) {
     let exe = std::env::current_exe().expect("own path");
     let out = std::process::Command::new(exe)
         .args(["--memory-child", &path.display().to_string()])
+        .stderr(std::process::Stdio::inherit())
         .output()
         .expect("run memory child");
     let _ = std::fs::remove_file(&path);

@@ -8,6 +8,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-TANSU_INSTALL=0 source scripts/tansu-env.sh
-echo "nproc: $(nproc); tansu: $TANSU_BIN" >&2
+if [[ " $* " == *" --skip-pipeline "* ]]; then
+    # Memory only: no broker needed.
+    echo "nproc: $(nproc)" >&2
+else
+    TANSU_INSTALL=0 source scripts/tansu-env.sh
+    echo "nproc: $(nproc); tansu: $TANSU_BIN" >&2
+fi
 cargo bench --bench pipeline -- "$@"

@@ -22,62 +22,202 @@ pub enum SubStatus {
     Churned,
 }
 
-/// Billing state of a customer that sent billing events.
+/// Billing state of a customer that sent billing events. What most
+/// subscribed customers never need (churn, downgrade, reactivation, failure
+/// reason) lives in a separate box, so the common case is one small allocation.
 #[derive(Debug, Clone)]
 pub struct Billing {
-    /// Interned plan id.
-    pub plan: u16,
     /// MRR in reporting minor units.
     pub mrr: i64,
-    /// Subscription status; `None` before any `subscription_started`.
-    pub status: Option<SubStatus>,
     /// When the current subscription began.
     pub sub_started: Ts,
-    /// Open dunning period: first failure time.
-    pub dunning_since: Option<Ts>,
+    /// Open dunning period: first failure time (NEVER = none).
+    dunning_since: Ts,
     /// Failed attempts in the open dunning period.
     pub dunning_attempts: u32,
-    /// Latest failure reason.
-    pub dunning_reason: Option<Box<str>>,
-    /// When and how the customer churned.
-    pub churned: Option<(Ts, CancelKind)>,
-    /// MRR lost at churn.
-    pub churned_mrr: i64,
-    /// Latest downgrade: (ts, previous plan, previous mrr, new mrr).
-    pub downgrade: Option<(Ts, u16, i64, i64)>,
-    /// When the customer came back after a churn.
-    pub reactivated_at: Option<Ts>,
+    /// Interned plan id.
+    pub plan: u16,
+    /// Subscription status; `None` before any `subscription_started`.
+    pub status: Option<SubStatus>,
+    rare: Option<Box<BillingRare>>,
+}
+
+/// The rarely set part of [`Billing`].
+#[derive(Debug, Clone, Default)]
+struct BillingRare {
+    dunning_reason: Option<Box<str>>,
+    churned: Option<(Ts, CancelKind)>,
+    churned_mrr: i64,
+    downgrade: Option<(Ts, u16, i64, i64)>,
+    reactivated_at: Option<Ts>,
 }
 
 impl Default for Billing {
     fn default() -> Self {
         Self {
-            plan: 0,
             mrr: 0,
-            status: None,
             sub_started: NEVER,
-            dunning_since: None,
+            dunning_since: NEVER,
             dunning_attempts: 0,
-            dunning_reason: None,
-            churned: None,
-            churned_mrr: 0,
-            downgrade: None,
-            reactivated_at: None,
+            plan: 0,
+            status: None,
+            rare: None,
         }
     }
 }
 
+impl Billing {
+    fn rare_mut(&mut self) -> &mut BillingRare {
+        self.rare.get_or_insert_with(Default::default)
+    }
+
+    /// Open dunning period: first failure time.
+    pub fn dunning_since(&self) -> Option<Ts> {
+        (self.dunning_since != NEVER).then_some(self.dunning_since)
+    }
+
+    /// Opens (`Some`) or closes (`None`) the dunning period.
+    pub fn set_dunning_since(&mut self, since: Option<Ts>) {
+        self.dunning_since = since.unwrap_or(NEVER);
+    }
+
+    /// Closes the dunning period, returning when it opened.
+    pub fn take_dunning_since(&mut self) -> Option<Ts> {
+        let since = self.dunning_since();
+        self.dunning_since = NEVER;
+        since
+    }
+
+    /// Latest failure reason.
+    pub fn dunning_reason(&self) -> Option<&str> {
+        self.rare.as_ref()?.dunning_reason.as_deref()
+    }
+
+    /// Replaces the failure reason when a new one is given.
+    pub fn note_dunning_reason(&mut self, reason: Option<Box<str>>) {
+        if reason.is_some() {
+            self.rare_mut().dunning_reason = reason;
+        }
+    }
+
+    /// When and how the customer churned.
+    pub fn churned(&self) -> Option<(Ts, CancelKind)> {
+        self.rare.as_ref()?.churned
+    }
+
+    /// MRR lost at churn.
+    pub fn churned_mrr(&self) -> i64 {
+        self.rare.as_ref().map_or(0, |r| r.churned_mrr)
+    }
+
+    /// Records a churn at `ts` losing `mrr`.
+    pub fn set_churned(&mut self, ts: Ts, kind: CancelKind, mrr: i64) {
+        let r = self.rare_mut();
+        r.churned = Some((ts, kind));
+        r.churned_mrr = mrr;
+    }
+
+    /// Forgets the churn (reactivation).
+    pub fn clear_churned(&mut self) {
+        if let Some(r) = self.rare.as_deref_mut() {
+            r.churned = None;
+        }
+    }
+
+    /// Latest downgrade: (ts, previous plan, previous mrr, new mrr).
+    pub fn downgrade(&self) -> Option<(Ts, u16, i64, i64)> {
+        self.rare.as_ref()?.downgrade
+    }
+
+    /// Sets or clears the latest downgrade.
+    pub fn set_downgrade(&mut self, d: Option<(Ts, u16, i64, i64)>) {
+        if d.is_some() {
+            self.rare_mut().downgrade = d;
+        } else if let Some(r) = self.rare.as_deref_mut() {
+            r.downgrade = None;
+        }
+    }
+
+    /// When the customer came back after a churn.
+    pub fn reactivated_at(&self) -> Option<Ts> {
+        self.rare.as_ref()?.reactivated_at
+    }
+
+    /// Records a reactivation at `ts`.
+    pub fn set_reactivated_at(&mut self, ts: Ts) {
+        self.rare_mut().reactivated_at = Some(ts);
+    }
+
+    /// Heap bytes of the rare part.
+    pub fn heap_bytes(&self) -> usize {
+        self.rare.as_ref().map_or(0, |r| {
+            std::mem::size_of::<BillingRare>() + r.dunning_reason.as_ref().map_or(0, |s| s.len())
+        })
+    }
+}
+
 /// Latest feedback of each kind: (score, ts).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Feedback {
-    /// Latest NPS.
-    pub nps: Option<(u8, Ts)>,
-    /// Latest CSAT.
-    pub csat: Option<(u8, Ts)>,
-    /// Latest CES.
-    pub ces: Option<(u8, Ts)>,
-    /// Support tickets of the last 9 weeks.
+    /// When the latest NPS, CSAT and CES came (NEVER = none yet).
+    at: [Ts; 3],
+    /// Support tickets of the last 9 weeks (exactly sized: tickets are few).
     pub tickets: Vec<Ticket>,
+    /// The latest NPS, CSAT and CES scores.
+    score: [u8; 3],
+}
+
+/// Index of NPS in [`Feedback`]'s surveys.
+pub const NPS: usize = 0;
+/// Index of CSAT.
+pub const CSAT: usize = 1;
+/// Index of CES.
+pub const CES: usize = 2;
+
+impl Default for Feedback {
+    fn default() -> Self {
+        Self {
+            at: [NEVER; 3],
+            tickets: Vec::new(),
+            score: [0; 3],
+        }
+    }
+}
+
+impl Feedback {
+    /// Latest answer to survey `i` ([`NPS`], [`CSAT`], [`CES`]): (score, ts).
+    pub fn latest(&self, i: usize) -> Option<(u8, Ts)> {
+        (self.at[i] != NEVER).then(|| (self.score[i], self.at[i]))
+    }
+
+    /// Latest NPS.
+    pub fn nps(&self) -> Option<(u8, Ts)> {
+        self.latest(NPS)
+    }
+
+    /// Latest CSAT.
+    pub fn csat(&self) -> Option<(u8, Ts)> {
+        self.latest(CSAT)
+    }
+
+    /// Latest CES.
+    pub fn ces(&self) -> Option<(u8, Ts)> {
+        self.latest(CES)
+    }
+
+    /// Records an answer to survey `i` unless a later one is known.
+    pub fn note(&mut self, i: usize, score: u8, ts: Ts) {
+        if self.latest(i).is_none_or(|(_, t)| ts >= t) {
+            self.score[i] = score;
+            self.at[i] = ts;
+        }
+    }
+
+    /// Adds a ticket without spare room.
+    pub fn push_ticket(&mut self, t: Ticket) {
+        self.tickets.reserve_exact(1);
+        self.tickets.push(t);
+    }
 }
 
 /// One support ticket.
@@ -106,6 +246,88 @@ pub struct Firing {
     pub summary: String,
 }
 
+/// The alerts firing for a customer: one word and no allocation while none
+/// fires, which is most customers most of the time.
+#[derive(Debug, Clone, Default)]
+// One word in every customer instead of three; the extra box only exists while an alert fires.
+#[allow(clippy::box_collection)]
+pub struct FiringList(Option<Box<Vec<Firing>>>);
+
+impl FiringList {
+    /// Adds an alert.
+    pub fn push(&mut self, f: Firing) {
+        self.0.get_or_insert_with(Default::default).push(f);
+    }
+
+    /// Removes and returns the alert of `kind`, if firing.
+    pub fn remove_kind(&mut self, kind: AlertKind) -> Option<Firing> {
+        let v = self.0.as_deref_mut()?;
+        let pos = v.iter().position(|f| f.kind == kind)?;
+        let old = v.remove(pos);
+        if v.is_empty() {
+            self.0 = None;
+        }
+        Some(old)
+    }
+
+    /// Heap bytes used (without what the alerts point to).
+    pub fn heap_bytes(&self) -> usize {
+        self.0.as_ref().map_or(0, |v| {
+            std::mem::size_of::<Vec<Firing>>() + v.capacity() * std::mem::size_of::<Firing>()
+        })
+    }
+}
+
+impl std::ops::Deref for FiringList {
+    type Target = [Firing];
+    fn deref(&self) -> &[Firing] {
+        self.0.as_deref().map_or(&[], Vec::as_slice)
+    }
+}
+
+impl std::ops::DerefMut for FiringList {
+    fn deref_mut(&mut self) -> &mut [Firing] {
+        match self.0.as_deref_mut() {
+            Some(v) => v.as_mut_slice(),
+            None => &mut [],
+        }
+    }
+}
+
+impl<'a> IntoIterator for &'a FiringList {
+    type Item = &'a Firing;
+    type IntoIter = std::slice::Iter<'a, Firing>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
+/// Per configured key feature: (last use, distinct days used, last day
+/// counted). Behind a second box so that customers without key features
+/// (all of them unless `key_features` is configured) spend one word on it.
+#[derive(Debug, Clone)]
+pub struct KeyFeatureUse(Box<[(Ts, u16, i32)]>);
+
+impl KeyFeatureUse {
+    /// No use yet of any of `n` key features.
+    pub fn new(n: usize) -> Self {
+        Self(vec![(NEVER, 0u16, i32::MIN); n].into())
+    }
+}
+
+impl std::ops::Deref for KeyFeatureUse {
+    type Target = [(Ts, u16, i32)];
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KeyFeatureUse {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
 /// Up to eight weekly values, without allocating.
 #[derive(Debug, Clone, Copy)]
 pub struct Weeks {
@@ -124,8 +346,6 @@ impl Weeks {
 /// All state of one customer.
 #[derive(Debug, Clone)]
 pub struct Customer {
-    /// The id.
-    pub id: Box<str>,
     /// Interned segment id (0 = none).
     pub segment: u16,
     /// First event time.
@@ -137,40 +357,40 @@ pub struct Customer {
     /// Usage by day.
     pub activity: Activity,
     /// Active users by day.
-    pub seats: Option<Box<Seats>>,
+    pub seats: Seats,
     /// Per configured key feature: (last use, distinct days used, last day counted).
-    pub key_features: Option<Box<[(Ts, u16, i32)]>>,
+    pub key_features: Option<Box<KeyFeatureUse>>,
     /// Recent gaps between active days, in days (ring).
     pub gaps: [u16; GAP_SLOTS],
     /// Gaps recorded in total (saturating).
     pub gap_count: u16,
-    /// Billing, once a billing event was seen.
-    pub billing: Option<Box<Billing>>,
+    /// Billing, once a billing event was seen. Inline: most customers of a
+    /// subscription business have it, and a box would cost more.
+    pub billing: Option<Billing>,
     /// Feedback and support, once seen.
     pub feedback: Option<Box<Feedback>>,
     /// Alerts firing now.
-    pub firing: Vec<Firing>,
+    pub firing: FiringList,
     /// Deadline of the timer scheduled for this customer (NEVER = none).
     pub timer_at: Ts,
 }
 
 impl Customer {
     /// A customer first seen at `ts`.
-    pub fn new(id: Box<str>, ts: Ts) -> Self {
+    pub fn new(ts: Ts) -> Self {
         Self {
-            id,
             segment: 0,
             first_seen: ts,
             last_seen: ts,
             last_usage: NEVER,
             activity: Activity::default(),
-            seats: None,
+            seats: Seats::default(),
             key_features: None,
             gaps: [0; GAP_SLOTS],
             gap_count: 0,
             billing: None,
             feedback: None,
-            firing: Vec::new(),
+            firing: FiringList::default(),
             timer_at: NEVER,
         }
     }
@@ -193,7 +413,7 @@ impl Customer {
         self.last_usage = self.last_usage.max(ts);
         self.activity.add(day, quantity, today);
         if let Some(u) = user_hash {
-            self.seats.get_or_insert_with(Default::default).add(u, day);
+            self.seats.add(u, day);
         }
     }
 
@@ -252,16 +472,19 @@ impl Customer {
 
     /// Median weekly distinct users over the baseline weeks.
     pub fn baseline_seats(&self, today: i32) -> Option<f64> {
-        let s = self.seats.as_ref()?;
+        let s = self.seats()?;
         let mut w = self.baseline_weeks(today, |a, b| f64::from(s.distinct(a, b)));
         median(w.values_mut())
     }
 
     /// Distinct users in the 7 days before `today`.
     pub fn current_seats(&self, today: i32) -> u32 {
-        self.seats
-            .as_ref()
-            .map_or(0, |s| s.distinct(today - 7, today))
+        self.seats().map_or(0, |s| s.distinct(today - 7, today))
+    }
+
+    /// Active users by day, once any usage event named a user.
+    pub fn seats(&self) -> Option<&Seats> {
+        Some(&self.seats).filter(|s| s.is_tracking())
     }
 
     /// Is the alert firing?
@@ -287,22 +510,15 @@ impl Customer {
     /// Approximate bytes this customer occupies.
     pub fn bytes(&self) -> usize {
         std::mem::size_of::<Self>()
-            + self.id.len()
             + self.activity.heap_bytes()
-            + self
-                .seats
-                .as_ref()
-                .map_or(0, |s| std::mem::size_of::<Seats>() + s.heap_bytes())
-            + self.key_features.as_ref().map_or(0, |k| k.len() * 24)
-            + self
-                .billing
-                .as_ref()
-                .map_or(0, |_| std::mem::size_of::<Billing>())
+            + self.seats.heap_bytes()
+            + self.key_features.as_ref().map_or(0, |k| 16 + k.len() * 16)
+            + self.billing.as_ref().map_or(0, Billing::heap_bytes)
             + self.feedback.as_ref().map_or(0, |f| {
                 std::mem::size_of::<Feedback>()
                     + f.tickets.capacity() * std::mem::size_of::<Ticket>()
             })
-            + self.firing.capacity() * std::mem::size_of::<Firing>()
+            + self.firing.heap_bytes()
     }
 }
 
@@ -315,12 +531,12 @@ mod size_tests {
     #[test]
     fn customer_state_stays_small() {
         assert!(
-            std::mem::size_of::<Customer>() <= 168,
+            std::mem::size_of::<Customer>() <= 160,
             "{}",
             std::mem::size_of::<Customer>()
         );
         assert!(
-            std::mem::size_of::<Billing>() <= 136,
+            std::mem::size_of::<Billing>() <= 40,
             "{}",
             std::mem::size_of::<Billing>()
         );

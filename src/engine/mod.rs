@@ -80,7 +80,7 @@ impl Stats {
 struct Pending {
     /// Copy of `ev.ts`, kept inline so heap moves compare without a pointer chase.
     ts: Ts,
-    ev: Box<Event>,
+    ev: Event,
     seq: u64,
     type_ix: u8,
 }
@@ -98,14 +98,15 @@ impl PartialOrd for Pending {
 }
 impl Ord for Pending {
     fn cmp(&self, o: &Self) -> Ordering {
-        (
-            self.ev.ts,
-            &self.ev.customer_id,
-            self.type_ix,
-            &self.ev.event_id,
-            self.seq,
-        )
-            .cmp(&(o.ev.ts, &o.ev.customer_id, o.type_ix, &o.ev.event_id, o.seq))
+        self.ts.cmp(&o.ts).then_with(|| {
+            (
+                &self.ev.customer_id,
+                self.type_ix,
+                &self.ev.event_id,
+                self.seq,
+            )
+                .cmp(&(&o.ev.customer_id, o.type_ix, &o.ev.event_id, o.seq))
+        })
     }
 }
 
@@ -145,6 +146,79 @@ impl Names {
         } else {
             self.names.get(usize::from(i)).map(|s| &**s)
         }
+    }
+}
+
+/// A timer: (deadline, customer index) in 12 bytes instead of 16, ordered
+/// as that pair (the deadline as offset binary, high half first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Timer([u32; 3]);
+
+impl Timer {
+    fn new(at: Ts, ix: u32) -> Self {
+        let k = (at as u64) ^ (1 << 63);
+        Timer([(k >> 32) as u32, k as u32, ix])
+    }
+
+    fn at(self) -> Ts {
+        let k = (u64::from(self.0[0]) << 32) | u64::from(self.0[1]);
+        (k ^ (1 << 63)) as Ts
+    }
+
+    fn ix(self) -> u32 {
+        self.0[2]
+    }
+}
+
+/// Every customer id in one string (one allocation instead of one per
+/// customer), by customer index; customers are never removed.
+/// Bytes of ids in all up to which their ends take 4 bytes (small in tests).
+const NARROW_IDS_MAX: usize = if cfg!(test) { 20 } else { u32::MAX as usize };
+
+#[derive(Debug, Default)]
+struct Ids {
+    text: String,
+    /// End of each id in `text`, 4 bytes a customer while `text` is below 4 GiB ...
+    ends: Vec<u32>,
+    /// ... and in here instead beyond.
+    wide_ends: Vec<usize>,
+}
+
+impl Ids {
+    fn push(&mut self, id: &str) {
+        self.text.push_str(id);
+        match u32::try_from(self.text.len()) {
+            Ok(end) if self.wide_ends.is_empty() && self.text.len() <= NARROW_IDS_MAX => {
+                self.ends.push(end)
+            }
+            _ => {
+                if self.wide_ends.is_empty() {
+                    self.wide_ends = self.ends.drain(..).map(|e| e as usize).collect();
+                    self.ends = Vec::new();
+                }
+                self.wide_ends.push(self.text.len());
+            }
+        }
+    }
+
+    fn end(&self, i: usize) -> usize {
+        if self.wide_ends.is_empty() {
+            self.ends[i] as usize
+        } else {
+            self.wide_ends[i]
+        }
+    }
+
+    fn get(&self, ix: u32) -> &str {
+        let i = ix as usize;
+        let start = if i == 0 { 0 } else { self.end(i - 1) };
+        &self.text[start..self.end(i)]
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.text.capacity()
+            + self.ends.capacity() * std::mem::size_of::<u32>()
+            + self.wide_ends.capacity() * std::mem::size_of::<usize>()
     }
 }
 
@@ -225,13 +299,17 @@ pub struct Engine {
     cfg: Arc<Config>,
     index: HashTable<u32>,
     customers: Vec<Customer>,
+    /// Customer ids, by customer index.
+    ids: Ids,
     hasher: FxBuildHasher,
     plans: Names,
     segments: Names,
     /// Reorder buffer: in-order arrivals append to `run` (O(1)); the rest go to `heap`.
     run: VecDeque<Pending>,
     heap: BinaryHeap<Reverse<Pending>>,
-    timers: BinaryHeap<Reverse<(Ts, u32)>>,
+    /// One live timer per customer (at its `timer_at`) plus superseded ones,
+    /// which are skipped when due and dropped by the daily sweep.
+    timers: BinaryHeap<Reverse<Timer>>,
     dedup: FxHashMap<u64, Ts>,
     dedup_queue: VecDeque<(Ts, u64)>,
     max_ts: Option<Ts>,
@@ -260,6 +338,7 @@ impl Engine {
             cfg,
             index: HashTable::new(),
             customers: Vec::new(),
+            ids: Ids::default(),
             hasher: FxBuildHasher,
             plans: Names::default(),
             segments: Names::default(),
@@ -369,14 +448,11 @@ impl Engine {
             self.flush_staged();
             return Disposition::Late;
         }
-        let type_ix = crate::event::EVENT_TYPES
-            .iter()
-            .position(|t| *t == ev.kind.type_name())
-            .unwrap_or(0) as u8;
+        let type_ix = ev.kind.type_index() as u8;
         let ts = ev.ts;
         let p = Pending {
             ts,
-            ev: Box::new(ev),
+            ev,
             seq,
             type_ix,
         };
@@ -467,10 +543,98 @@ impl Engine {
     /// Approximate bytes of state.
     pub fn state_bytes(&self) -> usize {
         self.customers.iter().map(Customer::bytes).sum::<usize>()
+            + self.ids.heap_bytes()
             + self.index.capacity() * 5
-            + (self.run.len() + self.heap.len())
-                * (std::mem::size_of::<Pending>() + std::mem::size_of::<Event>())
+            + (self.run.len() + self.heap.len()) * std::mem::size_of::<Pending>()
             + self.dedup.capacity() * 17
+    }
+
+    /// State by part, as (part, bytes, heap allocations), with each
+    /// allocation charged as glibc malloc does (16-byte granules, 8-byte
+    /// header, 32 bytes at least): for the memory benchmark.
+    pub fn memory_breakdown(&self) -> Vec<(&'static str, usize, usize)> {
+        fn m(bytes: usize) -> usize {
+            if bytes == 0 {
+                0
+            } else {
+                ((bytes + 8 + 15) & !15).max(32)
+            }
+        }
+        let mut parts: Vec<(&'static str, usize, usize)> = Vec::new();
+        let mut add = |name: &'static str, bytes: usize, allocs: usize| match parts
+            .iter_mut()
+            .find(|p| p.0 == name)
+        {
+            Some(p) => {
+                p.1 += bytes;
+                p.2 += allocs;
+            }
+            None => parts.push((name, bytes, allocs)),
+        };
+        add(
+            "customers (fixed, incl. Vec slack)",
+            self.customers.capacity() * std::mem::size_of::<Customer>(),
+            1,
+        );
+        for c in &self.customers {
+            add(
+                "activity",
+                m(c.activity.heap_bytes()),
+                usize::from(c.activity.heap_bytes() > 0),
+            );
+            if let Some(s) = c.seats() {
+                add("seats", m(s.heap_bytes()), 1);
+            }
+            if let Some(k) = &c.key_features {
+                add("key_features", m(16) + m(k.len() * 16), 2);
+            }
+            if let Some(b) = &c.billing {
+                add(
+                    "billing",
+                    m(b.heap_bytes()),
+                    usize::from(b.heap_bytes() > 0),
+                );
+            }
+            if let Some(f) = &c.feedback {
+                add(
+                    "feedback",
+                    m(std::mem::size_of::<Feedback>())
+                        + m(f.tickets.capacity() * std::mem::size_of::<Ticket>()),
+                    1 + usize::from(f.tickets.capacity() > 0),
+                );
+            }
+            if !c.firing.is_empty() {
+                let inner: usize = c.firing.iter().map(|f| m(f.summary.capacity()) + 64).sum();
+                add(
+                    "firing",
+                    m(c.firing.heap_bytes()) + inner,
+                    2 + c.firing.len(),
+                );
+            }
+        }
+        add("ids", self.ids.heap_bytes(), 2);
+        add("index", self.index.capacity() * 5, 1);
+        add(
+            "timers",
+            self.timers.capacity() * std::mem::size_of::<Timer>(),
+            1,
+        );
+        add(
+            "dedup",
+            self.dedup.capacity() * 17 + self.dedup_queue.capacity() * 16,
+            2,
+        );
+        add(
+            "reorder buffer",
+            (self.run.capacity() + self.heap.capacity()) * std::mem::size_of::<Pending>(),
+            2,
+        );
+        add(
+            "ledger",
+            self.ledger.heap_bytes(),
+            self.ledger.len() / 65_536 + 4,
+        );
+        parts
     }
 
     /// Business metrics over `[start, end)`.
@@ -505,9 +669,7 @@ impl Engine {
 
     fn find(&self, id: &str) -> Option<u32> {
         let h = self.hasher.hash_one(id);
-        self.index
-            .find(h, |&ix| &*self.customers[ix as usize].id == id)
-            .copied()
+        self.index.find(h, |&ix| self.ids.get(ix) == id).copied()
     }
 
     fn find_or_insert(&mut self, id: &str, ts: Ts) -> u32 {
@@ -515,11 +677,12 @@ impl Engine {
             return ix;
         }
         let ix = self.customers.len() as u32;
-        self.customers.push(Customer::new(id.into(), ts));
+        self.customers.push(Customer::new(ts));
+        self.ids.push(id);
         let h = self.hasher.hash_one(id);
-        let (customers, hasher) = (&self.customers, &self.hasher);
+        let (ids, hasher) = (&self.ids, &self.hasher);
         self.index
-            .insert_unique(h, ix, |&i| hasher.hash_one(&*customers[i as usize].id));
+            .insert_unique(h, ix, |&i| hasher.hash_one(ids.get(i)));
         ix
     }
 
@@ -528,7 +691,7 @@ impl Engine {
         let due = |t: Ts| if inclusive { t <= limit } else { t < limit };
         loop {
             let ev_t = self.next_pending().map(|p| p.ts);
-            let tm_t = self.timers.peek().map(|t| t.0.0);
+            let tm_t = self.timers.peek().map(|t| t.0.at());
             let sw_t = (self.next_sweep != Ts::MIN).then_some(self.next_sweep);
             // Ties: events first, then timers, then the sweep.
             let next = [
@@ -547,12 +710,12 @@ impl Engine {
             match which {
                 0 => {
                     if let Some(p) = self.pop_pending() {
-                        self.apply(*p.ev, t);
+                        self.apply(p.ev, t);
                     }
                 }
                 1 => {
-                    if let Some(Reverse((at, ix))) = self.timers.pop() {
-                        self.on_timer(ix, at);
+                    if let Some(Reverse(timer)) = self.timers.pop() {
+                        self.on_timer(timer.ix(), timer.at());
                     }
                 }
                 _ => {
@@ -656,11 +819,14 @@ impl Engine {
                     feature.and_then(|f| self.cfg.key_features.iter().position(|k| **k == *f));
                 let n_kf = self.cfg.key_features.len();
                 let c = &mut self.customers[ix as usize];
+                let before = (c.last_usage, c.gap_count);
                 c.record_usage(ts, quantity, user_hash, today);
+                // Same rhythm as at the last schedule: no new gap, not the first usage or event.
+                let same_rhythm = before.0 != NEVER && before.1 == c.gap_count && ts > c.first_seen;
                 if let Some(k) = kf_ix {
                     let kf = c
                         .key_features
-                        .get_or_insert_with(|| vec![(NEVER, 0u16, i32::MIN); n_kf].into());
+                        .get_or_insert_with(|| Box::new(customer::KeyFeatureUse::new(n_kf)));
                     let (last, days, last_day) = &mut kf[k];
                     *last = (*last).max(ts);
                     if day_of(ts) != *last_day {
@@ -670,6 +836,9 @@ impl Engine {
                 }
                 // Usage can only end these two; nothing to do unless one is firing.
                 if c.firing.is_empty() {
+                    if same_rhythm && self.timer_still_first_after_usage(ix, ts, kf_ix.is_some()) {
+                        return;
+                    }
                     &[]
                 } else {
                     &[AlertKind::Inactivity, AlertKind::KeyFeatureUnused]
@@ -683,14 +852,12 @@ impl Engine {
                 };
                 let c = &mut self.customers[ix as usize];
                 let f = c.feedback.get_or_insert_with(Default::default);
-                let slot = match fact {
-                    Fact::Nps { .. } => &mut f.nps,
-                    Fact::Csat { .. } => &mut f.csat,
-                    _ => &mut f.ces,
+                let survey = match fact {
+                    Fact::Nps { .. } => customer::NPS,
+                    Fact::Csat { .. } => customer::CSAT,
+                    _ => customer::CES,
                 };
-                if slot.is_none_or(|(_, t)| ts >= t) {
-                    *slot = Some((score, ts));
-                }
+                f.note(survey, score, ts);
                 self.ledger.record(ts, ix, fact);
                 &[AlertKind::Detractor]
             }
@@ -707,7 +874,7 @@ impl Engine {
                         t.resolved |= resolved;
                         t.severity = t.severity.max(severity);
                     }
-                    None => f.tickets.push(Ticket {
+                    None => f.push_ticket(Ticket {
                         id,
                         opened: ts,
                         severity,
@@ -747,12 +914,12 @@ impl Engine {
             b.plan = plan;
             b.mrr = mrr;
             b.sub_started = ts;
-            b.dunning_since = None;
+            b.set_dunning_since(None);
             b.dunning_attempts = 0;
-            b.downgrade = None;
+            b.set_downgrade(None);
             if reactivation {
-                b.churned = None;
-                b.reactivated_at = Some(ts);
+                b.clear_churned();
+                b.set_reactivated_at(ts);
             }
             facts.push(Fact::Joined {
                 plan: name(plan),
@@ -786,9 +953,9 @@ impl Engine {
                     let prev_for_downgrade = previous_mrr.unwrap_or(old);
                     let old_plan = b.plan;
                     if mrr < prev_for_downgrade {
-                        b.downgrade = Some((ts, old_plan, prev_for_downgrade, mrr));
-                    } else if b.downgrade.is_some_and(|(_, _, prev, _)| mrr >= prev) {
-                        b.downgrade = None;
+                        b.set_downgrade(Some((ts, old_plan, prev_for_downgrade, mrr)));
+                    } else if b.downgrade().is_some_and(|(_, _, prev, _)| mrr >= prev) {
+                        b.set_downgrade(None);
                     }
                     if mrr != old || plan != old_plan {
                         facts.push(Fact::MrrChanged {
@@ -809,8 +976,8 @@ impl Engine {
                 attempt,
             } => {
                 if b.status == Some(SubStatus::Active) {
-                    if b.dunning_since.is_none() {
-                        b.dunning_since = Some(ts);
+                    if b.dunning_since().is_none() {
+                        b.set_dunning_since(Some(ts));
                         b.dunning_attempts = 0;
                         facts.push(Fact::DunningOpened);
                     }
@@ -818,7 +985,7 @@ impl Engine {
                         .dunning_attempts
                         .saturating_add(1)
                         .max(attempt.unwrap_or(0));
-                    b.dunning_reason = reason.or(b.dunning_reason.take());
+                    b.note_dunning_reason(reason);
                     if b.mrr == 0 {
                         if let Some(m) = mrr {
                             b.mrr = m;
@@ -828,13 +995,13 @@ impl Engine {
             }
             EventKind::PaymentSucceeded { .. } => match b.status {
                 Some(SubStatus::Active) => {
-                    if b.dunning_since.take().is_some() {
+                    if b.take_dunning_since().is_some() {
                         b.dunning_attempts = 0;
                         facts.push(Fact::DunningClosed { recovered: true });
                     }
                 }
                 Some(SubStatus::Churned) => {
-                    let (plan, mrr) = (b.plan, b.churned_mrr);
+                    let (plan, mrr) = (b.plan, b.churned_mrr());
                     rejoin(b, &mut facts, plan, mrr);
                 }
                 None => {}
@@ -913,8 +1080,7 @@ impl Engine {
                     ));
                 }
                 None => {
-                    if let Some(pos) = c.firing.iter().position(|f| f.kind == kind) {
-                        let old = c.firing.remove(pos);
+                    if let Some(old) = c.firing.remove_kind(kind) {
                         let ends = now.max(old.starts_at);
                         let summary = format!("Resolved: {}", resolved_summary(kind));
                         transitions.push((
@@ -934,7 +1100,7 @@ impl Engine {
         let c = &self.customers[ix as usize];
         for (kind, status, starts_at, ends_at, summary, evidence) in transitions {
             let event = AlertEvent {
-                customer_id: c.id.clone(),
+                customer_id: self.ids.get(ix).into(),
                 alert: kind,
                 status,
                 severity: self.cfg.alert(kind, plan).severity.clone(),
@@ -945,7 +1111,7 @@ impl Engine {
                 health_score: health.score,
                 mrr_at_risk: c.mrr().map(|m| {
                     if kind == AlertKind::Churned {
-                        c.billing.as_ref().map_or(m, |b| b.churned_mrr)
+                        c.billing.as_ref().map_or(m, |b| b.churned_mrr())
                     } else {
                         m
                     }
@@ -993,10 +1159,10 @@ impl Engine {
         };
         if let Some(b) = &c.billing {
             if b.status == Some(SubStatus::Active) {
-                consider(b.dunning_since.map(|s| s + self.cfg.dunning_grace));
+                consider(b.dunning_since().map(|s| s + self.cfg.dunning_grace));
                 if c.is_firing(AlertKind::Downgrade) {
                     consider(
-                        b.downgrade
+                        b.downgrade()
                             .map(|(t, ..)| t + self.cfg.alert(AlertKind::Downgrade, plan).window),
                     );
                 }
@@ -1034,6 +1200,26 @@ impl Engine {
         d
     }
 
+    /// After a usage event of a customer with nothing firing that recorded no
+    /// new gap and was neither its first usage nor its first event: true when
+    /// its pending timer is provably still no later than its next deadline,
+    /// so [`Self::schedule`] would change nothing. Such an event leaves every
+    /// input of the deadlines as at the customer's last schedule (which put
+    /// the timer at or before all of them) except `last_usage`, which only
+    /// grows, the clock, which only makes allowed gaps longer, and, for a key
+    /// feature used at `ts`, that feature (its deadline is then at least
+    /// `ts + window`).
+    fn timer_still_first_after_usage(&self, ix: u32, ts: Ts, key_feature: bool) -> bool {
+        let c = &self.customers[ix as usize];
+        let t = c.timer_at;
+        if t == NEVER || t <= self.clock || !c.firing.is_empty() {
+            return false;
+        }
+        let plan = self.plans.name(Self::plan_of(c));
+        !key_feature
+            || t <= ts.saturating_add(self.cfg.alert(AlertKind::KeyFeatureUnused, plan).window)
+    }
+
     /// Keeps one live timer per customer, at its next deadline.
     fn schedule(&mut self, ix: u32) {
         let Some(d) = self.next_deadline(ix) else {
@@ -1042,7 +1228,7 @@ impl Engine {
         let c = &mut self.customers[ix as usize];
         if c.timer_at == NEVER || d < c.timer_at || c.timer_at <= self.clock {
             c.timer_at = d;
-            self.timers.push(Reverse((d, ix)));
+            self.timers.push(Reverse(Timer::new(d, ix)));
         }
     }
 
@@ -1054,8 +1240,8 @@ impl Engine {
         // Dunning that outlived its grace is an involuntary churn at that instant.
         let grace = self.cfg.dunning_grace;
         let mut facts = Vec::new();
-        if let Some(b) = self.customers[ix as usize].billing.as_deref_mut() {
-            if let Some(since) = b.dunning_since {
+        if let Some(b) = self.customers[ix as usize].billing.as_mut() {
+            if let Some(since) = b.dunning_since() {
                 if b.status == Some(SubStatus::Active) && since + grace <= at {
                     churn(b, since + grace, CancelKind::Involuntary, &mut facts);
                 }
@@ -1078,6 +1264,7 @@ impl Engine {
             AlertKind::SeatContraction,
             AlertKind::SupportSpike,
         ];
+        let mut live_timers = 0;
         for ix in 0..self.customers.len() as u32 {
             let c = &self.customers[ix as usize];
             let active_recently =
@@ -1095,6 +1282,16 @@ impl Engine {
                 c.timer_at = NEVER;
             }
             self.schedule(ix);
+            live_timers += usize::from(self.customers[ix as usize].timer_at != NEVER);
+        }
+        // Superseded timers are only ever skipped when due: drop them once
+        // they are many, so the heap stays near one entry per customer.
+        if self.timers.len() > live_timers + live_timers / 4 + 1024 {
+            let customers = &self.customers;
+            self.timers
+                .retain(|Reverse(t)| customers[t.ix() as usize].timer_at == t.at());
+            self.timers
+                .shrink_to(self.timers.len() + self.timers.len() / 2);
         }
         let horizon = self.cfg.dedup_horizon;
         while let Some(&(ts, key)) = self.dedup_queue.front() {
@@ -1195,7 +1392,7 @@ impl Engine {
         }
         if c.billing
             .as_ref()
-            .and_then(|b| b.reactivated_at)
+            .and_then(|b| b.reactivated_at())
             .is_some_and(|t| now - t < THIRTY_DAYS)
         {
             return "reactivated";
@@ -1218,7 +1415,7 @@ impl Engine {
         let mrr = c.mrr();
         let at_risk = risk == "high" || !c.firing.is_empty();
         CustomerRow {
-            customer_id: c.id.clone(),
+            customer_id: self.ids.get(ix).into(),
             health_score: h.score,
             risk,
             firing: c
@@ -1269,7 +1466,7 @@ impl Engine {
                     "events": c.activity.events(from, to),
                     "quantity": (c.activity.quantity(from, to) * 100.0).round() / 100.0,
                     "active_days": c.activity.active_days(from, to),
-                    "active_users": c.seats.as_ref().map_or(0, |s| s.distinct(from, to)),
+                    "active_users": c.seats().map_or(0, |s| s.distinct(from, to)),
                 })
             })
             .collect();
@@ -1285,7 +1482,7 @@ impl Engine {
                 })
             })
             .collect();
-        let b = c.billing.as_deref();
+        let b = c.billing.as_ref();
         let mut v = serde_json::to_value(&row).ok()?;
         let extra = serde_json::json!({
             "as_of": format_ts(now),
@@ -1296,15 +1493,15 @@ impl Engine {
             "billing": b.map(|b| serde_json::json!({
                 "status": match b.status { Some(SubStatus::Active) => "active", Some(SubStatus::Churned) => "churned", None => "none" },
                 "subscribed_since": (b.sub_started != NEVER).then(|| format_ts(b.sub_started)),
-                "dunning_since": b.dunning_since.map(format_ts),
+                "dunning_since": b.dunning_since().map(format_ts),
                 "dunning_attempts": b.dunning_attempts,
-                "churned_at": b.churned.map(|(t, _)| format_ts(t)),
-                "churn_kind": b.churned.map(|(_, k)| k.as_str()),
+                "churned_at": b.churned().map(|(t, _)| format_ts(t)),
+                "churn_kind": b.churned().map(|(_, k)| k.as_str()),
             })),
             "feedback": c.feedback.as_deref().map(|f| serde_json::json!({
-                "nps": f.nps.map(|(s, t)| serde_json::json!({"score": s, "at": format_ts(t)})),
-                "csat": f.csat.map(|(s, t)| serde_json::json!({"score": s, "at": format_ts(t)})),
-                "ces": f.ces.map(|(s, t)| serde_json::json!({"score": s, "at": format_ts(t)})),
+                "nps": f.nps().map(|(s, t)| serde_json::json!({"score": s, "at": format_ts(t)})),
+                "csat": f.csat().map(|(s, t)| serde_json::json!({"score": s, "at": format_ts(t)})),
+                "ces": f.ces().map(|(s, t)| serde_json::json!({"score": s, "at": format_ts(t)})),
                 "open_tickets": f.tickets.iter().filter(|t| !t.resolved).count(),
             })),
         });
@@ -1326,7 +1523,7 @@ impl Engine {
             let plan = self.plans.name(Self::plan_of(c));
             for f in &c.firing {
                 out.push(AlertEvent {
-                    customer_id: c.id.clone(),
+                    customer_id: self.ids.get(ix as u32).into(),
                     alert: f.kind,
                     status: AlertStatus::Firing,
                     severity: self.cfg.alert(f.kind, plan).severity.clone(),
@@ -1408,13 +1605,12 @@ fn change_mrr(b: &mut Billing, facts: &mut Vec<Fact>, plan: u16, mrr: i64, plan_
 
 fn churn(b: &mut Billing, ts: Ts, kind: CancelKind, facts: &mut Vec<Fact>) {
     let had_sub = b.status == Some(SubStatus::Active);
-    if b.dunning_since.take().is_some() {
+    if b.take_dunning_since().is_some() {
         facts.push(Fact::DunningClosed { recovered: false });
     }
     b.dunning_attempts = 0;
     b.status = Some(SubStatus::Churned);
-    b.churned = Some((ts, kind));
-    b.churned_mrr = b.mrr;
+    b.set_churned(ts, kind, b.mrr);
     if had_sub {
         facts.push(Fact::Churned { kind, mrr: b.mrr });
     }
@@ -1431,5 +1627,23 @@ fn resolved_summary(kind: AlertKind) -> &'static str {
         AlertKind::Churned => "the customer was reactivated",
         AlertKind::Detractor => "latest feedback is no longer negative",
         AlertKind::SupportSpike => "support load is back to normal",
+    }
+}
+
+#[cfg(test)]
+mod ids_tests {
+    use super::Ids;
+
+    #[test]
+    fn ids_read_back_before_and_after_the_wide_switch() {
+        let mut ids = Ids::default();
+        let all: Vec<String> = (0..12).map(|i| format!("c-{i}")).collect();
+        for id in &all {
+            ids.push(id);
+        }
+        assert!(!ids.wide_ends.is_empty(), "the test limit was passed");
+        for (i, id) in all.iter().enumerate() {
+            assert_eq!(ids.get(i as u32), id);
+        }
     }
 }

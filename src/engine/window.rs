@@ -27,10 +27,11 @@ pub struct DayBucket {
     pub quantity: f32,
 }
 
-/// Sparse daily activity buckets, sorted by day.
+/// Sparse daily activity buckets, sorted by day. Exactly sized: a new day
+/// reallocates, which is rare next to the events that land on a known day.
 #[derive(Debug, Clone, Default)]
 pub struct Activity {
-    buckets: Vec<DayBucket>,
+    buckets: Box<[DayBucket]>,
 }
 
 impl Activity {
@@ -39,37 +40,36 @@ impl Activity {
         if day <= today - HORIZON_DAYS {
             return; // older than anything a window looks at
         }
+        let new = DayBucket {
+            day,
+            events: 1,
+            quantity: quantity as f32,
+        };
+        let n = self.buckets.len();
         match self.buckets.last_mut() {
             Some(b) if b.day == day => {
                 b.events = b.events.saturating_add(1);
                 b.quantity += quantity as f32;
             }
-            Some(b) if b.day < day => self.buckets.push(DayBucket {
-                day,
-                events: 1,
-                quantity: quantity as f32,
-            }),
-            None => self.buckets.push(DayBucket {
-                day,
-                events: 1,
-                quantity: quantity as f32,
-            }),
+            Some(b) if b.day < day => self.insert(n, new),
+            None => self.insert(0, new),
             Some(_) => match self.buckets.binary_search_by_key(&day, |b| b.day) {
                 Ok(i) => {
                     self.buckets[i].events = self.buckets[i].events.saturating_add(1);
                     self.buckets[i].quantity += quantity as f32;
                 }
-                Err(i) => self.buckets.insert(
-                    i,
-                    DayBucket {
-                        day,
-                        events: 1,
-                        quantity: quantity as f32,
-                    },
-                ),
+                Err(i) => self.insert(i, new),
             },
         }
         self.prune(today);
+    }
+
+    fn insert(&mut self, i: usize, b: DayBucket) {
+        let mut v = Vec::with_capacity(self.buckets.len() + 1);
+        v.extend_from_slice(&self.buckets[..i]);
+        v.push(b);
+        v.extend_from_slice(&self.buckets[i..]);
+        self.buckets = v.into_boxed_slice();
     }
 
     /// Drops buckets that fell out of the horizon.
@@ -81,10 +81,7 @@ impl Activity {
             .take_while(|b| b.day < keep_from)
             .count();
         if n > 0 {
-            self.buckets.drain(..n);
-        }
-        if self.buckets.capacity() > self.buckets.len() * 2 + 4 {
-            self.buckets.shrink_to_fit();
+            self.buckets = self.buckets[n..].into();
         }
     }
 
@@ -185,45 +182,103 @@ impl Activity {
 
     /// Heap bytes used.
     pub fn heap_bytes(&self) -> usize {
-        self.buckets.capacity() * std::mem::size_of::<DayBucket>()
+        self.buckets.len() * std::mem::size_of::<DayBucket>()
     }
 }
 
 /// Distinct active users by day, exact over the last 64 days.
+///
+/// One allocation, created by the first user: `[anchor, users, then per
+/// user: hash, low and high half of its day bitmap]`, with some room at the
+/// end once there are more than a few users. The anchor is the day of bit 0
+/// of every bitmap (the newest day seen); bit i set = active on day
+/// `anchor - i`.
 #[derive(Debug, Clone, Default)]
 pub struct Seats {
-    /// Day of bit 0 of every bitmap (the newest day seen).
-    anchor: i32,
-    /// (hash of user_id, bit i set = active on day `anchor - i`).
-    users: Vec<(u32, u64)>,
+    data: Box<[u32]>,
 }
 
 /// Most users tracked per customer; beyond it new users are not counted.
 pub const MAX_SEATS: usize = 4096;
 
+/// Words before the first user in [`Seats`].
+const HEAD: usize = 2;
+/// Users stored without spare room.
+const EXACT_USERS: usize = 8;
+
 impl Seats {
+    fn anchor(&self) -> i32 {
+        self.data.first().map_or(0, |a| *a as i32)
+    }
+
+    fn len(&self) -> usize {
+        self.data.get(1).map_or(0, |n| *n as usize)
+    }
+
+    fn bits(&self, i: usize) -> u64 {
+        let j = HEAD + 3 * i;
+        u64::from(self.data[j + 1]) | (u64::from(self.data[j + 2]) << 32)
+    }
+
+    fn set(&mut self, i: usize, hash: u32, bits: u64) {
+        let j = HEAD + 3 * i;
+        self.data[j] = hash;
+        self.data[j + 1] = bits as u32;
+        self.data[j + 2] = (bits >> 32) as u32;
+    }
+
+    fn users(&self) -> impl Iterator<Item = (u32, u64)> + '_ {
+        (0..self.len()).map(|i| (self.data[HEAD + 3 * i], self.bits(i)))
+    }
+
+    /// True once a user was added (even if all have aged out since).
+    pub fn is_tracking(&self) -> bool {
+        !self.data.is_empty()
+    }
+
     /// Marks `user` active on `day`.
     pub fn add(&mut self, user_hash: u32, day: i32) {
-        if self.users.is_empty() && self.anchor == 0 {
-            self.anchor = day;
+        if self.data.is_empty() {
+            self.data = vec![0u32; HEAD].into_boxed_slice();
         }
-        if day > self.anchor {
-            let shift = (day - self.anchor) as u32;
-            for (_, bits) in &mut self.users {
-                *bits = if shift >= 64 { 0 } else { *bits << shift };
+        if self.len() == 0 && self.anchor() == 0 {
+            self.data[0] = day as u32;
+        }
+        let anchor = self.anchor();
+        if day > anchor {
+            let shift = (day - anchor) as u32;
+            // Shift every bitmap and drop the users left without a day, in order.
+            let mut kept = 0;
+            for i in 0..self.len() {
+                let bits = self.bits(i);
+                let bits = if shift >= 64 { 0 } else { bits << shift };
+                if bits != 0 {
+                    let hash = self.data[HEAD + 3 * i];
+                    self.set(kept, hash, bits);
+                    kept += 1;
+                }
             }
-            self.users.retain(|(_, b)| *b != 0);
-            self.anchor = day;
+            self.data[1] = kept as u32;
+            self.data[0] = day as u32;
         }
-        let back = self.anchor - day;
+        let back = self.anchor() - day;
         if back >= 64 {
             return;
         }
         let bit = 1u64 << back;
-        if let Some((_, bits)) = self.users.iter_mut().find(|(h, _)| *h == user_hash) {
-            *bits |= bit;
-        } else if self.users.len() < MAX_SEATS {
-            self.users.push((user_hash, bit));
+        let n = self.len();
+        if let Some(i) = (0..n).find(|&i| self.data[HEAD + 3 * i] == user_hash) {
+            let bits = self.bits(i) | bit;
+            self.set(i, user_hash, bits);
+        } else if n < MAX_SEATS {
+            if HEAD + 3 * (n + 1) > self.data.len() {
+                let room = if n < EXACT_USERS { n + 1 } else { n + n / 2 };
+                let mut grown = vec![0u32; HEAD + 3 * room];
+                grown[..self.data.len()].copy_from_slice(&self.data);
+                self.data = grown.into_boxed_slice();
+            }
+            self.set(n, user_hash, bit);
+            self.data[1] = (n + 1) as u32;
         }
     }
 
@@ -233,13 +288,14 @@ impl Seats {
         if mask == 0 {
             return 0;
         }
-        self.users.iter().filter(|(_, b)| b & mask != 0).count() as u32
+        self.users().filter(|(_, b)| b & mask != 0).count() as u32
     }
 
     fn mask(&self, from: i32, to: i32) -> u64 {
         // Day d maps to bit anchor - d; keep days within the 64 bits.
-        let hi = (self.anchor - from).min(63);
-        let lo = (self.anchor - to + 1).max(0);
+        let anchor = self.anchor();
+        let hi = (anchor - from).min(63);
+        let lo = (anchor - to + 1).max(0);
         if hi < lo || hi < 0 {
             return 0;
         }
@@ -254,12 +310,12 @@ impl Seats {
 
     /// Users tracked.
     pub fn tracked(&self) -> usize {
-        self.users.len()
+        self.len()
     }
 
     /// Heap bytes used.
     pub fn heap_bytes(&self) -> usize {
-        self.users.capacity() * std::mem::size_of::<(u32, u64)>()
+        self.data.len() * std::mem::size_of::<u32>()
     }
 }
 

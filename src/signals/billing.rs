@@ -13,7 +13,7 @@ pub fn downgrade(c: &Customer, ctx: &Ctx<'_>) -> Option<Finding> {
     if b.status != Some(SubStatus::Active) {
         return None;
     }
-    let (ts, _prev_plan, prev_mrr, new_mrr) = b.downgrade?;
+    let (ts, _prev_plan, prev_mrr, new_mrr) = b.downgrade()?;
     if ctx.now >= ts + ctx.params.window || b.mrr >= prev_mrr {
         return None;
     }
@@ -47,7 +47,7 @@ pub fn downgrade(c: &Customer, ctx: &Ctx<'_>) -> Option<Finding> {
 /// A dunning period is open.
 pub fn payment_failed(c: &Customer, ctx: &Ctx<'_>) -> Option<Finding> {
     let b = c.billing.as_ref()?;
-    let since = b.dunning_since?;
+    let since = b.dunning_since()?;
     if b.status == Some(SubStatus::Churned) {
         return None;
     }
@@ -62,7 +62,7 @@ pub fn payment_failed(c: &Customer, ctx: &Ctx<'_>) -> Option<Finding> {
         evidence: json!({
             "first_failed_at": format_ts(since),
             "attempts": b.dunning_attempts,
-            "reason": b.dunning_reason,
+            "reason": b.dunning_reason(),
             "mrr": b.mrr,
             "grace_days": r1(ctx.dunning_grace as f64 / DAY_MS as f64),
             "churns_at": format_ts(deadline),
@@ -76,18 +76,18 @@ pub fn churned(c: &Customer, _ctx: &Ctx<'_>) -> Option<Finding> {
     if b.status != Some(SubStatus::Churned) {
         return None;
     }
-    let (ts, kind) = b.churned?;
+    let (ts, kind) = b.churned()?;
     let how = match kind {
         crate::event::CancelKind::Voluntary => "cancelled",
         crate::event::CancelKind::Involuntary => "churned involuntarily (payment not recovered)",
     };
     Some(Finding {
         starts_at: ts,
-        summary: format!("Customer {how}; {} MRR lost (minor units)", b.churned_mrr),
+        summary: format!("Customer {how}; {} MRR lost (minor units)", b.churned_mrr()),
         evidence: json!({
             "kind": kind.as_str(),
             "churned_at": format_ts(ts),
-            "mrr_lost": b.churned_mrr,
+            "mrr_lost": b.churned_mrr(),
             "subscribed_since": (b.sub_started != crate::engine::customer::NEVER).then(|| format_ts(b.sub_started)),
         }),
     })

@@ -136,7 +136,7 @@ pub fn seat_contraction(c: &Customer, ctx: &Ctx<'_>) -> Option<Finding> {
     if c.is_churned() {
         return None;
     }
-    let seats = c.seats.as_ref()?;
+    let seats = c.seats()?;
     let mut w = c.baseline_weeks(ctx.today, |a, b| f64::from(seats.distinct(a, b)));
     let weeks = w.len;
     if !has_history(c, ctx, weeks) {

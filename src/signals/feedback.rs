@@ -27,9 +27,9 @@ pub fn detractor(c: &Customer, ctx: &Ctx<'_>) -> Option<Finding> {
     let mut starts = Ts::MAX;
     let mut evidence = serde_json::Map::new();
     for (name, r, bad) in [
-        ("nps", fresh(f.nps), nps_bad as fn(u8) -> bool),
-        ("csat", fresh(f.csat), csat_bad),
-        ("ces", fresh(f.ces), ces_bad),
+        ("nps", fresh(f.nps()), nps_bad as fn(u8) -> bool),
+        ("csat", fresh(f.csat()), csat_bad),
+        ("ces", fresh(f.ces()), ces_bad),
     ] {
         if let Some((score, ts)) = r {
             evidence.insert(name.into(), json!({"score": score, "at": format_ts(ts)}));
@@ -53,9 +53,9 @@ pub fn detractor(c: &Customer, ctx: &Ctx<'_>) -> Option<Finding> {
 pub fn detractor_expiry(c: &Customer, window: Ts) -> Option<Ts> {
     let f = c.feedback.as_ref()?;
     [
-        f.nps.filter(|(s, _)| nps_bad(*s)),
-        f.csat.filter(|(s, _)| csat_bad(*s)),
-        f.ces.filter(|(s, _)| ces_bad(*s)),
+        f.nps().filter(|(s, _)| nps_bad(*s)),
+        f.csat().filter(|(s, _)| csat_bad(*s)),
+        f.ces().filter(|(s, _)| ces_bad(*s)),
     ]
     .into_iter()
     .flatten()

@@ -146,11 +146,11 @@ pub fn score(c: &Customer, ctx: &Ctx<'_>, seats_min_baseline: f64) -> Health {
     }
 
     if let Some(b) = &c.billing {
-        if let Some(since) = b.dunning_since {
+        if let Some(since) = b.dunning_since() {
             let frac = (ctx.now - since) as f64 / ctx.dunning_grace.max(1) as f64;
             d.push(("payment", w("payment") * (0.6 + 0.4 * frac.clamp(0.0, 1.0))));
         }
-        if let Some((ts, _, prev, new)) = b.downgrade {
+        if let Some((ts, _, prev, new)) = b.downgrade() {
             if ctx.now - ts < 60 * DAY_MS && prev > 0 && new < prev {
                 let age = (ctx.now - ts) as f64 / (60 * DAY_MS) as f64;
                 d.push((
@@ -163,7 +163,7 @@ pub fn score(c: &Customer, ctx: &Ctx<'_>, seats_min_baseline: f64) -> Health {
 
     if let Some(f) = &c.feedback {
         let fresh = |ts: i64| ctx.now - ts < 90 * DAY_MS;
-        if let Some((s, ts)) = f.nps.filter(|(_, ts)| fresh(*ts)) {
+        if let Some((s, ts)) = f.nps().filter(|(_, ts)| fresh(*ts)) {
             let _ = ts;
             let x = if feedback::nps_bad(s) {
                 1.0 - f64::from(s) / 20.0
@@ -172,7 +172,7 @@ pub fn score(c: &Customer, ctx: &Ctx<'_>, seats_min_baseline: f64) -> Health {
             };
             d.push(("nps", w("nps") * x));
         }
-        if let Some((s, _)) = f.csat.filter(|(_, ts)| fresh(*ts)) {
+        if let Some((s, _)) = f.csat().filter(|(_, ts)| fresh(*ts)) {
             d.push((
                 "csat",
                 w("csat")
@@ -183,7 +183,7 @@ pub fn score(c: &Customer, ctx: &Ctx<'_>, seats_min_baseline: f64) -> Health {
                     },
             ));
         }
-        if let Some((s, _)) = f.ces.filter(|(_, ts)| fresh(*ts)) {
+        if let Some((s, _)) = f.ces().filter(|(_, ts)| fresh(*ts)) {
             d.push((
                 "ces",
                 w("ces")
