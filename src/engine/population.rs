@@ -128,16 +128,17 @@ pub struct InstancePopulation {
 /// the earliest parked sweep time `D`, once each engine is parked at `D` or
 /// past it, merges the samples of those parked at `D` and hands the merged
 /// context to them (they run their sweep and carry on, maybe parking at the
-/// next one). With `force`, engines not ready do not hold a sweep back (end
-/// of a replay: nothing more comes for them). Returns the sweeps released.
-/// Take each engine's alerts afterwards.
-pub fn release_sweeps(engines: &mut [&mut Engine], force: bool) -> usize {
+/// next one). An engine `i` with `finished(i)` does not hold a sweep back
+/// (end of a replay: nothing more comes for it). Returns the sweeps released;
+/// take each engine's alerts afterwards.
+pub fn release_sweeps(engines: &mut [&mut Engine], finished: impl Fn(usize) -> bool) -> usize {
     let mut released = 0;
     loop {
         let Some(at) = engines.iter().filter_map(|e| e.sweep_pending()).min() else {
             return released;
         };
-        if !force && !engines.iter().all(|e| e.ready_for_sweep(at)) {
+        let ready = |(i, e): (usize, &&mut Engine)| finished(i) || e.ready_for_sweep(at);
+        if !engines.iter().enumerate().all(ready) {
             return released;
         }
         let mut samples = PopulationSamples::default();
@@ -189,7 +190,7 @@ mod tests {
             let shard = (std::hash::Hasher::finish(&h) % shards as u64) as usize;
             engines[shard].ingest(ev, seq as u64);
             let mut refs: Vec<&mut Engine> = engines.iter_mut().collect();
-            release_sweeps(&mut refs, false);
+            release_sweeps(&mut refs, |_| false);
             for e in &mut engines {
                 ids.extend(e.take_alerts().iter().map(|a| a.id()));
             }
@@ -198,7 +199,7 @@ mod tests {
             e.finish(Some(end));
         }
         let mut refs: Vec<&mut Engine> = engines.iter_mut().collect();
-        release_sweeps(&mut refs, false);
+        release_sweeps(&mut refs, |_| false);
         assert!(engines.iter().all(|e| e.sweep_pending().is_none()));
         for e in &mut engines {
             ids.extend(e.take_alerts().iter().map(|a| a.id()));
