@@ -9,6 +9,7 @@
 //! within the allowed lateness gives the same state and byte-identical alerts.
 
 pub mod customer;
+pub mod population;
 pub mod window;
 
 use std::cmp::{Ordering, Reverse};
@@ -28,6 +29,7 @@ use crate::signals::health::{self, Health};
 use crate::signals::{self, AlertKind, Ctx, Finding, Population};
 
 use customer::{Billing, Customer, Feedback, Firing, NEVER, SubStatus, Ticket};
+use population::{Acc, InstancePopulation, MIN_PLAN_POPULATION, PopulationSamples};
 use window::day_of;
 
 /// What happened to an ingested event.
@@ -320,6 +322,10 @@ pub struct Engine {
     clock: Ts,
     next_sweep: Ts,
     until: Option<Ts>,
+    /// Sweeps wait for a population from outside ([`population::release_sweeps`]).
+    coordinated: bool,
+    /// Where processing stopped at a sweep waiting for its population.
+    parked: Option<Parked>,
     population: FxHashMap<u16, Population>,
     overall: Population,
     ledger: Ledger,
@@ -328,8 +334,13 @@ pub struct Engine {
     stats: Stats,
 }
 
-/// Plans with fewer customers than this use the overall population context.
-const MIN_PLAN_POPULATION: u64 = 20;
+/// A sweep waiting for its population, and how far processing was asked to go.
+#[derive(Debug, Clone, Copy)]
+struct Parked {
+    at: Ts,
+    limit: Ts,
+    inclusive: bool,
+}
 
 impl Engine {
     /// A fresh engine.
@@ -353,6 +364,8 @@ impl Engine {
             clock: Ts::MIN,
             next_sweep: Ts::MIN,
             until: None,
+            coordinated: false,
+            parked: None,
             population: FxHashMap::default(),
             overall: Population::default(),
             ledger: Ledger::new(),
@@ -441,7 +454,8 @@ impl Engine {
         if self.next_sweep == Ts::MIN {
             self.next_sweep = (day_of(ev.ts) as Ts + 1) * DAY_MS;
         }
-        if ev.ts < self.watermark {
+        // While parked at a sweep, events from its time on still wait in order.
+        if ev.ts < self.parked.map_or(self.watermark, |p| p.at) {
             self.stats.late += 1;
             let now = self.clock.max(ev.ts);
             self.apply(ev, now);
@@ -688,6 +702,23 @@ impl Engine {
 
     /// Runs events, timers and sweeps due before `limit` (up to and including it when `inclusive`), in time order.
     fn process(&mut self, limit: Ts, inclusive: bool) {
+        if let Some(p) = &mut self.parked {
+            // Resumed by `resume_sweep`: remember how far to go then.
+            if limit > p.limit {
+                (p.limit, p.inclusive) = (limit, inclusive);
+            } else if limit == p.limit {
+                p.inclusive |= inclusive;
+            }
+            return;
+        }
+        if self.clock == Ts::MIN
+            && self.next_sweep != Ts::MIN
+            && let Some(t) = self.next_pending().map(|p| p.ts)
+        {
+            // The first sweep follows the first day applied, not the first
+            // event to arrive: with several input topics that order varies.
+            self.next_sweep = self.next_sweep.min((day_of(t) as Ts + 1) * DAY_MS);
+        }
         let due = |t: Ts| if inclusive { t <= limit } else { t < limit };
         loop {
             let ev_t = self.next_pending().map(|p| p.ts);
@@ -718,8 +749,17 @@ impl Engine {
                         self.on_timer(timer.ix(), timer.at());
                     }
                 }
+                _ if self.coordinated => {
+                    self.parked = Some(Parked {
+                        at: t,
+                        limit,
+                        inclusive,
+                    });
+                    break;
+                }
                 _ => {
-                    self.sweep(t);
+                    let pop = self.population_samples_at(t).build();
+                    self.sweep(t, &pop);
                     self.next_sweep = t + DAY_MS;
                 }
             }
@@ -1256,9 +1296,9 @@ impl Engine {
     }
 
     /// Daily: population context, window signals, pruning.
-    fn sweep(&mut self, now: Ts) {
+    fn sweep(&mut self, now: Ts, pop: &InstancePopulation) {
         let today = day_of(now);
-        self.compute_population(today);
+        self.set_population(pop);
         let kinds = [
             AlertKind::EngagementDrop,
             AlertKind::SeatContraction,
@@ -1305,16 +1345,10 @@ impl Engine {
         }
     }
 
-    fn compute_population(&mut self, today: i32) {
-        #[derive(Default)]
-        struct Acc {
-            ratios: Vec<f64>,
-            seat_ratios: Vec<f64>,
-            gaps: Vec<f64>,
-            weekly: Vec<f64>,
-        }
+    /// Raw population values of this engine's customers for a sweep at `now`.
+    fn population_samples_at(&self, now: Ts) -> PopulationSamples {
+        let today = day_of(now);
         let mut per_plan: FxHashMap<u16, Acc> = FxHashMap::default();
-        let mut all = Acc::default();
         let min_gaps = self.cfg.alerts[AlertKind::Inactivity as usize].min_baseline as usize;
         for c in &self.customers {
             if c.last_usage == NEVER
@@ -1326,52 +1360,83 @@ impl Engine {
             let acc = per_plan.entry(Self::plan_of(c)).or_default();
             let current = c.current_events(today) as f64;
             acc.weekly.push(current);
-            all.weekly.push(current);
             if let (Some(b), n) = c.baseline_events(today) {
                 if n >= 2 && b >= 1.0 {
                     acc.ratios.push(current / b);
-                    all.ratios.push(current / b);
                 }
             }
             if let Some(b) = c.baseline_seats(today).filter(|b| *b >= 1.0) {
-                let r = f64::from(c.current_seats(today)) / b;
-                acc.seat_ratios.push(r);
-                all.seat_ratios.push(r);
+                acc.seat_ratios.push(f64::from(c.current_seats(today)) / b);
             }
             let now = (today as Ts) * DAY_MS;
             let g = c
                 .typical_gap_days(min_gaps)
                 .unwrap_or_else(|| c.observed_gap_days(now));
             acc.gaps.push(g);
-            all.gaps.push(g);
         }
-        fn build(mut a: Acc) -> Population {
-            let n = a.weekly.len() as u64;
-            let d = Population::default();
-            a.weekly.sort_by(|x, y| x.total_cmp(y));
-            let quantiles = if a.weekly.is_empty() {
-                Vec::new()
-            } else {
-                (0..=100)
-                    .map(|q| a.weekly[(q * (a.weekly.len() - 1)) / 100])
-                    .collect()
-            };
-            Population {
-                activity_factor: window::median(&mut a.ratios)
-                    .map_or(d.activity_factor, |m| m.min(1.0)),
-                seat_factor: window::median(&mut a.seat_ratios)
-                    .map_or(d.seat_factor, |m| m.min(1.0)),
-                typical_gap_days: if a.gaps.len() >= MIN_GAP_POPULATION {
-                    quantile(&mut a.gaps, 0.9).unwrap_or(d.typical_gap_days)
-                } else {
-                    d.typical_gap_days
-                },
-                weekly_events_quantiles: quantiles,
-                customers: n,
+        PopulationSamples {
+            per_plan: per_plan
+                .into_iter()
+                .map(|(id, acc)| (self.plans.name(id).map(Into::into), acc))
+                .collect(),
+        }
+    }
+
+    /// Installs a sweep's population context (plans by name).
+    fn set_population(&mut self, pop: &InstancePopulation) {
+        self.population.clear();
+        for (name, p) in &pop.per_plan {
+            let id = name.as_deref().map_or(0, |n| self.plans.id(n));
+            self.population.insert(id, p.clone());
+        }
+        self.overall = pop.overall.clone();
+    }
+
+    /// Sweeps wait at their time for a population merged from outside
+    /// (several engines of one instance): see [`population`].
+    pub fn set_coordinated(&mut self, on: bool) {
+        self.coordinated = on;
+    }
+
+    /// The sweep time this engine is parked at, waiting for its population.
+    pub fn sweep_pending(&self) -> Option<Ts> {
+        self.parked.map(|p| p.at)
+    }
+
+    /// Whether this engine holds no customer state a sweep at `at` of its
+    /// instance still waits for: parked at `at` or later, past `at`, or
+    /// without any event and with every source drained.
+    pub fn ready_for_sweep(&self, at: Ts) -> bool {
+        match self.parked {
+            Some(p) => p.at >= at,
+            None => {
+                self.watermark > at
+                    || (self.max_ts.is_none() && self.sources.iter().all(|s| s.idle))
             }
         }
-        self.population = per_plan.into_iter().map(|(k, v)| (k, build(v))).collect();
-        self.overall = build(all);
+    }
+
+    /// This engine's raw population values for the sweep it is parked at
+    /// (empty when not parked).
+    pub fn population_samples(&self) -> PopulationSamples {
+        match self.parked {
+            Some(p) => self.population_samples_at(p.at),
+            None => PopulationSamples::default(),
+        }
+    }
+
+    /// Runs the parked sweep with the instance's population, then carries on
+    /// as far as processing was asked to go (it may park at the next sweep).
+    pub fn resume_sweep(&mut self, pop: &InstancePopulation) {
+        let Some(p) = self.parked.take() else { return };
+        self.sweep(p.at, pop);
+        self.next_sweep = p.at + DAY_MS;
+        self.process(p.limit, p.inclusive);
+    }
+
+    /// Events waiting in the reorder buffer.
+    pub fn buffered(&self) -> usize {
+        self.run.len() + self.heap.len()
     }
 
     fn lifecycle(&self, c: &Customer, health: &Health, now: Ts) -> &'static str {
@@ -1577,17 +1642,6 @@ impl Engine {
             groups: groups.into_values().collect(),
         }
     }
-}
-
-/// Customers with a rhythm of their own needed before the population's gap is trusted.
-const MIN_GAP_POPULATION: usize = 30;
-
-fn quantile(v: &mut [f64], q: f64) -> Option<f64> {
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    Some(v[((v.len() - 1) as f64 * q).round() as usize])
 }
 
 /// A subscribed customer's plan or MRR changed (without a downgrade record).

@@ -49,6 +49,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::SharedState;
 use crate::config::Config;
+use crate::engine::population::release_sweeps;
 use crate::engine::{Disposition, Engine};
 use crate::event::{EVENT_TYPES, decode};
 use crate::kafka::producer::{Outbox, Output, OutputKind};
@@ -59,6 +60,10 @@ const TICK: Duration = Duration::from_millis(200);
 /// Messages held per partition number during a rebuild before its
 /// topic-partitions are paused.
 pub const MAX_HELD: usize = 20_000;
+/// Events a partition parked at a daily sweep buffers (waiting for the other
+/// partitions of the instance) before its topic-partitions are paused; they
+/// are resumed once it is released and below half of this.
+pub const MAX_PARKED: usize = 50_000;
 /// Most messages handled per wake-up of the loop before it looks at acks,
 /// ticks and cancellation again.
 const BATCH: usize = 512;
@@ -273,6 +278,8 @@ struct Part {
     last_input: Instant,
     /// Last message per input topic, to tell a drained topic from a slow one.
     topic_input: [Option<Instant>; 3],
+    /// Fetch paused: parked at a sweep with [`MAX_PARKED`] events buffered.
+    paused: bool,
 }
 
 /// A message held while its partition is being rebuilt.
@@ -387,6 +394,7 @@ impl ConsumerLoop {
                     self.handle_notes();
                     self.outbox.poll_acks();
                     self.idle_ticks().await;
+                    self.sweeps().await;
                     if last_checkpoint.elapsed() >= commit_every {
                         self.checkpoint();
                         last_checkpoint = Instant::now();
@@ -418,6 +426,7 @@ impl ConsumerLoop {
                             next = ready_now(consumer.recv());
                         }
                     }
+                    self.sweeps().await;
                 }
             }
         };
@@ -530,6 +539,7 @@ impl ConsumerLoop {
                     assigned,
                     last_input: Instant::now(),
                     topic_input: [None; 3],
+                    paused: false,
                 },
             );
             self.shared.insert_engine(r.partition, engine);
@@ -555,6 +565,7 @@ impl ConsumerLoop {
                 .await;
             }
         }
+        self.sweeps().await;
         self.publish_status();
         Ok(())
     }
@@ -667,6 +678,81 @@ impl ConsumerLoop {
         }
     }
 
+    /// Releases the daily sweeps every live partition has reached, with one
+    /// population merged over them all (see [`crate::engine::population`]);
+    /// pauses a partition that buffers too much while parked. While a
+    /// partition is being rebuilt, sweeps wait for it.
+    async fn sweeps(&mut self) {
+        let alerts = {
+            let mut guards: Vec<_> = self.parts.values().map(|p| lock(&p.engine)).collect();
+            if !self.rebuilding.is_empty() || guards.iter().all(|e| e.sweep_pending().is_none()) {
+                Vec::new()
+            } else {
+                let mut engines: Vec<&mut Engine> = guards.iter_mut().map(|g| &mut **g).collect();
+                let released = release_sweeps(&mut engines, |_| false);
+                if released > 0 {
+                    tracing::debug!(released, partitions = engines.len(), "sweeps released");
+                }
+                engines.iter_mut().flat_map(|e| e.take_alerts()).collect()
+            }
+        };
+        let now = Instant::now();
+        for a in alerts {
+            let out = Output::alert(&self.cfg.kafka.alerts_topic, &a, now);
+            self.outbox.send(out).await;
+        }
+        for (p, part) in &mut self.parts {
+            let (parked, buffered) = {
+                let e = lock(&part.engine);
+                (e.sweep_pending().is_some(), e.buffered())
+            };
+            let pause = parked && buffered >= MAX_PARKED;
+            let resume = !parked || buffered < MAX_PARKED / 2;
+            if pause == part.paused || (part.paused && !resume) {
+                continue;
+            }
+            let mut tpl = TopicPartitionList::new();
+            for (i, t) in self.topics.iter().enumerate() {
+                if part.assigned[i] {
+                    tpl.add_partition(t, *p);
+                }
+            }
+            let res = if pause {
+                self.consumer.pause(&tpl)
+            } else {
+                // Fetch on from the next offset the loop has not seen: the
+                // position librdkafka keeps across pause/resume skipped
+                // messages in tests against Tansu.
+                let mut at = TopicPartitionList::new();
+                for (i, t) in self.topics.iter().enumerate() {
+                    if let (true, Some(next)) = (part.assigned[i], part.tps[i].next_offset) {
+                        let _ = at.add_partition_offset(t, *p, Offset::Offset(next));
+                    }
+                }
+                if at.count() > 0
+                    && let Err(e) = self.consumer.seek_partitions(at, Duration::ZERO)
+                {
+                    tracing::warn!(partition = p, error = %e, "cannot seek a paused partition before resuming it");
+                }
+                self.consumer.resume(&tpl)
+            };
+            match res {
+                Ok(()) => {
+                    part.paused = pause;
+                    tracing::debug!(
+                        partition = p,
+                        paused = pause,
+                        buffered,
+                        "partition parked at a sweep"
+                    );
+                }
+                Err(e) => {
+                    tracing::warn!(partition = p, error = %e, "cannot pause or resume a partition parked at a sweep")
+                }
+            }
+        }
+    }
+
     /// Advances the event-time clock of partitions idle for `idle_timeout`.
     async fn idle_ticks(&mut self) {
         let idle_timeout = Duration::from_millis(self.cfg.kafka.idle_timeout.max(0) as u64);
@@ -703,6 +789,11 @@ impl ConsumerLoop {
                 continue;
             }
             let mut e = lock(&part.engine);
+            // Parked at a sweep, it waits for the others, not for time: moving
+            // its clock on would make its topics' next events late.
+            if e.sweep_pending().is_some() {
+                continue;
+            }
             let Some(max_ts) = e.max_ts() else { continue };
             let to = max_ts.saturating_add(i64::try_from(idle.as_millis()).unwrap_or(i64::MAX));
             e.advance_to(to);
@@ -930,7 +1021,11 @@ impl RebuildJob {
                 *p,
                 Rebuilt {
                     partition: *p,
-                    engine: Engine::new(self.cfg.clone()),
+                    engine: {
+                        let mut e = Engine::new(self.cfg.clone());
+                        e.set_coordinated(true);
+                        e
+                    },
                     committed: [None; 3],
                 },
             );
@@ -953,7 +1048,12 @@ impl RebuildJob {
         }
         for r in out.values_mut() {
             settle(&mut r.engine);
-            drop(r.engine.take_alerts());
+        }
+        // Nothing more comes for any of them: release every parked sweep.
+        let mut engines: Vec<&mut Engine> = out.values_mut().map(|r| &mut r.engine).collect();
+        release_sweeps(&mut engines, |_| true);
+        for e in engines {
+            drop(e.take_alerts());
         }
         tracing::info!(partitions = ?self.parts.keys().collect::<Vec<_>>(), replayed, elapsed_ms = started.elapsed().as_millis() as u64, "state rebuilt");
         Ok(out.into_values().collect())
@@ -1011,6 +1111,24 @@ impl RebuildJob {
                     }
                     if m.offset() + 1 >= *end {
                         remaining.remove(&key);
+                        if !remaining.iter().any(|k| k.1 == key.1)
+                            && let Some(r) = out.get_mut(&key.1)
+                        {
+                            settle(&mut r.engine);
+                            drop(r.engine.take_alerts());
+                        }
+                    }
+                    if out.values().all(|r| r.engine.sweep_pending().is_none()) {
+                        continue;
+                    }
+                    // Partitions replay through the same sweeps as live; one
+                    // done replaying holds none back.
+                    let parts: Vec<i32> = out.keys().copied().collect();
+                    let mut engines: Vec<&mut Engine> =
+                        out.values_mut().map(|r| &mut r.engine).collect();
+                    release_sweeps(&mut engines, |i| !remaining.iter().any(|k| k.1 == parts[i]));
+                    for e in engines {
+                        drop(e.take_alerts());
                     }
                 }
                 Some(Err(KafkaError::PartitionEOF(_))) | None => {

@@ -1,0 +1,234 @@
+//! The population context of a daily sweep, in phases, so that several
+//! engines (one per Kafka partition) can share one context per instance:
+//!
+//! 1. an engine whose watermark reaches its next sweep time `D` parks there
+//!    ([`Engine::sweep_pending`]): it applies nothing at or after `D` and keeps
+//!    those events in its reorder buffer;
+//! 2. once every engine of the instance is parked at `D` or past it
+//!    ([`Engine::ready_for_sweep`]), their raw samples
+//!    ([`Engine::population_samples`]) are merged by plan name into one
+//!    [`InstancePopulation`];
+//! 3. each parked engine runs the rest of its sweep with it and carries on
+//!    ([`Engine::resume_sweep`]).
+//!
+//! [`release_sweeps`] does 2 and 3. A single engine (backtest) does all of it
+//! inside its own sweep. The merged context does not depend on how customers
+//! are spread over engines (medians and quantiles of the same multiset), so
+//! the alerts of a sharded run are the backtest's.
+
+use std::collections::BTreeMap;
+
+use crate::signals::Population;
+
+use super::{Engine, window};
+
+/// Plans with fewer customers than this use the overall population context.
+pub(super) const MIN_PLAN_POPULATION: u64 = 20;
+/// Customers with a rhythm of their own needed before the population's gap is trusted.
+const MIN_GAP_POPULATION: usize = 30;
+
+/// Raw per-customer values of one plan at a sweep.
+#[derive(Debug, Default, Clone)]
+pub(super) struct Acc {
+    pub(super) ratios: Vec<f64>,
+    pub(super) seat_ratios: Vec<f64>,
+    pub(super) gaps: Vec<f64>,
+    pub(super) weekly: Vec<f64>,
+}
+
+impl Acc {
+    fn extend(&mut self, o: &Acc) {
+        self.ratios.extend_from_slice(&o.ratios);
+        self.seat_ratios.extend_from_slice(&o.seat_ratios);
+        self.gaps.extend_from_slice(&o.gaps);
+        self.weekly.extend_from_slice(&o.weekly);
+    }
+
+    fn build(mut self) -> Population {
+        let n = self.weekly.len() as u64;
+        let d = Population::default();
+        self.weekly.sort_by(|x, y| x.total_cmp(y));
+        let quantiles = if self.weekly.is_empty() {
+            Vec::new()
+        } else {
+            (0..=100)
+                .map(|q| self.weekly[(q * (self.weekly.len() - 1)) / 100])
+                .collect()
+        };
+        Population {
+            activity_factor: window::median(&mut self.ratios)
+                .map_or(d.activity_factor, |m| m.min(1.0)),
+            seat_factor: window::median(&mut self.seat_ratios)
+                .map_or(d.seat_factor, |m| m.min(1.0)),
+            typical_gap_days: if self.gaps.len() >= MIN_GAP_POPULATION {
+                quantile(&mut self.gaps, 0.9).unwrap_or(d.typical_gap_days)
+            } else {
+                d.typical_gap_days
+            },
+            weekly_events_quantiles: quantiles,
+            customers: n,
+        }
+    }
+}
+
+fn quantile(v: &mut [f64], q: f64) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    Some(v[((v.len() - 1) as f64 * q).round() as usize])
+}
+
+/// The raw population values of one or more engines at one sweep time, by
+/// plan name (`None`: customers without a plan). Merge those of every engine
+/// of an instance, then [`Self::build`].
+#[derive(Debug, Default, Clone)]
+pub struct PopulationSamples {
+    pub(super) per_plan: BTreeMap<Option<Box<str>>, Acc>,
+}
+
+impl PopulationSamples {
+    /// Adds another engine's samples (same sweep time).
+    pub fn merge(&mut self, other: &PopulationSamples) {
+        for (plan, acc) in &other.per_plan {
+            self.per_plan.entry(plan.clone()).or_default().extend(acc);
+        }
+    }
+
+    /// Customers sampled.
+    pub fn customers(&self) -> usize {
+        self.per_plan.values().map(|a| a.weekly.len()).sum()
+    }
+
+    /// Medians and quantiles per plan and overall.
+    pub fn build(self) -> InstancePopulation {
+        let mut all = Acc::default();
+        for a in self.per_plan.values() {
+            all.extend(a);
+        }
+        InstancePopulation {
+            per_plan: self
+                .per_plan
+                .into_iter()
+                .map(|(k, v)| (k, v.build()))
+                .collect(),
+            overall: all.build(),
+        }
+    }
+}
+
+/// The population context of a sweep: per plan (by name) and overall.
+#[derive(Debug, Default, Clone)]
+pub struct InstancePopulation {
+    pub(super) per_plan: Vec<(Option<Box<str>>, Population)>,
+    pub(super) overall: Population,
+}
+
+/// Releases every sweep the engines of one instance are all ready for: for
+/// the earliest parked sweep time `D`, once each engine is parked at `D` or
+/// past it, merges the samples of those parked at `D` and hands the merged
+/// context to them (they run their sweep and carry on, maybe parking at the
+/// next one). An engine `i` with `finished(i)` does not hold a sweep back
+/// (end of a replay: nothing more comes for it). Returns the sweeps released;
+/// take each engine's alerts afterwards.
+pub fn release_sweeps(engines: &mut [&mut Engine], finished: impl Fn(usize) -> bool) -> usize {
+    let mut released = 0;
+    loop {
+        let Some(at) = engines.iter().filter_map(|e| e.sweep_pending()).min() else {
+            return released;
+        };
+        let ready = |(i, e): (usize, &&mut Engine)| finished(i) || e.ready_for_sweep(at);
+        if !engines.iter().enumerate().all(ready) {
+            return released;
+        }
+        let mut samples = PopulationSamples::default();
+        for e in engines.iter().filter(|e| e.sweep_pending() == Some(at)) {
+            samples.merge(&e.population_samples());
+        }
+        let pop = samples.build();
+        for e in engines.iter_mut() {
+            if e.sweep_pending() == Some(at) {
+                e.resume_sweep(&pop);
+            }
+        }
+        released += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::hash::{BuildHasher, Hash};
+    use std::sync::Arc;
+
+    use crate::config::Config;
+    use crate::event::{Ts, decode};
+    use crate::generate::{GenerateOptions, generate_to_vec};
+
+    use super::*;
+
+    /// Alert ids of the events split by customer over `shards` coordinated
+    /// engines (each partition's share in file order, like Kafka delivers it).
+    fn sharded_ids(cfg: &Arc<Config>, lines: &[String], shards: usize) -> BTreeSet<String> {
+        let mut engines: Vec<Engine> = (0..shards)
+            .map(|_| {
+                let mut e = Engine::new(cfg.clone());
+                e.set_coordinated(true);
+                e
+            })
+            .collect();
+        let mut ids = BTreeSet::new();
+        let mut end = Ts::MIN;
+        let hasher = rustc_hash::FxBuildHasher;
+        for (seq, l) in lines.iter().enumerate() {
+            let Ok(ev) = decode(l.as_bytes(), &cfg.decode) else {
+                continue;
+            };
+            end = end.max(ev.ts);
+            let mut h = hasher.build_hasher();
+            ev.customer_id.hash(&mut h);
+            let shard = (std::hash::Hasher::finish(&h) % shards as u64) as usize;
+            engines[shard].ingest(ev, seq as u64);
+            let mut refs: Vec<&mut Engine> = engines.iter_mut().collect();
+            release_sweeps(&mut refs, |_| false);
+            for e in &mut engines {
+                ids.extend(e.take_alerts().iter().map(|a| a.id()));
+            }
+        }
+        for e in &mut engines {
+            e.finish(Some(end));
+        }
+        let mut refs: Vec<&mut Engine> = engines.iter_mut().collect();
+        release_sweeps(&mut refs, |_| false);
+        assert!(engines.iter().all(|e| e.sweep_pending().is_none()));
+        for e in &mut engines {
+            ids.extend(e.take_alerts().iter().map(|a| a.id()));
+        }
+        ids
+    }
+
+    #[test]
+    fn sharded_engines_with_one_merged_population_give_the_backtest_alerts() {
+        let cfg = Arc::new(Config::default());
+        let opts = GenerateOptions {
+            seed: 5,
+            customers: 300,
+            days: 120,
+            ..GenerateOptions::default()
+        };
+        let lines = generate_to_vec(&opts).lines;
+        let mut whole = Engine::new(cfg.clone());
+        let mut want = BTreeSet::new();
+        for (seq, l) in lines.iter().enumerate() {
+            if let Ok(ev) = decode(l.as_bytes(), &cfg.decode) {
+                whole.ingest(ev, seq as u64);
+            }
+        }
+        whole.finish(None);
+        want.extend(whole.take_alerts().iter().map(|a| a.id()));
+        assert!(want.len() > 20, "too few alerts: {}", want.len());
+        for shards in [1, 3] {
+            assert_eq!(sharded_ids(&cfg, &lines, shards), want, "{shards} shards");
+        }
+    }
+}
