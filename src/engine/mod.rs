@@ -25,7 +25,7 @@ use crate::business::{Fact, Ledger, PeriodReport};
 use crate::config::Config;
 use crate::event::{CancelKind, DAY_MS, Event, EventKind, Ts, format_ts};
 use crate::signals::health::{self, Health};
-use crate::signals::{self, AlertKind, Ctx, Finding, Population};
+use crate::signals::{self, AlertKind, Ctx, Finding, Population, engagement};
 
 use customer::{Billing, Customer, Feedback, Firing, NEVER, SubStatus, Ticket};
 use window::day_of;
@@ -1113,6 +1113,7 @@ impl Engine {
         struct Acc {
             ratios: Vec<f64>,
             seat_ratios: Vec<f64>,
+            fortnight_ratios: Vec<f64>,
             gaps: Vec<f64>,
             weekly: Vec<f64>,
         }
@@ -1135,6 +1136,14 @@ impl Engine {
                     acc.ratios.push(current / b);
                     all.ratios.push(current / b);
                 }
+            }
+            let fortnight = f64::from(engagement::FORTNIGHT_DAYS);
+            if let Some((recent, rate, _)) =
+                engagement::fortnight(c, today).filter(|(_, rate, _)| *rate * fortnight >= 1.0)
+            {
+                let r = recent / (rate * fortnight);
+                acc.fortnight_ratios.push(r);
+                all.fortnight_ratios.push(r);
             }
             if let Some(b) = c.baseline_seats(today).filter(|b| *b >= 1.0) {
                 let r = f64::from(c.current_seats(today)) / b;
@@ -1164,6 +1173,8 @@ impl Engine {
                     .map_or(d.activity_factor, |m| m.min(1.0)),
                 seat_factor: window::median(&mut a.seat_ratios)
                     .map_or(d.seat_factor, |m| m.min(1.0)),
+                fortnight_factor: window::median(&mut a.fortnight_ratios)
+                    .map_or(d.fortnight_factor, |m| m.min(1.0)),
                 typical_gap_days: if a.gaps.len() >= MIN_GAP_POPULATION {
                     quantile(&mut a.gaps, 0.9).unwrap_or(d.typical_gap_days)
                 } else {

@@ -75,6 +75,27 @@ pub fn week_sd_from_days(c: &Customer, today: i32) -> f64 {
     (7.0 * c.activity.daily_residual_variance(from, today - 7)).sqrt()
 }
 
+/// Days in the recent window of [`fortnight`].
+pub const FORTNIGHT_DAYS: i32 = 14;
+
+/// Baseline days [`fortnight`] needs before the recent window.
+pub const FORTNIGHT_MIN_BASELINE_DAYS: i32 = 21;
+
+/// Events in the last 14 days and the daily rate of the (up to) 7 weeks
+/// before them: a slow slide shows here long before a single week looks odd.
+/// `None` with less than three weeks of full days before the window.
+pub fn fortnight(c: &Customer, today: i32) -> Option<(f64, f64, i32)> {
+    let to = today - FORTNIGHT_DAYS;
+    // The first day seen is partial; whole weeks keep the weekdays balanced.
+    let first = crate::engine::window::day_of(c.first_seen) + 1;
+    let days = (to - first).min(49) / 7 * 7;
+    if days < FORTNIGHT_MIN_BASELINE_DAYS {
+        return None;
+    }
+    let rate = c.activity.events(to - days, to) as f64 / f64::from(days);
+    Some((c.activity.events(to, today) as f64, rate, days))
+}
+
 /// A population seat factor below this is a shared quiet period.
 pub const QUIET_POPULATION: f64 = 0.85;
 

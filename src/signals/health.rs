@@ -23,7 +23,7 @@ pub struct Health {
 pub const WEIGHTS: [(&str, f64); 11] = [
     ("recency", 25.0),
     ("frequency", 25.0),
-    ("trend", 15.0),
+    ("decline", 30.0),
     ("seats", 10.0),
     ("key_feature", 5.0),
     ("payment", 25.0),
@@ -103,17 +103,19 @@ pub fn score(c: &Customer, ctx: &Ctx<'_>, seats_min_baseline: f64) -> Health {
         }
     }
 
-    // Trend: a steady slide over the last eight weeks, even while each week
-    // still looks normal against the one before.
-    if weeks >= engagement::MIN_BASELINE_WEEKS {
-        if let Some((slope, t, mean)) = c.activity.daily_trend(ctx.today - 56, ctx.today) {
-            let slide = -slope * 56.0 / mean.max(1e-9);
-            if t < 0.0 {
-                d.push((
-                    "trend",
-                    w("trend") * ramp(-t, 1.5, 3.0) * ramp(slide, 0.1, 0.4),
-                ));
-            }
+    // Decline: the last two weeks against the (up to) seven before them, graded
+    // by how many standard deviations short they fall (Poisson, widened for the
+    // baseline's own error). A slow slide that no single week shows is here.
+    if let Some((recent, rate, days)) = engagement::fortnight(c, ctx.today) {
+        let expected = rate
+            * f64::from(engagement::FORTNIGHT_DAYS)
+            * ctx.pop.fortnight_factor.clamp(0.05, 1.0);
+        if expected > 0.0 {
+            let noise = (expected.max(1.0)
+                * (1.0 + f64::from(engagement::FORTNIGHT_DAYS) / f64::from(days)))
+            .sqrt();
+            let z = (expected - recent) / noise;
+            d.push(("decline", w("decline") * ramp(z, 0.0, 3.0)));
         }
     }
 
