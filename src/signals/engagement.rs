@@ -21,14 +21,16 @@ pub struct Drop {
 }
 
 /// Compares `current` with the median of `weeks` scaled by the population
-/// `factor`. The noise is the largest of the weekly standard deviation, the
-/// one implied by the daily counts (`week_sd_from_days`, steadier: 56
-/// samples instead of 8) and Poisson noise. Returns the baseline and the drop.
+/// `factor`. The noise is the weekly standard deviation implied by the daily
+/// counts when given (`week_sd_from_days`: 56 samples instead of 8, and a
+/// slow slide before the drop does not widen it the way it widens the spread
+/// of 8 weekly totals), else that spread; at least Poisson noise. Returns the
+/// baseline and the drop.
 pub fn measure(
     current: f64,
     weeks: &mut [f64],
     factor: f64,
-    week_sd_from_days: f64,
+    week_sd_from_days: Option<f64>,
 ) -> Option<(f64, Drop)> {
     let baseline = median(weeks)?;
     // Spread of the weekly totals, robust (median absolute deviation) so one
@@ -43,7 +45,10 @@ pub fn measure(
     if expected <= 0.0 {
         return None;
     }
-    let sd = spread.max(week_sd_from_days).max(expected.sqrt()).max(1.0);
+    let sd = week_sd_from_days
+        .unwrap_or(spread)
+        .max(expected.sqrt())
+        .max(1.0);
     let drop = (1.0 - current / expected).max(0.0);
     Some((
         baseline,
@@ -124,7 +129,7 @@ pub fn engagement_drop(c: &Customer, ctx: &Ctx<'_>) -> Option<Finding> {
         current,
         w.values_mut(),
         ctx.pop.activity_factor,
-        week_sd_from_days(c, ctx.today),
+        Some(week_sd_from_days(c, ctx.today)),
     )?;
     if !holds(&d, baseline, ctx) {
         return None;
@@ -173,7 +178,7 @@ pub fn seat_contraction(c: &Customer, ctx: &Ctx<'_>) -> Option<Finding> {
         return None;
     }
     let current = f64::from(c.current_seats(ctx.today));
-    let (baseline, d) = measure(current, w.values_mut(), ctx.pop.seat_factor, 0.0)?;
+    let (baseline, d) = measure(current, w.values_mut(), ctx.pop.seat_factor, None)?;
     if !holds(&d, baseline, ctx) {
         return None;
     }
@@ -184,7 +189,7 @@ pub fn seat_contraction(c: &Customer, ctx: &Ctx<'_>) -> Option<Finding> {
         c.current_events(ctx.today) as f64,
         aw.values_mut(),
         ctx.pop.activity_factor,
-        0.0,
+        None,
     )
     .map_or(0.0, |(_, a)| a.drop);
     if !ctx.firing && activity_drop >= MAX_ACTIVITY_DROP_FOR_SEATS {
