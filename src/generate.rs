@@ -654,6 +654,13 @@ const PRE_CHURN_SUPPORT_SHARE: f64 = 0.5;
 /// How long before the churn that friction starts, shortest and longest
 /// (uniform in between).
 const PRE_CHURN_SUPPORT_LEAD: (Ts, Ts) = (30 * DAY_MS, 90 * DAY_MS);
+/// Share of voluntary churners (drawn apart from friction) whose users leave
+/// before the account does: the least active seats stop one by one.
+const PRE_CHURN_SEATS_SHARE: f64 = 0.5;
+/// Share of the seats that have left by the churn.
+const PRE_CHURN_SEATS_LEFT: f64 = 0.4;
+/// How long before the churn the first of them leaves, shortest and longest.
+const PRE_CHURN_SEATS_LEAD: (Ts, Ts) = (30 * DAY_MS, 90 * DAY_MS);
 /// Days between friction tickets, least and most (never 3 in a week, so no
 /// `support_spike`).
 const PRE_CHURN_TICKET_GAP_DAYS: (Ts, Ts) = (7, 14);
@@ -665,6 +672,23 @@ fn pre_churn_end(s: &StoryPlan) -> Option<Ts> {
         Story::GradualDeclineCancel | Story::AbruptStop => s.cancel_at,
         _ => None,
     }
+}
+
+/// Whether seat `user` (1 = the most active) of a churner has left by `t`:
+/// the least active [`PRE_CHURN_SEATS_LEFT`] of the seats leave one by one,
+/// evenly spread from `seats_leave_from` to the churn.
+fn seat_left(seats: u16, s: &StoryPlan, user: u16, t: Ts) -> bool {
+    let from = s.seats_leave_from;
+    let Some(end) = pre_churn_end(s).filter(|_| t >= from) else {
+        return false;
+    };
+    let leaving = (f64::from(seats) * PRE_CHURN_SEATS_LEFT).floor() as u16;
+    if user + leaving <= seats {
+        return false;
+    }
+    // The least active seat leaves first.
+    let nth = i64::from(seats - user + 1);
+    t >= from + (end - from) * nth / i64::from(leaving + 1)
 }
 
 /// Usage level (1 = normal) of a churner at `t` during the pre-churn drift:
@@ -692,6 +716,8 @@ struct StoryPlan {
     recover_after: Ts,
     /// Key feature (0 = reports, 1 = exports) of `KeyFeatureDropped`.
     dropped_kf: usize,
+    /// When a churner's seats start to leave (`Ts::MAX`: they stay).
+    seats_leave_from: Ts,
 }
 
 #[derive(Debug, Clone)]
@@ -1105,6 +1131,7 @@ fn assign_story(
         target_plan: c.plan,
         recover_after: 0,
         dropped_kf: 0,
+        seats_leave_from: Ts::MAX,
     };
     match story {
         Story::GradualDeclineCancel => {
@@ -1180,6 +1207,11 @@ fn assign_story(
         if unit(rng) < PRE_CHURN_SUPPORT_SHARE {
             let (lo, hi) = PRE_CHURN_SUPPORT_LEAD;
             c.next_friction_ticket = end - secs(rng, lo, hi);
+        }
+        // ... and for some, people leave before the account does.
+        if unit(rng) < PRE_CHURN_SEATS_SHARE {
+            let (lo, hi) = PRE_CHURN_SEATS_LEAD;
+            plan.seats_leave_from = end - secs(rng, lo, hi);
         }
     }
     c.story = Some(Box::new(plan));
@@ -1743,7 +1775,7 @@ fn usage_day(
             Story::SeatLoss => !(u.light && u.ts >= s.onset),
             // Leading signal: churners drift down for weeks before the story proper.
             Story::GradualDeclineCancel | Story::AbruptStop | Story::PaymentNotRecovered => {
-                unit(rng) < pre_churn_level(s, u.ts)
+                !seat_left(c.seats, s, u.user, u.ts) && unit(rng) < pre_churn_level(s, u.ts)
             }
             _ => true,
         }

@@ -213,7 +213,7 @@ fn health_score_ranks_customers_who_churn_in_the_next_60_days() {
         pos.len(),
         neg.len()
     );
-    // The target; measured here: 0.815.
+    // The target; measured here: 0.816.
     assert!(a >= 0.8, "AUC {a:.3} < 0.8");
 }
 
