@@ -648,16 +648,55 @@ enum Rhythm {
 const PRE_CHURN_DRIFT: Ts = 60 * DAY_MS;
 /// How far it would have drifted by the churn (0.5 = usage at 50%).
 const PRE_CHURN_DRIFT_DEPTH: f64 = 0.5;
+/// Share of voluntary churners who also run into support friction before
+/// they go: a ticket every 7-14 days, followed by lukewarm CSAT/CES answers.
+const PRE_CHURN_SUPPORT_SHARE: f64 = 0.5;
+/// How long before the churn that friction starts, shortest and longest
+/// (uniform in between).
+const PRE_CHURN_SUPPORT_LEAD: (Ts, Ts) = (30 * DAY_MS, 90 * DAY_MS);
+/// Share of voluntary churners (drawn apart from friction) whose users leave
+/// before the account does: the least active seats stop one by one.
+const PRE_CHURN_SEATS_SHARE: f64 = 0.5;
+/// Share of the seats that have left by the churn.
+const PRE_CHURN_SEATS_LEFT: f64 = 0.4;
+/// How long before the churn the first of them leaves, shortest and longest.
+const PRE_CHURN_SEATS_LEAD: (Ts, Ts) = (30 * DAY_MS, 90 * DAY_MS);
+/// Days between friction tickets, least and most (never 3 in a week, so no
+/// `support_spike`).
+const PRE_CHURN_TICKET_GAP_DAYS: (Ts, Ts) = (7, 14);
+
+/// The churn a churner's lead counts back from.
+fn pre_churn_end(s: &StoryPlan) -> Option<Ts> {
+    match s.story {
+        Story::PaymentNotRecovered => s.churn_at,
+        Story::GradualDeclineCancel | Story::AbruptStop => s.cancel_at,
+        _ => None,
+    }
+}
+
+/// Whether seat `user` (1 = the most active) of a churner has left by `t`:
+/// the least active [`PRE_CHURN_SEATS_LEFT`] of the seats leave one by one,
+/// evenly spread from `seats_leave_from` to the churn.
+fn seat_left(seats: u16, s: &StoryPlan, user: u16, t: Ts) -> bool {
+    let from = s.seats_leave_from;
+    let Some(end) = pre_churn_end(s).filter(|_| t >= from) else {
+        return false;
+    };
+    let leaving = (f64::from(seats) * PRE_CHURN_SEATS_LEFT).floor() as u16;
+    if user + leaving <= seats {
+        return false;
+    }
+    // The least active seat leaves first.
+    let nth = i64::from(seats - user + 1);
+    t >= from + (end - from) * nth / i64::from(leaving + 1)
+}
 
 /// Usage level (1 = normal) of a churner at `t` during the pre-churn drift:
 /// falls linearly over [`PRE_CHURN_DRIFT`] before the churn.
 fn pre_churn_level(s: &StoryPlan, t: Ts) -> f64 {
-    let end = match s.story {
-        Story::PaymentNotRecovered => s.churn_at,
-        Story::GradualDeclineCancel | Story::AbruptStop => s.cancel_at,
-        _ => None,
+    let Some(end) = pre_churn_end(s) else {
+        return 1.0;
     };
-    let Some(end) = end else { return 1.0 };
     let x = (t - (end - PRE_CHURN_DRIFT)) as f64 / PRE_CHURN_DRIFT as f64;
     1.0 - PRE_CHURN_DRIFT_DEPTH * x.clamp(0.0, 1.0)
 }
@@ -677,6 +716,8 @@ struct StoryPlan {
     recover_after: Ts,
     /// Key feature (0 = reports, 1 = exports) of `KeyFeatureDropped`.
     dropped_kf: usize,
+    /// When a churner's seats start to leave (`Ts::MAX`: they stay).
+    seats_leave_from: Ts,
 }
 
 #[derive(Debug, Clone)]
@@ -711,6 +752,8 @@ struct Customer {
     next_active_day: i64,
     renewal_k: u32,
     next_ticket: Ts,
+    /// Next support-friction ticket of a churner's lead.
+    next_friction_ticket: Ts,
     next_nps: Ts,
     kf_last: [Ts; 2],
     tickets: u32,
@@ -994,6 +1037,7 @@ fn base_customer(opts: &GenerateOptions, idx: u32) -> Customer {
         next_active_day: start_day + first_active,
         renewal_k: 0,
         next_ticket,
+        next_friction_ticket: Ts::MAX,
         next_nps,
         kf_last: [Ts::MIN / 2; 2],
         tickets: 0,
@@ -1087,6 +1131,7 @@ fn assign_story(
         target_plan: c.plan,
         recover_after: 0,
         dropped_kf: 0,
+        seats_leave_from: Ts::MAX,
     };
     match story {
         Story::GradualDeclineCancel => {
@@ -1154,6 +1199,19 @@ fn assign_story(
         Story::SupportSpike => {
             c.ticket_gap_days = c.ticket_gap_days.max(60.0);
             c.ticket_min_gap_days = 31.0;
+        }
+    }
+    // Not every churner shows the same leading signals: half of those who
+    // leave by choice also struggle with the product and say so to support.
+    if let Some(end) = pre_churn_end(&plan).filter(|_| story != Story::PaymentNotRecovered) {
+        if unit(rng) < PRE_CHURN_SUPPORT_SHARE {
+            let (lo, hi) = PRE_CHURN_SUPPORT_LEAD;
+            c.next_friction_ticket = end - secs(rng, lo, hi);
+        }
+        // ... and for some, people leave before the account does.
+        if unit(rng) < PRE_CHURN_SEATS_SHARE {
+            let (lo, hi) = PRE_CHURN_SEATS_LEAD;
+            plan.seats_leave_from = end - secs(rng, lo, hi);
         }
     }
     c.story = Some(Box::new(plan));
@@ -1477,10 +1535,21 @@ fn feedback_day(c: &mut Customer, day_start: Ts, day_end: Ts, rng: &mut Rng, em:
                 t,
                 sev,
                 secs(rng, 4 * HOUR_MS, 72 * HOUR_MS),
-                true,
+                Survey::Healthy,
                 rng,
                 em,
             );
+        }
+    }
+    // A churner's support friction: tickets until it is gone.
+    while c.next_friction_ticket < day_end {
+        let t = c.next_friction_ticket;
+        let (lo, hi) = PRE_CHURN_TICKET_GAP_DAYS;
+        c.next_friction_ticket += secs(rng, lo * DAY_MS, hi * DAY_MS);
+        if t >= day_start && t < stop {
+            let sev = pick(rng, &[("low", 0.1), ("normal", 0.6), ("high", 0.3)]);
+            let resolve_after = secs(rng, DAY_MS, 5 * DAY_MS);
+            ticket(c, t, sev, resolve_after, Survey::Lukewarm, rng, em);
         }
     }
     let Some(s) = c.story.clone() else {
@@ -1514,21 +1583,43 @@ fn feedback_day(c: &mut Customer, day_start: Ts, day_end: Ts, rng: &mut Rng, em:
                     1 => pick(rng, &[("urgent", 0.5), ("high", 0.5)]),
                     _ => pick(rng, &[("normal", 0.6), ("high", 0.3), ("low", 0.1)]),
                 };
-                ticket(c, t, sev, secs(rng, DAY_MS, 5 * DAY_MS), false, rng, em);
+                ticket(
+                    c,
+                    t,
+                    sev,
+                    secs(rng, DAY_MS, 5 * DAY_MS),
+                    Survey::None,
+                    rng,
+                    em,
+                );
             }
         }
         _ => {}
     }
 }
 
+/// Survey scores with their weights.
+type Answers = &'static [(u8, f64)];
+
+/// Which CSAT/CES answers may follow a resolved ticket.
+#[derive(Clone, Copy, PartialEq)]
+enum Survey {
+    /// None.
+    None,
+    /// Occasional, mostly satisfied.
+    Healthy,
+    /// More often, lukewarm (CSAT 3-4, CES 4-5): never a detractor.
+    Lukewarm,
+}
+
 /// A ticket opened at `t` and resolved `resolve_after` later, with an
-/// occasional healthy CSAT/CES afterwards when `survey`.
+/// occasional CSAT/CES answer afterwards as `survey` says.
 fn ticket(
     c: &mut Customer,
     t: Ts,
     sev: &str,
     resolve_after: Ts,
-    survey: bool,
+    survey: Survey,
     rng: &mut Rng,
     em: &mut Emitter,
 ) {
@@ -1550,19 +1641,27 @@ fn ticket(
         ",\"severity\":\"{sev}\",\"ticket_id\":\"{id}\",\"status\":\"resolved\""
     );
     em.push(rng, Cat::Feedback, resolved, b);
-    if !survey {
-        return;
-    }
-    if unit(rng) < 0.35 {
+    // (chance of an answer, scores and their weights) for CSAT, then CES.
+    let (p_csat, csat, p_ces, ces): (f64, Answers, f64, Answers) = match survey {
+        Survey::None => return,
+        Survey::Healthy => (
+            0.35,
+            &[(3, 0.15), (4, 0.35), (5, 0.5)],
+            0.15,
+            &[(1, 0.2), (2, 0.3), (3, 0.25), (4, 0.15), (5, 0.1)],
+        ),
+        Survey::Lukewarm => (0.5, &[(3, 0.6), (4, 0.4)], 0.3, &[(4, 0.4), (5, 0.6)]),
+    };
+    if unit(rng) < p_csat {
         let at = resolved + secs(rng, 10 * MINUTE_MS, DAY_MS);
-        let score = pick(rng, &[(3, 0.15), (4, 0.35), (5, 0.5)]);
+        let score = pick(rng, csat);
         let mut b = head("csat", c);
         let _ = write!(b, ",\"score\":{score}");
         em.push(rng, Cat::Feedback, at.min(c.feedback_end() - 1), b);
     }
-    if unit(rng) < 0.15 {
+    if unit(rng) < p_ces {
         let at = resolved + secs(rng, 10 * MINUTE_MS, DAY_MS);
-        let score = pick(rng, &[(1, 0.2), (2, 0.3), (3, 0.25), (4, 0.15), (5, 0.1)]);
+        let score = pick(rng, ces);
         let mut b = head("ces", c);
         let _ = write!(b, ",\"score\":{score}");
         em.push(rng, Cat::Feedback, at.min(c.feedback_end() - 1), b);
@@ -1676,7 +1775,7 @@ fn usage_day(
             Story::SeatLoss => !(u.light && u.ts >= s.onset),
             // Leading signal: churners drift down for weeks before the story proper.
             Story::GradualDeclineCancel | Story::AbruptStop | Story::PaymentNotRecovered => {
-                unit(rng) < pre_churn_level(s, u.ts)
+                !seat_left(c.seats, s, u.user, u.ts) && unit(rng) < pre_churn_level(s, u.ts)
             }
             _ => true,
         }

@@ -26,7 +26,7 @@ use crate::business::{Fact, Ledger, PeriodReport};
 use crate::config::Config;
 use crate::event::{CancelKind, DAY_MS, Event, EventKind, Ts, format_ts};
 use crate::signals::health::{self, Health};
-use crate::signals::{self, AlertKind, Ctx, Finding, Population};
+use crate::signals::{self, AlertKind, Ctx, Finding, Population, engagement};
 
 use customer::{Billing, Customer, Feedback, Firing, NEVER, SubStatus, Ticket};
 use population::{Acc, InstancePopulation, MIN_PLAN_POPULATION, PopulationSamples};
@@ -1364,6 +1364,13 @@ impl Engine {
                 if n >= 2 && b >= 1.0 {
                     acc.ratios.push(current / b);
                 }
+            }
+            let fortnight = f64::from(engagement::FORTNIGHT_DAYS);
+            if let Some((recent, rate, _)) =
+                engagement::fortnight(c, today).filter(|(_, rate, _)| *rate * fortnight >= 1.0)
+            {
+                let r = recent / (rate * fortnight);
+                acc.fortnight_ratios.push(r);
             }
             if let Some(b) = c.baseline_seats(today).filter(|b| *b >= 1.0) {
                 acc.seat_ratios.push(f64::from(c.current_seats(today)) / b);

@@ -32,6 +32,7 @@ const MIN_GAP_POPULATION: usize = 30;
 pub(super) struct Acc {
     pub(super) ratios: Vec<f64>,
     pub(super) seat_ratios: Vec<f64>,
+    pub(super) fortnight_ratios: Vec<f64>,
     pub(super) gaps: Vec<f64>,
     pub(super) weekly: Vec<f64>,
 }
@@ -40,6 +41,7 @@ impl Acc {
     fn extend(&mut self, o: &Acc) {
         self.ratios.extend_from_slice(&o.ratios);
         self.seat_ratios.extend_from_slice(&o.seat_ratios);
+        self.fortnight_ratios.extend_from_slice(&o.fortnight_ratios);
         self.gaps.extend_from_slice(&o.gaps);
         self.weekly.extend_from_slice(&o.weekly);
     }
@@ -60,6 +62,8 @@ impl Acc {
                 .map_or(d.activity_factor, |m| m.min(1.0)),
             seat_factor: window::median(&mut self.seat_ratios)
                 .map_or(d.seat_factor, |m| m.min(1.0)),
+            fortnight_factor: window::median(&mut self.fortnight_ratios)
+                .map_or(d.fortnight_factor, |m| m.min(1.0)),
             typical_gap_days: if self.gaps.len() >= MIN_GAP_POPULATION {
                 quantile(&mut self.gaps, 0.9).unwrap_or(d.typical_gap_days)
             } else {

@@ -21,14 +21,16 @@ pub struct Drop {
 }
 
 /// Compares `current` with the median of `weeks` scaled by the population
-/// `factor`. The noise is the largest of the weekly standard deviation, the
-/// one implied by the daily counts (`week_sd_from_days`, steadier: 56
-/// samples instead of 8) and Poisson noise. Returns the baseline and the drop.
+/// `factor`. The noise is the weekly standard deviation implied by the daily
+/// counts when given (`week_sd_from_days`: 56 samples instead of 8, and a
+/// slow slide before the drop does not widen it the way it widens the spread
+/// of 8 weekly totals), else that spread; at least Poisson noise. Returns the
+/// baseline and the drop.
 pub fn measure(
     current: f64,
     weeks: &mut [f64],
     factor: f64,
-    week_sd_from_days: f64,
+    week_sd_from_days: Option<f64>,
 ) -> Option<(f64, Drop)> {
     let baseline = median(weeks)?;
     // Spread of the weekly totals, robust (median absolute deviation) so one
@@ -43,7 +45,10 @@ pub fn measure(
     if expected <= 0.0 {
         return None;
     }
-    let sd = spread.max(week_sd_from_days).max(expected.sqrt()).max(1.0);
+    let sd = week_sd_from_days
+        .unwrap_or(spread)
+        .max(expected.sqrt())
+        .max(1.0);
     let drop = (1.0 - current / expected).max(0.0);
     Some((
         baseline,
@@ -75,6 +80,27 @@ pub fn week_sd_from_days(c: &Customer, today: i32) -> f64 {
     (7.0 * c.activity.daily_residual_variance(from, today - 7)).sqrt()
 }
 
+/// Days in the recent window of [`fortnight`].
+pub const FORTNIGHT_DAYS: i32 = 14;
+
+/// Baseline days [`fortnight`] needs before the recent window.
+pub const FORTNIGHT_MIN_BASELINE_DAYS: i32 = 21;
+
+/// Events in the last 14 days and the daily rate of the (up to) 7 weeks
+/// before them: a slow slide shows here long before a single week looks odd.
+/// `None` with less than three weeks of full days before the window.
+pub fn fortnight(c: &Customer, today: i32) -> Option<(f64, f64, i32)> {
+    let to = today - FORTNIGHT_DAYS;
+    // The first day seen is partial; whole weeks keep the weekdays balanced.
+    let first = crate::engine::window::day_of(c.first_seen) + 1;
+    let days = (to - first).min(49) / 7 * 7;
+    if days < FORTNIGHT_MIN_BASELINE_DAYS {
+        return None;
+    }
+    let rate = c.activity.events(to - days, to) as f64 / f64::from(days);
+    Some((c.activity.events(to, today) as f64, rate, days))
+}
+
 /// A population seat factor below this is a shared quiet period.
 pub const QUIET_POPULATION: f64 = 0.85;
 
@@ -103,7 +129,7 @@ pub fn engagement_drop(c: &Customer, ctx: &Ctx<'_>) -> Option<Finding> {
         current,
         w.values_mut(),
         ctx.pop.activity_factor,
-        week_sd_from_days(c, ctx.today),
+        Some(week_sd_from_days(c, ctx.today)),
     )?;
     if !holds(&d, baseline, ctx) {
         return None;
@@ -152,7 +178,7 @@ pub fn seat_contraction(c: &Customer, ctx: &Ctx<'_>) -> Option<Finding> {
         return None;
     }
     let current = f64::from(c.current_seats(ctx.today));
-    let (baseline, d) = measure(current, w.values_mut(), ctx.pop.seat_factor, 0.0)?;
+    let (baseline, d) = measure(current, w.values_mut(), ctx.pop.seat_factor, None)?;
     if !holds(&d, baseline, ctx) {
         return None;
     }
@@ -163,7 +189,7 @@ pub fn seat_contraction(c: &Customer, ctx: &Ctx<'_>) -> Option<Finding> {
         c.current_events(ctx.today) as f64,
         aw.values_mut(),
         ctx.pop.activity_factor,
-        0.0,
+        None,
     )
     .map_or(0.0, |(_, a)| a.drop);
     if !ctx.firing && activity_drop >= MAX_ACTIVITY_DROP_FOR_SEATS {

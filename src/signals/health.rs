@@ -23,7 +23,7 @@ pub struct Health {
 pub const WEIGHTS: [(&str, f64); 11] = [
     ("recency", 25.0),
     ("frequency", 25.0),
-    ("trend", 15.0),
+    ("decline", 30.0),
     ("seats", 10.0),
     ("key_feature", 5.0),
     ("payment", 25.0),
@@ -103,17 +103,24 @@ pub fn score(c: &Customer, ctx: &Ctx<'_>, seats_min_baseline: f64) -> Health {
         }
     }
 
-    // Trend: a steady slide over the last eight weeks, even while each week
-    // still looks normal against the one before.
-    if weeks >= engagement::MIN_BASELINE_WEEKS {
-        if let Some((slope, t, mean)) = c.activity.daily_trend(ctx.today - 56, ctx.today) {
-            let slide = -slope * 56.0 / mean.max(1e-9);
-            if t < 0.0 {
-                d.push((
-                    "trend",
-                    w("trend") * ramp(-t, 1.5, 3.0) * ramp(slide, 0.1, 0.4),
-                ));
-            }
+    // Decline: the last two weeks against the (up to) seven before them, graded
+    // by how many standard deviations short they fall. A slow slide that no
+    // single week shows is here.
+    if let Some((recent, rate, days)) = engagement::fortnight(c, ctx.today) {
+        let expected = rate
+            * f64::from(engagement::FORTNIGHT_DAYS)
+            * ctx.pop.fortnight_factor.clamp(0.05, 1.0);
+        if expected > 0.0 {
+            // The customer's own day-to-day spread when wider than Poisson
+            // (an irregular rhythm), widened for the baseline's own error.
+            let to = ctx.today - engagement::FORTNIGHT_DAYS;
+            let own = c.activity.daily_residual_variance(to - days, to)
+                * f64::from(engagement::FORTNIGHT_DAYS);
+            let noise = (expected.max(own).max(1.0)
+                * (1.0 + f64::from(engagement::FORTNIGHT_DAYS) / f64::from(days)))
+            .sqrt();
+            let z = (expected - recent) / noise;
+            d.push(("decline", w("decline") * ramp(z, 0.0, 3.0)));
         }
     }
 
@@ -179,6 +186,8 @@ pub fn score(c: &Customer, ctx: &Ctx<'_>, seats_min_baseline: f64) -> Health {
                     * match s {
                         1 => 1.0,
                         2 => 0.8,
+                        // Lukewarm: not a detractor, but not satisfied either.
+                        3 => 0.3,
                         _ => 0.0,
                     },
             ));
@@ -190,23 +199,27 @@ pub fn score(c: &Customer, ctx: &Ctx<'_>, seats_min_baseline: f64) -> Health {
                     * match s {
                         7 => 1.0,
                         6 => 0.8,
+                        5 => 0.3,
                         _ => 0.0,
                     },
             ));
         }
-        let week = f
-            .tickets
-            .iter()
-            .filter(|t| ctx.now - t.opened < 7 * DAY_MS && t.opened <= ctx.now)
-            .count();
+        let opened_within = |days: i64| {
+            f.tickets
+                .iter()
+                .filter(|t| ctx.now - t.opened < days * DAY_MS && t.opened <= ctx.now)
+                .count() as f64
+        };
         let urgent = f
             .tickets
             .iter()
             .any(|t| t.severity == Severity::Urgent && !t.resolved);
+        // A burst this week, or friction that keeps coming back: more than
+        // one ticket a month is more than most customers ever file.
         let x = if urgent {
             1.0
         } else {
-            ramp(week as f64, 1.0, 5.0)
+            ramp(opened_within(7), 1.0, 5.0).max(ramp(opened_within(30), 1.0, 3.0))
         };
         d.push(("support", w("support") * x));
     }

@@ -119,6 +119,9 @@ pub struct Population {
     pub activity_factor: f64,
     /// The same for distinct active users.
     pub seat_factor: f64,
+    /// Median over customers of the last 14 days' events / what the weeks
+    /// before them predict (`engagement::fortnight`), capped at 1.
+    pub fortnight_factor: f64,
     /// 90th percentile of customers' typical gaps between active days (or,
     /// for customers with few gaps, days observed per active day), in days:
     /// the rhythm assumed for a customer with too little history of its own.
@@ -137,6 +140,7 @@ impl Default for Population {
         Self {
             activity_factor: 1.0,
             seat_factor: 1.0,
+            fortnight_factor: 1.0,
             typical_gap_days: DEFAULT_TYPICAL_GAP_DAYS,
             weekly_events_quantiles: Vec::new(),
             customers: 0,
