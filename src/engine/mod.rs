@@ -1692,8 +1692,26 @@ fn resolved_summary(kind: AlertKind) -> &'static str {
 }
 
 #[cfg(test)]
-mod ids_tests {
-    use super::Ids;
+mod storage_tests {
+    use super::{Ids, Timer};
+
+    #[test]
+    fn timers_order_as_deadline_then_customer() {
+        let pairs = [
+            (i64::MIN, 0),
+            (-5, 7),
+            (-5, 9),
+            (0, 1),
+            (1, 0),
+            (1 << 40, 3),
+            (i64::MAX, 2),
+        ];
+        for w in pairs.windows(2) {
+            let (a, b) = (Timer::new(w[0].0, w[0].1), Timer::new(w[1].0, w[1].1));
+            assert!(a < b, "{w:?}");
+            assert_eq!((a.at(), a.ix()), w[0]);
+        }
+    }
 
     #[test]
     fn ids_read_back_before_and_after_the_wide_switch() {
