@@ -1770,7 +1770,7 @@ fn usage_day(
                 // The decline continues from where the pre-churn drift left it.
                 let f = (pre_churn_level(s, s.onset) * (-((u.ts - s.onset) as f64) / s.tau).exp())
                     .max(0.1);
-                unit(rng) < f
+                !seat_left(c.seats, s, u.user, u.ts) && unit(rng) < f
             }
             Story::SeatLoss => !(u.light && u.ts >= s.onset),
             // Leading signal: churners drift down for weeks before the story proper.
@@ -1842,6 +1842,15 @@ fn usage_day(
         if s.story == Story::AbruptStop {
             // The usage-end cut keeps ts < onset; the forced event is the last one.
             uses.retain(|u| u.ts <= s.onset);
+        }
+    }
+    // Habit and story events added above come from seats still there.
+    if let Some(s) = story {
+        for u in uses
+            .iter_mut()
+            .filter(|u| seat_left(c.seats, s, u.user, u.ts))
+        {
+            u.user = 1;
         }
     }
     uses.sort_by_key(|u| u.ts);
@@ -2259,6 +2268,71 @@ mod tests {
             let after = count(&u, onset, onset + 14 * DAY_MS) / 2.0;
             assert!(after > 0.65 * before, "{l:?}: {before} -> {after}");
         }
+    }
+
+    #[test]
+    fn churners_leading_signals_vary_and_stay_below_every_alert() {
+        let f = fixture();
+        let (mut churners, mut friction, mut leaving) = (0, 0, 0);
+        for c in &f.customers {
+            let Some(s) = c.story.as_deref() else {
+                continue;
+            };
+            let Some(end) = pre_churn_end(s) else {
+                continue;
+            };
+            churners += 1;
+            let evs = events(f, &c.id());
+            let mut opened = Vec::new();
+            for e in &evs {
+                match &e.kind {
+                    EventKind::SupportTicket {
+                        severity,
+                        resolved: false,
+                        ..
+                    } => {
+                        assert_ne!(*severity, Severity::Urgent, "{}", c.id());
+                        opened.push(e.ts);
+                    }
+                    EventKind::Nps { score } => assert!(*score >= 7, "{}", c.id()),
+                    EventKind::Csat { score } => assert!(*score >= 3, "{}", c.id()),
+                    EventKind::Ces { score } => assert!(*score <= 5, "{}", c.id()),
+                    _ => {}
+                }
+            }
+            // Never a support spike (3 tickets within 7 days).
+            for w in opened.windows(3) {
+                assert!(w[2] - w[0] >= 7 * DAY_MS, "{}: {opened:?}", c.id());
+            }
+            if c.next_friction_ticket != Ts::MAX {
+                assert_ne!(s.story, Story::PaymentNotRecovered, "{}", c.id());
+                let first = c.next_friction_ticket;
+                if first >= f.opts.start && first < c.feedback_end() {
+                    friction += 1;
+                    assert!(opened.contains(&first), "{}: {opened:?}", c.id());
+                }
+            }
+            // The least active seat leaves first and is not seen again.
+            let leavers = (f64::from(c.seats) * PRE_CHURN_SEATS_LEFT).floor() as u16;
+            if s.seats_leave_from != Ts::MAX && leavers > 0 {
+                leaving += 1;
+                let gone = s.seats_leave_from + (end - s.seats_leave_from) / i64::from(leavers + 1);
+                let last = format!("u-{:06}-{}", c.idx, c.seats);
+                assert!(
+                    usage(&evs).iter().all(|e| e.ts < gone
+                        || !matches!(&e.kind, EventKind::Usage { user_id: Some(u), .. } if **u == *last)),
+                    "{}",
+                    c.id()
+                );
+            }
+        }
+        assert!(churners >= 20, "{churners}");
+        // Some, not all, show each secondary signal.
+        assert!(
+            friction > 0 && friction < churners,
+            "{friction} of {churners}"
+        );
+        assert!(leaving > 0 && leaving < churners, "{leaving} of {churners}");
     }
 
     #[test]

@@ -86,9 +86,10 @@ pub const FORTNIGHT_DAYS: i32 = 14;
 /// Baseline days [`fortnight`] needs before the recent window.
 pub const FORTNIGHT_MIN_BASELINE_DAYS: i32 = 21;
 
-/// Events in the last 14 days and the daily rate of the (up to) 7 weeks
-/// before them: a slow slide shows here long before a single week looks odd.
-/// `None` with less than three weeks of full days before the window.
+/// (events in the last 14 days, daily rate over the up to 7 whole weeks
+/// before them, days that rate is over): a slow slide shows here long before a
+/// single week looks odd. `None` with less than three weeks of full days
+/// before the window.
 pub fn fortnight(c: &Customer, today: i32) -> Option<(f64, f64, i32)> {
     let to = today - FORTNIGHT_DAYS;
     // The first day seen is partial; whole weeks keep the weekdays balanced.

@@ -571,6 +571,75 @@ fn health_score_breakdown_sums_and_ranks_risk() {
 }
 
 #[test]
+fn health_sees_a_slow_slide_and_support_friction_that_raise_no_alert() {
+    let mut evs = peers(0..100, None);
+    // 30 a weekday until day 40, then a steady slide to 19 by day 100: no
+    // week is far below the one before.
+    let slide = |d: i64| {
+        let level = if d < 40 {
+            30.0
+        } else {
+            30.0 - 11.0 * (d - 40) as f64 / 60.0
+        };
+        if is_weekend(d) {
+            0
+        } else {
+            level.round() as u32
+        }
+    };
+    evs.extend(daily("sliding", 0..100, slide));
+    evs.extend(daily(
+        "steady",
+        0..100,
+        |d| if is_weekend(d) { 0 } else { 30 },
+    ));
+    // Friction: a ticket every 9 days, never three in a week, lukewarm answers.
+    evs.extend(daily("struggling", 0..100, |d| {
+        if is_weekend(d) { 0 } else { 30 }
+    }));
+    for (i, day) in [73.0, 82.0, 91.0].into_iter().enumerate() {
+        let kind = EventKind::SupportTicket {
+            severity: Severity::Normal,
+            ticket_id: Some(format!("f{i}").into()),
+            resolved: false,
+        };
+        evs.push(ev("struggling", at(day), kind));
+        let resolved = EventKind::SupportTicket {
+            severity: Severity::Normal,
+            ticket_id: Some(format!("f{i}").into()),
+            resolved: true,
+        };
+        evs.push(ev("struggling", at(day + 2.0), resolved));
+    }
+    evs.push(ev("struggling", at(93.5), EventKind::Csat { score: 3 }));
+    let (e, alerts) = run(evs, at(100.0));
+    for c in ["sliding", "steady", "struggling"] {
+        assert!(
+            alerts.iter().all(|a| &*a.customer_id != c),
+            "{c}: {alerts:#?}"
+        );
+    }
+    let row = |id: &str| {
+        e.customers()
+            .into_iter()
+            .find(|c| &*c.customer_id == id)
+            .unwrap()
+    };
+    let (sliding, steady, struggling) = (row("sliding"), row("steady"), row("struggling"));
+    assert!(
+        sliding.breakdown.get("decline").is_some_and(|p| *p >= 15),
+        "{sliding:?}"
+    );
+    assert!(!steady.breakdown.contains_key("decline"), "{steady:?}");
+    assert!(
+        struggling.breakdown.get("support").is_some_and(|p| *p >= 5),
+        "{struggling:?}"
+    );
+    assert!(struggling.breakdown.contains_key("csat"), "{struggling:?}");
+    assert!(steady.health_score > sliding.health_score.max(struggling.health_score));
+}
+
+#[test]
 fn late_within_lateness_gives_identical_alerts() {
     let mut evs = peers(0..100, None);
     evs.extend(daily("x", 0..100, |d| if d < 70 { 10 } else { 0 }));
