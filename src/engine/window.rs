@@ -124,47 +124,6 @@ impl Activity {
         (resid / total).max(0.0)
     }
 
-    /// Linear trend of the daily event count over `[from, to)`, after taking
-    /// out each weekday's mean: (slope per day, its t statistic, mean per day).
-    pub fn daily_trend(&self, from: i32, to: i32) -> Option<(f64, f64, f64)> {
-        let n = (to - from) as usize;
-        if !(14..=64).contains(&n) {
-            return None;
-        }
-        // On the stack: this runs for every customer on each metrics refresh.
-        let mut x = [0.0f64; 64];
-        let mut it = self.range(from, to).peekable();
-        for (i, day) in (from..to).enumerate() {
-            if let Some(b) = it.peek().filter(|b| b.day == day) {
-                x[i] = f64::from(b.events);
-                it.next();
-            }
-        }
-        let x = &x[..n];
-        let mean = x.iter().sum::<f64>() / n as f64;
-        let mut wd_sum = [0.0f64; 7];
-        let mut wd_n = [0.0f64; 7];
-        for (i, v) in x.iter().enumerate() {
-            let w = (from + i as i32).rem_euclid(7) as usize;
-            wd_sum[w] += v;
-            wd_n[w] += 1.0;
-        }
-        // Deseasonalised series, regressed on the day index.
-        let mut y = [0.0f64; 64];
-        for (i, (yi, v)) in y.iter_mut().zip(x).enumerate() {
-            let w = (from + i as i32).rem_euclid(7) as usize;
-            *yi = v - wd_sum[w] / wd_n[w];
-        }
-        let tm = (n as f64 - 1.0) / 2.0;
-        let sxx: f64 = (0..n).map(|i| (i as f64 - tm).powi(2)).sum();
-        let slope = (0..n).map(|i| (i as f64 - tm) * y[i]).sum::<f64>() / sxx;
-        let resid: f64 = (0..n)
-            .map(|i| (y[i] - slope * (i as f64 - tm)).powi(2))
-            .sum();
-        let se = (resid / (n as f64 - 9.0).max(1.0) / sxx).sqrt().max(1e-9);
-        Some((slope, slope / se, mean))
-    }
-
     /// Days with activity in `[from, to)`.
     pub fn active_days(&self, from: i32, to: i32) -> u32 {
         self.range(from, to).count() as u32
@@ -368,33 +327,6 @@ mod tests {
         assert_eq!(s.distinct(13, 20), 0);
         s.add(4, 90); // everything earlier falls out of the 64-day bitmap
         assert_eq!(s.distinct(0, 100), 1);
-    }
-
-    #[test]
-    fn trend_sees_a_slide_but_not_a_weekly_rhythm() {
-        let mut flat = Activity::default();
-        let mut sliding = Activity::default();
-        for d in 0..56 {
-            // Weekdays busy, weekends quiet: a rhythm, not a trend.
-            let base = if d % 7 >= 5 { 2 } else { 10 };
-            for _ in 0..base {
-                flat.add(d, 1.0, d);
-            }
-            let n = (f64::from(base) * (1.0 - 0.5 * f64::from(d) / 56.0)).round() as i32;
-            for _ in 0..n {
-                sliding.add(d, 1.0, d);
-            }
-        }
-        let (slope, t, _) = flat.daily_trend(0, 56).unwrap();
-        assert!(slope.abs() < 1e-9 && t.abs() < 1e-3, "{slope} {t}");
-        let (slope, t, mean) = sliding.daily_trend(0, 56).unwrap();
-        assert!(t < -3.0, "t = {t}");
-        assert!(
-            (slope * 56.0 / mean + 0.6).abs() < 0.2,
-            "slide {}",
-            slope * 56.0 / mean
-        );
-        assert!(sliding.daily_trend(0, 10).is_none(), "too short to tell");
     }
 
     proptest! {
