@@ -63,7 +63,7 @@ pub const MAX_HELD: usize = 20_000;
 /// Events a partition parked at a daily sweep buffers (waiting for the other
 /// partitions of the instance) before its topic-partitions are paused; they
 /// are resumed once it is released and below half of this.
-pub const MAX_PARKED: usize = 50_000;
+pub const MAX_PARKED: usize = 200_000;
 /// Most messages handled per wake-up of the loop before it looks at acks,
 /// ticks and cancellation again.
 const BATCH: usize = 512;
@@ -612,6 +612,17 @@ impl ConsumerLoop {
         let topic_name = self.topics[topic].as_str();
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         let tp = &mut part.tps[topic];
+        if tp.next_offset.is_some_and(|n| offset < n) {
+            // Fetched again (after a seek, or a broker answering from an
+            // earlier batch): it is applied already.
+            tracing::debug!(
+                topic = topic_name,
+                partition,
+                offset,
+                "message seen before; skipped"
+            );
+            return;
+        }
         tp.records.push_back((seq, offset));
         tp.next_offset = Some(offset + 1);
         part.last_input = consumed_at;
