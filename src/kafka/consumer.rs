@@ -25,6 +25,14 @@
 //! assigned partition up front costs about a second of fetch restart per
 //! assignment, even when there is nothing to replay.)
 //!
+//! # One population per instance
+//! Engines are coordinated ([`Engine::set_coordinated`]): each parks at its
+//! daily sweep until every live partition is there or past it, then all
+//! parked ones sweep with one population merged over them
+//! ([`release_sweeps`], called after each batch and tick). A parked partition
+//! with [`MAX_PARKED`] events buffered is paused until released. Rebuilds
+//! replay through the same barrier; live sweeps wait while one runs.
+//!
 //! # Idle partitions
 //! After `kafka.idle_timeout` of wall-clock time without input, each tick
 //! advances the partition's event-time clock to `max_ts + idle wall time`, so
