@@ -133,26 +133,38 @@ pub struct InstancePopulation {
 /// take each engine's alerts afterwards.
 pub fn release_sweeps(engines: &mut [&mut Engine], finished: impl Fn(usize) -> bool) -> usize {
     let mut released = 0;
-    loop {
-        let Some(at) = engines.iter().filter_map(|e| e.sweep_pending()).min() else {
-            return released;
-        };
-        let ready = |(i, e): (usize, &&mut Engine)| finished(i) || e.ready_for_sweep(at);
-        if !engines.iter().enumerate().all(ready) {
-            return released;
-        }
-        let mut samples = PopulationSamples::default();
-        for e in engines.iter().filter(|e| e.sweep_pending() == Some(at)) {
-            samples.merge(&e.population_samples());
-        }
-        let pop = samples.build();
-        for e in engines.iter_mut() {
-            if e.sweep_pending() == Some(at) {
-                e.resume_sweep(&pop);
-            }
-        }
+    while release_next(engines, &finished) {
         released += 1;
     }
+    released
+}
+
+/// Releases the earliest parked sweep now, with the samples of the engines
+/// parked there, even if others have not reached it (a bound on what a
+/// parked engine buffers). Returns whether there was one.
+pub fn force_next_sweep(engines: &mut [&mut Engine]) -> bool {
+    release_next(engines, &|_| true)
+}
+
+fn release_next(engines: &mut [&mut Engine], finished: &dyn Fn(usize) -> bool) -> bool {
+    let Some(at) = engines.iter().filter_map(|e| e.sweep_pending()).min() else {
+        return false;
+    };
+    let ready = |(i, e): (usize, &&mut Engine)| finished(i) || e.ready_for_sweep(at);
+    if !engines.iter().enumerate().all(ready) {
+        return false;
+    }
+    let mut samples = PopulationSamples::default();
+    for e in engines.iter().filter(|e| e.sweep_pending() == Some(at)) {
+        samples.merge(&e.population_samples());
+    }
+    let pop = samples.build();
+    for e in engines.iter_mut() {
+        if e.sweep_pending() == Some(at) {
+            e.resume_sweep(&pop);
+        }
+    }
+    true
 }
 
 #[cfg(test)]
