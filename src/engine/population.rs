@@ -220,6 +220,47 @@ mod tests {
     }
 
     #[test]
+    fn a_drained_engine_without_events_does_not_hold_a_sweep_back() {
+        let cfg = Arc::new(Config::default());
+        let lines = generate_to_vec(&GenerateOptions {
+            seed: 1,
+            customers: 20,
+            days: 3,
+            ..GenerateOptions::default()
+        })
+        .lines;
+        let mut busy = Engine::new(cfg.clone());
+        let mut empty = Engine::new(cfg.clone());
+        let mut behind = Engine::new(cfg.clone());
+        for e in [&mut busy, &mut empty, &mut behind] {
+            e.set_coordinated(true);
+        }
+        for (seq, l) in lines.iter().enumerate() {
+            let ev = decode(l.as_bytes(), &cfg.decode).expect("valid line");
+            busy.ingest(ev, seq as u64);
+        }
+        let at = busy.sweep_pending().expect("parked at the first sweep");
+        // Not yet known to be drained: it may still get events before `at`.
+        assert!(!empty.ready_for_sweep(at));
+        empty.source_idle(0);
+        assert!(empty.ready_for_sweep(at));
+        // One with events before `at` but not past it holds it back.
+        let first = decode(lines[0].as_bytes(), &cfg.decode).expect("valid line");
+        behind.ingest(first, 0);
+        assert!(!behind.ready_for_sweep(at));
+        assert_eq!(
+            release_sweeps(&mut [&mut busy, &mut empty, &mut behind], |_| false),
+            0
+        );
+        assert_eq!(busy.sweep_pending(), Some(at));
+        behind.advance_to(at + 1);
+        assert_eq!(behind.sweep_pending(), Some(at));
+        assert!(release_sweeps(&mut [&mut busy, &mut empty, &mut behind], |_| false) >= 1);
+        assert!(busy.sweep_pending().is_none_or(|t| t > at));
+        assert!(behind.sweep_pending().is_none());
+    }
+
+    #[test]
     fn sharded_engines_with_one_merged_population_give_the_backtest_alerts() {
         let cfg = Arc::new(Config::default());
         let opts = GenerateOptions {
