@@ -3,7 +3,7 @@
 //! # Layout
 //! - [`event`]: the input contract of `shared/EVENTS.md`: typed events and the decoder with typed rejects.
 //! - [`config`]: raw config (file + env + flags) validated into the typed config, every error at once.
-//! - [`engine`]: sans-IO per-customer state, rolling windows, reorder buffer, timers and the daily sweep.
+//! - [`engine`]: sans-IO per-customer state, rolling windows, reorder buffer, timers and the daily sweep (its population context merged over an instance's engines in `engine::population`).
 //! - [`signals`]: the alert catalogue, one pure function per alert family, and the health score.
 //! - [`alert`]: alert transitions and their CloudEvents wire format with deterministic ids.
 //! - [`business`]: the business-metrics ledger: billing facts in, period reports (churn, CRR, MRR movements, GRR/NRR, dunning, NPS, LTV) out.

@@ -137,26 +137,38 @@ pub struct InstancePopulation {
 /// take each engine's alerts afterwards.
 pub fn release_sweeps(engines: &mut [&mut Engine], finished: impl Fn(usize) -> bool) -> usize {
     let mut released = 0;
-    loop {
-        let Some(at) = engines.iter().filter_map(|e| e.sweep_pending()).min() else {
-            return released;
-        };
-        let ready = |(i, e): (usize, &&mut Engine)| finished(i) || e.ready_for_sweep(at);
-        if !engines.iter().enumerate().all(ready) {
-            return released;
-        }
-        let mut samples = PopulationSamples::default();
-        for e in engines.iter().filter(|e| e.sweep_pending() == Some(at)) {
-            samples.merge(&e.population_samples());
-        }
-        let pop = samples.build();
-        for e in engines.iter_mut() {
-            if e.sweep_pending() == Some(at) {
-                e.resume_sweep(&pop);
-            }
-        }
+    while release_next(engines, &finished) {
         released += 1;
     }
+    released
+}
+
+/// Releases the earliest parked sweep now, with the samples of the engines
+/// parked there, even if others have not reached it (a bound on what a
+/// parked engine buffers). Returns whether there was one.
+pub fn force_next_sweep(engines: &mut [&mut Engine]) -> bool {
+    release_next(engines, &|_| true)
+}
+
+fn release_next(engines: &mut [&mut Engine], finished: &dyn Fn(usize) -> bool) -> bool {
+    let Some(at) = engines.iter().filter_map(|e| e.sweep_pending()).min() else {
+        return false;
+    };
+    let ready = |(i, e): (usize, &&mut Engine)| finished(i) || e.ready_for_sweep(at);
+    if !engines.iter().enumerate().all(ready) {
+        return false;
+    }
+    let mut samples = PopulationSamples::default();
+    for e in engines.iter().filter(|e| e.sweep_pending() == Some(at)) {
+        samples.merge(&e.population_samples());
+    }
+    let pop = samples.build();
+    for e in engines.iter_mut() {
+        if e.sweep_pending() == Some(at) {
+            e.resume_sweep(&pop);
+        }
+    }
+    true
 }
 
 #[cfg(test)]
@@ -209,6 +221,47 @@ mod tests {
             ids.extend(e.take_alerts().iter().map(|a| a.id()));
         }
         ids
+    }
+
+    #[test]
+    fn a_drained_engine_without_events_does_not_hold_a_sweep_back() {
+        let cfg = Arc::new(Config::default());
+        let lines = generate_to_vec(&GenerateOptions {
+            seed: 1,
+            customers: 20,
+            days: 3,
+            ..GenerateOptions::default()
+        })
+        .lines;
+        let mut busy = Engine::new(cfg.clone());
+        let mut empty = Engine::new(cfg.clone());
+        let mut behind = Engine::new(cfg.clone());
+        for e in [&mut busy, &mut empty, &mut behind] {
+            e.set_coordinated(true);
+        }
+        for (seq, l) in lines.iter().enumerate() {
+            let ev = decode(l.as_bytes(), &cfg.decode).expect("valid line");
+            busy.ingest(ev, seq as u64);
+        }
+        let at = busy.sweep_pending().expect("parked at the first sweep");
+        // Not yet known to be drained: it may still get events before `at`.
+        assert!(!empty.ready_for_sweep(at));
+        empty.source_idle(0);
+        assert!(empty.ready_for_sweep(at));
+        // One with events before `at` but not past it holds it back.
+        let first = decode(lines[0].as_bytes(), &cfg.decode).expect("valid line");
+        behind.ingest(first, 0);
+        assert!(!behind.ready_for_sweep(at));
+        assert_eq!(
+            release_sweeps(&mut [&mut busy, &mut empty, &mut behind], |_| false),
+            0
+        );
+        assert_eq!(busy.sweep_pending(), Some(at));
+        behind.advance_to(at + 1);
+        assert_eq!(behind.sweep_pending(), Some(at));
+        assert!(release_sweeps(&mut [&mut busy, &mut empty, &mut behind], |_| false) >= 1);
+        assert!(busy.sweep_pending().is_none_or(|t| t > at));
+        assert!(behind.sweep_pending().is_none());
     }
 
     #[test]

@@ -25,6 +25,14 @@
 //! assigned partition up front costs about a second of fetch restart per
 //! assignment, even when there is nothing to replay.)
 //!
+//! # One population per instance
+//! Engines are coordinated ([`Engine::set_coordinated`]): each parks at its
+//! daily sweep until every live partition is there or past it, then all
+//! parked ones sweep with one population merged over them
+//! ([`release_sweeps`], called after each batch and tick). A partition parked
+//! with [`MAX_PARKED`] events buffered stops waiting. Rebuilds replay through
+//! the same barrier; live sweeps wait while one runs.
+//!
 //! # Idle partitions
 //! After `kafka.idle_timeout` of wall-clock time without input, each tick
 //! advances the partition's event-time clock to `max_ts + idle wall time`, so
@@ -49,7 +57,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::SharedState;
 use crate::config::Config;
-use crate::engine::population::release_sweeps;
+use crate::engine::population::{force_next_sweep, release_sweeps};
 use crate::engine::{Disposition, Engine};
 use crate::event::{EVENT_TYPES, decode};
 use crate::kafka::producer::{Outbox, Output, OutputKind};
@@ -60,10 +68,11 @@ const TICK: Duration = Duration::from_millis(200);
 /// Messages held per partition number during a rebuild before its
 /// topic-partitions are paused.
 pub const MAX_HELD: usize = 20_000;
-/// Events a partition parked at a daily sweep buffers (waiting for the other
-/// partitions of the instance) before its topic-partitions are paused; they
-/// are resumed once it is released and below half of this.
-pub const MAX_PARKED: usize = 50_000;
+/// Events a partition parked at a daily sweep may buffer while it waits for
+/// the other partitions of the instance; past this, the sweep is released
+/// with the partitions that reached it (not pausing: pause/resume against
+/// Tansu skipped messages).
+pub const MAX_PARKED: usize = 200_000;
 /// Most messages handled per wake-up of the loop before it looks at acks,
 /// ticks and cancellation again.
 const BATCH: usize = 512;
@@ -278,8 +287,6 @@ struct Part {
     last_input: Instant,
     /// Last message per input topic, to tell a drained topic from a slow one.
     topic_input: [Option<Instant>; 3],
-    /// Fetch paused: parked at a sweep with [`MAX_PARKED`] events buffered.
-    paused: bool,
 }
 
 /// A message held while its partition is being rebuilt.
@@ -539,7 +546,6 @@ impl ConsumerLoop {
                     assigned,
                     last_input: Instant::now(),
                     topic_input: [None; 3],
-                    paused: false,
                 },
             );
             self.shared.insert_engine(r.partition, engine);
@@ -614,6 +620,17 @@ impl ConsumerLoop {
         let topic_name = self.topics[topic].as_str();
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         let tp = &mut part.tps[topic];
+        if tp.next_offset.is_some_and(|n| offset < n) {
+            // Fetched again (after a seek, or a broker answering from an
+            // earlier batch): it is applied already.
+            tracing::debug!(
+                topic = topic_name,
+                partition,
+                offset,
+                "message seen before; skipped"
+            );
+            return;
+        }
         tp.records.push_back((seq, offset));
         tp.next_offset = Some(offset + 1);
         part.last_input = consumed_at;
@@ -679,17 +696,31 @@ impl ConsumerLoop {
     }
 
     /// Releases the daily sweeps every live partition has reached, with one
-    /// population merged over them all (see [`crate::engine::population`]);
-    /// pauses a partition that buffers too much while parked. While a
-    /// partition is being rebuilt, sweeps wait for it.
+    /// population merged over them all (see [`crate::engine::population`]).
+    /// While a partition is being rebuilt, sweeps wait for it. A partition
+    /// parked with [`MAX_PARKED`] events buffered does not wait longer.
     async fn sweeps(&mut self) {
         let alerts = {
             let mut guards: Vec<_> = self.parts.values().map(|p| lock(&p.engine)).collect();
-            if !self.rebuilding.is_empty() || guards.iter().all(|e| e.sweep_pending().is_none()) {
+            if guards.iter().all(|e| e.sweep_pending().is_none()) {
                 Vec::new()
             } else {
                 let mut engines: Vec<&mut Engine> = guards.iter_mut().map(|g| &mut **g).collect();
-                let released = release_sweeps(&mut engines, |_| false);
+                let mut released = 0;
+                if self.rebuilding.is_empty() {
+                    released = release_sweeps(&mut engines, |_| false);
+                }
+                while engines
+                    .iter()
+                    .any(|e| e.sweep_pending().is_some() && e.buffered() >= MAX_PARKED)
+                    && force_next_sweep(&mut engines)
+                {
+                    released += 1;
+                    tracing::warn!(
+                        max_parked = MAX_PARKED,
+                        "a partition buffered too much waiting at a daily sweep; released it without the partitions behind"
+                    );
+                }
                 if released > 0 {
                     tracing::debug!(released, partitions = engines.len(), "sweeps released");
                 }
@@ -700,56 +731,6 @@ impl ConsumerLoop {
         for a in alerts {
             let out = Output::alert(&self.cfg.kafka.alerts_topic, &a, now);
             self.outbox.send(out).await;
-        }
-        for (p, part) in &mut self.parts {
-            let (parked, buffered) = {
-                let e = lock(&part.engine);
-                (e.sweep_pending().is_some(), e.buffered())
-            };
-            let pause = parked && buffered >= MAX_PARKED;
-            let resume = !parked || buffered < MAX_PARKED / 2;
-            if pause == part.paused || (part.paused && !resume) {
-                continue;
-            }
-            let mut tpl = TopicPartitionList::new();
-            for (i, t) in self.topics.iter().enumerate() {
-                if part.assigned[i] {
-                    tpl.add_partition(t, *p);
-                }
-            }
-            let res = if pause {
-                self.consumer.pause(&tpl)
-            } else {
-                // Fetch on from the next offset the loop has not seen: the
-                // position librdkafka keeps across pause/resume skipped
-                // messages in tests against Tansu.
-                let mut at = TopicPartitionList::new();
-                for (i, t) in self.topics.iter().enumerate() {
-                    if let (true, Some(next)) = (part.assigned[i], part.tps[i].next_offset) {
-                        let _ = at.add_partition_offset(t, *p, Offset::Offset(next));
-                    }
-                }
-                if at.count() > 0
-                    && let Err(e) = self.consumer.seek_partitions(at, Duration::ZERO)
-                {
-                    tracing::warn!(partition = p, error = %e, "cannot seek a paused partition before resuming it");
-                }
-                self.consumer.resume(&tpl)
-            };
-            match res {
-                Ok(()) => {
-                    part.paused = pause;
-                    tracing::debug!(
-                        partition = p,
-                        paused = pause,
-                        buffered,
-                        "partition parked at a sweep"
-                    );
-                }
-                Err(e) => {
-                    tracing::warn!(partition = p, error = %e, "cannot pause or resume a partition parked at a sweep")
-                }
-            }
         }
     }
 
