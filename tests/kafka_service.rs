@@ -773,36 +773,46 @@ async fn kafka_run_matches_backtest_alert_ids() {
         "customers tracked: {:?}",
         tracked(&addr)
     );
-    // The business gauges (overall) match the backtest summary's rolling window.
-    let overall = |addr: &str, name: &str| -> Option<f64> {
-        let (_, m) = http_get(addr, "/metrics", None).ok()?;
-        let prefix = format!("{name}{{plan=\"all\",segment=\"all\"}} ");
-        m.lines()
-            .find_map(|l| l.strip_prefix(prefix.as_str())?.trim().parse().ok())
-    };
+    // Every business gauge (overall, per plan, per segment, every ratio)
+    // matches the backtest's rolling window: the backtest engine's report,
+    // rendered through the same metrics code, gives the same series.
     let biz = &summary.business_rolling["overall"];
     assert!(
         biz["customers_end"].as_f64() > Some(0.0) && biz["mrr_end"].as_f64() > Some(0.0),
         "{biz}"
     );
-    for (gauge, field) in [
-        ("churnwatch_business_customers_end", "customers_end"),
-        ("churnwatch_business_mrr_end", "mrr_end"),
-        ("churnwatch_business_new_customers", "new"),
-    ] {
-        let want = biz[field]
-            .as_f64()
-            .unwrap_or_else(|| panic!("summary has {field}: {biz}"));
-        let seen = block(|| {
-            wait_for(Duration::from_secs(15), || {
-                overall(&addr, gauge).filter(|v| *v == want)
-            })
-        });
-        assert_eq!(
-            seen,
-            Some(want),
-            "{gauge}: /metrics shows {:?}",
-            overall(&addr, gauge)
+    let business_lines = |text: &str| -> Vec<String> {
+        let mut v: Vec<String> = text
+            .lines()
+            .filter(|l| l.starts_with("churnwatch_business_"))
+            .map(str::to_string)
+            .collect();
+        v.sort();
+        v
+    };
+    let want_metrics = churnwatch::metrics::Metrics::new().expect("metrics");
+    want_metrics.set_business(&[engine.business_rolling()]);
+    let want = business_lines(&want_metrics.encode());
+    assert!(
+        want.iter().any(|l| l.contains("plan=\"all\""))
+            && want.iter().any(|l| !l.contains("plan=\"all\"")),
+        "the backtest report has overall and per-plan series: {want:?}"
+    );
+    let seen = block(|| {
+        wait_for(Duration::from_secs(15), || {
+            let (_, m) = http_get(&addr, "/metrics", None).ok()?;
+            Some(business_lines(&m)).filter(|got| *got == want)
+        })
+    });
+    if seen.is_none() {
+        let got = http_get(&addr, "/metrics", None)
+            .map(|(_, m)| business_lines(&m))
+            .unwrap_or_default();
+        let only_got: Vec<_> = got.iter().filter(|l| !want.contains(l)).collect();
+        let only_want: Vec<_> = want.iter().filter(|l| !got.contains(l)).collect();
+        panic!(
+            "business gauges differ from the backtest's ({} series): /metrics only {only_got:?}; backtest only {only_want:?}",
+            want.len()
         );
     }
 
