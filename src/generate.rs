@@ -1652,19 +1652,14 @@ fn ticket(
         ),
         Survey::Lukewarm => (0.5, &[(3, 0.6), (4, 0.4)], 0.3, &[(4, 0.4), (5, 0.6)]),
     };
-    if unit(rng) < p_csat {
-        let at = resolved + secs(rng, 10 * MINUTE_MS, DAY_MS);
-        let score = pick(rng, csat);
-        let mut b = head("csat", c);
-        let _ = write!(b, ",\"score\":{score}");
-        em.push(rng, Cat::Feedback, at.min(c.feedback_end() - 1), b);
-    }
-    if unit(rng) < p_ces {
-        let at = resolved + secs(rng, 10 * MINUTE_MS, DAY_MS);
-        let score = pick(rng, ces);
-        let mut b = head("ces", c);
-        let _ = write!(b, ",\"score\":{score}");
-        em.push(rng, Cat::Feedback, at.min(c.feedback_end() - 1), b);
+    for (kind, p, answers) in [("csat", p_csat, csat), ("ces", p_ces, ces)] {
+        if unit(rng) < p {
+            let at = resolved + secs(rng, 10 * MINUTE_MS, DAY_MS);
+            let score = pick(rng, answers);
+            let mut b = head(kind, c);
+            let _ = write!(b, ",\"score\":{score}");
+            em.push(rng, Cat::Feedback, at.min(c.feedback_end() - 1), b);
+        }
     }
 }
 
