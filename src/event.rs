@@ -1,5 +1,5 @@
 //! The input event contract of `shared/EVENTS.md`: typed events, and a
-//! decoder that turns raw bytes into an [`Event`] or a typed [`Reject`].
+//! decoder that turns raw bytes into an [`Event`] or a typed [`RejectReason`].
 //!
 //! Decoding never panics; every kind of bad input has its own reason, and
 //! [`RejectReason::code`] is a low-cardinality label for metrics.
