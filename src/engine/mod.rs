@@ -306,8 +306,10 @@ pub struct Engine {
     hasher: FxBuildHasher,
     plans: Names,
     segments: Names,
-    /// Reorder buffer: in-order arrivals append to `run` (O(1)); the rest go to `heap`.
-    run: VecDeque<Pending>,
+    /// Reorder buffer: an arrival in order for its source (input topic)
+    /// appends to that source's run (O(1)); the rest go to `heap`. The next
+    /// event is the least of the runs' fronts and the heap's top.
+    runs: Vec<VecDeque<Pending>>,
     heap: BinaryHeap<Reverse<Pending>>,
     /// One live timer per customer (at its `timer_at`) plus superseded ones,
     /// which are skipped when due and dropped by the daily sweep.
@@ -353,7 +355,7 @@ impl Engine {
             hasher: FxBuildHasher,
             plans: Names::default(),
             segments: Names::default(),
-            run: VecDeque::new(),
+            runs: vec![VecDeque::new()],
             heap: BinaryHeap::new(),
             timers: BinaryHeap::new(),
             dedup: FxHashMap::default(),
@@ -397,6 +399,9 @@ impl Engine {
     /// the other's events late.
     pub fn set_sources(&mut self, n: usize) {
         self.sources = vec![Source::default(); n.max(1)];
+        let mut runs = std::mem::take(&mut self.runs);
+        runs.resize_with(n.max(1), VecDeque::new);
+        self.runs = runs;
     }
 
     /// Marks a source drained: it no longer holds the watermark back until
@@ -470,8 +475,10 @@ impl Engine {
             seq,
             type_ix,
         };
-        if self.run.back().is_none_or(|b| *b <= p) {
-            self.run.push_back(p);
+        let last_run = self.runs.len() - 1;
+        let run = &mut self.runs[source.min(last_run)];
+        if run.back().is_none_or(|b| *b <= p) {
+            run.push_back(p);
         } else {
             self.heap.push(Reverse(p));
         }
@@ -522,8 +529,9 @@ impl Engine {
 
     /// Arrival numbers ingested but not yet applied.
     pub fn pending_seqs(&self) -> Vec<u64> {
-        self.run
+        self.runs
             .iter()
+            .flatten()
             .map(|p| p.seq)
             .chain(self.heap.iter().map(|p| p.0.seq))
             .collect()
@@ -559,7 +567,7 @@ impl Engine {
         self.customers.iter().map(Customer::bytes).sum::<usize>()
             + self.ids.heap_bytes()
             + self.index.capacity() * 5
-            + (self.run.len() + self.heap.len()) * std::mem::size_of::<Pending>()
+            + self.buffered() * std::mem::size_of::<Pending>()
             + self.dedup.capacity() * 17
     }
 
@@ -640,7 +648,8 @@ impl Engine {
         );
         add(
             "reorder buffer",
-            (self.run.capacity() + self.heap.capacity()) * std::mem::size_of::<Pending>(),
+            (self.runs.iter().map(VecDeque::capacity).sum::<usize>() + self.heap.capacity())
+                * std::mem::size_of::<Pending>(),
             2,
         );
         add(
@@ -767,22 +776,28 @@ impl Engine {
         self.flush_staged();
     }
 
+    /// The earliest pending event: the least of the runs' fronts and the heap's top.
     fn next_pending(&self) -> Option<&Pending> {
-        match (self.run.front(), self.heap.peek()) {
-            (Some(a), Some(Reverse(b))) => Some(if a <= b { a } else { b }),
-            (a, b) => a.or(b.map(|r| &r.0)),
+        self.next_pending_at().map(|(_, p)| p)
+    }
+
+    /// Where the earliest pending event is (`Some(i)`: run `i`, `None`: heap) and the event.
+    fn next_pending_at(&self) -> Option<(Option<usize>, &Pending)> {
+        let mut best = self.heap.peek().map(|r| (None, &r.0));
+        for (i, run) in self.runs.iter().enumerate() {
+            if let Some(a) = run.front()
+                && best.is_none_or(|(_, b)| a <= b)
+            {
+                best = Some((Some(i), a));
+            }
         }
+        best
     }
 
     fn pop_pending(&mut self) -> Option<Pending> {
-        let from_run = match (self.run.front(), self.heap.peek()) {
-            (Some(a), Some(Reverse(b))) => a <= b,
-            (a, _) => a.is_some(),
-        };
-        if from_run {
-            self.run.pop_front()
-        } else {
-            self.heap.pop().map(|r| r.0)
+        match self.next_pending_at()?.0 {
+            Some(i) => self.runs[i].pop_front(),
+            None => self.heap.pop().map(|r| r.0),
         }
     }
 
@@ -1443,7 +1458,7 @@ impl Engine {
 
     /// Events waiting in the reorder buffer.
     pub fn buffered(&self) -> usize {
-        self.run.len() + self.heap.len()
+        self.runs.iter().map(VecDeque::len).sum::<usize>() + self.heap.len()
     }
 
     fn lifecycle(&self, c: &Customer, health: &Health, now: Ts) -> &'static str {
