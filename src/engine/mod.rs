@@ -1372,8 +1372,10 @@ impl Engine {
                 let r = recent / (rate * fortnight);
                 acc.fortnight_ratios.push(r);
             }
-            if let Some(b) = c.baseline_seats(today).filter(|b| *b >= 1.0) {
-                acc.seat_ratios.push(f64::from(c.current_seats(today)) / b);
+            if let (Some(b), current) = c.seat_weeks(today)
+                && b >= 1.0
+            {
+                acc.seat_ratios.push(f64::from(current) / b);
             }
             let now = (today as Ts) * DAY_MS;
             let g = c

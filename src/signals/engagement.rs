@@ -164,7 +164,8 @@ pub fn seat_contraction(c: &Customer, ctx: &Ctx<'_>) -> Option<Finding> {
         return None;
     }
     let seats = c.seats()?;
-    let mut w = c.baseline_weeks(ctx.today, |a, b| f64::from(seats.distinct(a, b)));
+    let d = seats.distinct_weeks(ctx.today);
+    let mut w = c.baseline_weeks_by_index(ctx.today, |k| f64::from(d[k]));
     let weeks = w.len;
     if !has_history(c, ctx, weeks) {
         return None;
@@ -178,7 +179,7 @@ pub fn seat_contraction(c: &Customer, ctx: &Ctx<'_>) -> Option<Finding> {
     if !ctx.firing && ctx.pop.seat_factor < QUIET_POPULATION {
         return None;
     }
-    let current = f64::from(c.current_seats(ctx.today));
+    let current = f64::from(d[0]);
     let (baseline, d) = measure(current, w.values_mut(), ctx.pop.seat_factor, None)?;
     if !holds(&d, baseline, ctx) {
         return None;
