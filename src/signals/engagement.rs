@@ -5,7 +5,7 @@
 
 use serde_json::json;
 
-use super::{Ctx, Finding, pct, r1};
+use super::{Ctx, Finding, WeekTotals, pct, r1};
 use crate::engine::customer::Customer;
 use crate::engine::window::median;
 
@@ -120,12 +120,20 @@ pub fn engagement_drop(c: &Customer, ctx: &Ctx<'_>) -> Option<Finding> {
     if c.is_churned() {
         return None;
     }
-    let mut w = c.baseline_weeks(ctx.today, |a, b| c.activity.events(a, b) as f64);
+    let own;
+    let t = match ctx.weeks {
+        Some(t) => t,
+        None => {
+            own = WeekTotals::events_of(c, ctx.today);
+            &own
+        }
+    };
+    let mut w = c.baseline_weeks_by_index(ctx.today, |k| t.events[k] as f64);
     let weeks = w.len;
     if !has_history(c, ctx, weeks) {
         return None;
     }
-    let current = c.current_events(ctx.today) as f64;
+    let current = t.events[0] as f64;
     let (baseline, d) = measure(
         current,
         w.values_mut(),
@@ -163,15 +171,22 @@ pub fn seat_contraction(c: &Customer, ctx: &Ctx<'_>) -> Option<Finding> {
     if c.is_churned() {
         return None;
     }
-    let seats = c.seats()?;
-    let d = seats.distinct_weeks(ctx.today);
+    let own;
+    let t = match ctx.weeks {
+        Some(t) => t,
+        None => {
+            own = WeekTotals::of(c, ctx.today);
+            &own
+        }
+    };
+    let d = t.seats?;
     let mut w = c.baseline_weeks_by_index(ctx.today, |k| f64::from(d[k]));
     let weeks = w.len;
     if !has_history(c, ctx, weeks) {
         return None;
     }
     // Nobody active at all is inactivity's business, not fewer seats.
-    if c.current_events(ctx.today) == 0 {
+    if t.events[0] == 0 {
         return None;
     }
     // While the whole base is in a quiet period, light users vanish
@@ -186,9 +201,9 @@ pub fn seat_contraction(c: &Customer, ctx: &Ctx<'_>) -> Option<Finding> {
     }
     // Seats falling with all activity is an engagement drop; this alert is
     // for fewer people while the usage holds up.
-    let mut aw = c.baseline_weeks(ctx.today, |a, b| c.activity.events(a, b) as f64);
+    let mut aw = c.baseline_weeks_by_index(ctx.today, |k| t.events[k] as f64);
     let activity_drop = measure(
-        c.current_events(ctx.today) as f64,
+        t.events[0] as f64,
         aw.values_mut(),
         ctx.pop.activity_factor,
         None,
