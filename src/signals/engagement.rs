@@ -74,6 +74,28 @@ fn holds(d: &Drop, baseline: f64, ctx: &Ctx<'_>) -> bool {
     }
 }
 
+/// False when [`holds`] is false whatever the noise: the drop alone decides
+/// (sorts `weeks` as [`measure`] does).
+fn may_hold(current: f64, weeks: &mut [f64], factor: f64, ctx: &Ctx<'_>) -> bool {
+    let Some(baseline) = median(weeks) else {
+        return false;
+    };
+    let expected = baseline * factor.clamp(0.05, 1.0);
+    if expected <= 0.0 {
+        return false;
+    }
+    let drop = (1.0 - current / expected).max(0.0);
+    let p = ctx.params;
+    if baseline < p.min_baseline.max(f64::MIN_POSITIVE) {
+        return false;
+    }
+    if ctx.firing {
+        drop > p.resolve
+    } else {
+        drop >= p.fire
+    }
+}
+
 /// Weekly standard deviation implied by the daily counts of the baseline weeks.
 pub fn week_sd_from_days(c: &Customer, today: i32) -> f64 {
     let from = (today - 63).max(crate::engine::window::day_of(c.first_seen));
@@ -134,6 +156,9 @@ pub fn engagement_drop(c: &Customer, ctx: &Ctx<'_>) -> Option<Finding> {
         return None;
     }
     let current = t.events[0] as f64;
+    if !may_hold(current, w.values_mut(), ctx.pop.activity_factor, ctx) {
+        return None; // without the costly noise estimate, which only `z` needs
+    }
     let (baseline, d) = measure(
         current,
         w.values_mut(),
