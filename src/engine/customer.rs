@@ -443,15 +443,23 @@ impl Customer {
     /// Weekly usage totals of the 8 full weeks before the current week ending
     /// at `today` (exclusive), only weeks that began after the customer was first seen.
     pub fn baseline_weeks(&self, today: i32, f: impl Fn(i32, i32) -> f64) -> Weeks {
+        self.baseline_weeks_by_index(today, |k| {
+            let k = k as i32;
+            f(today - 7 * (k + 1), today - 7 * k)
+        })
+    }
+
+    /// [`Self::baseline_weeks`] with `f(k)` giving the total of the week
+    /// `[today - 7 (k + 1), today - 7 k)`, for `k` in `1..=8`.
+    pub fn baseline_weeks_by_index(&self, today: i32, f: impl Fn(usize) -> f64) -> Weeks {
         let first_day = day_of(self.first_seen);
         let mut w = Weeks {
             values: [0.0; 8],
             len: 0,
         };
         for k in 1..=8 {
-            let (from, to) = (today - 7 * (k + 1), today - 7 * k);
-            if from >= first_day {
-                w.values[w.len] = f(from, to);
+            if today - 7 * (k as i32 + 1) >= first_day {
+                w.values[w.len] = f(k);
                 w.len += 1;
             }
         }
@@ -472,9 +480,17 @@ impl Customer {
 
     /// Median weekly distinct users over the baseline weeks.
     pub fn baseline_seats(&self, today: i32) -> Option<f64> {
-        let s = self.seats()?;
-        let mut w = self.baseline_weeks(today, |a, b| f64::from(s.distinct(a, b)));
-        median(w.values_mut())
+        self.seat_weeks(today).0
+    }
+
+    /// ([`Self::baseline_seats`], [`Self::current_seats`]) in one pass over the users.
+    pub fn seat_weeks(&self, today: i32) -> (Option<f64>, u32) {
+        let Some(s) = self.seats() else {
+            return (None, 0);
+        };
+        let d = s.distinct_weeks(today);
+        let mut w = self.baseline_weeks_by_index(today, |k| f64::from(d[k]));
+        (median(w.values_mut()), d[0])
     }
 
     /// Distinct users in the 7 days before `today`.

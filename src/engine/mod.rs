@@ -26,7 +26,7 @@ use crate::business::{Fact, Ledger, PeriodReport};
 use crate::config::Config;
 use crate::event::{CancelKind, DAY_MS, Event, EventKind, Ts, format_ts};
 use crate::signals::health::{self, Health};
-use crate::signals::{self, AlertKind, Ctx, Finding, Population, engagement};
+use crate::signals::{self, AlertKind, Ctx, Finding, Population, WeekTotals, engagement};
 
 use customer::{Billing, Customer, Feedback, Firing, NEVER, SubStatus, Ticket};
 use population::{Acc, InstancePopulation, MIN_PLAN_POPULATION, PopulationSamples};
@@ -330,6 +330,10 @@ pub struct Engine {
     parked: Option<Parked>,
     population: FxHashMap<u16, Population>,
     overall: Population,
+    /// Weekly totals by customer, valid on day `week_cache_day` only: filled by
+    /// the population sampling of an uncoordinated sweep, read by its signals.
+    week_cache: Vec<Option<WeekTotals>>,
+    week_cache_day: i32,
     ledger: Ledger,
     staged: Vec<AlertEvent>,
     out: Vec<AlertEvent>,
@@ -370,6 +374,8 @@ impl Engine {
             parked: None,
             population: FxHashMap::default(),
             overall: Population::default(),
+            week_cache: Vec::new(),
+            week_cache_day: i32::MIN,
             ledger: Ledger::new(),
             staged: Vec::new(),
             out: Vec::new(),
@@ -767,8 +773,14 @@ impl Engine {
                     break;
                 }
                 _ => {
-                    let pop = self.population_samples_at(t).build();
+                    // Nothing changes between sampling and sweeping here, so the
+                    // sweep's signals reuse the sampled weekly totals.
+                    let mut cache = std::mem::take(&mut self.week_cache);
+                    let pop = self.population_samples_into(t, Some(&mut cache)).build();
+                    self.week_cache = cache;
+                    self.week_cache_day = day_of(t);
                     self.sweep(t, &pop);
+                    self.week_cache_day = i32::MIN;
                     self.next_sweep = t + DAY_MS;
                 }
             }
@@ -1086,6 +1098,11 @@ impl Engine {
         let plan = self.plans.name(plan_id);
         let pop = self.pop_for(plan_id);
         let mut changes: Vec<(AlertKind, Option<Finding>)> = Vec::new();
+        let weeks = if self.week_cache_day == day_of(now) {
+            self.week_cache.get(ix as usize).and_then(Option::as_ref)
+        } else {
+            None
+        };
         for &kind in kinds {
             let params = self.cfg.alert(kind, plan);
             let firing = c.is_firing(kind);
@@ -1100,6 +1117,7 @@ impl Engine {
                 firing,
                 dunning_grace: self.cfg.dunning_grace,
                 key_features: &self.cfg.key_features,
+                weeks,
             };
             let finding = if params.enabled {
                 signals::evaluate(kind, c, &ctx)
@@ -1191,6 +1209,7 @@ impl Engine {
             firing: false,
             dunning_grace: self.cfg.dunning_grace,
             key_features: &self.cfg.key_features,
+            weeks: None,
         };
         health::score(
             c,
@@ -1236,6 +1255,7 @@ impl Engine {
                 firing: false,
                 dunning_grace: self.cfg.dunning_grace,
                 key_features: &self.cfg.key_features,
+                weeks: None,
             };
             let (allowed, _, _) = signals::inactivity::allowed_gap(c, &ctx);
             consider(Some(c.last_usage + allowed));
@@ -1362,20 +1382,40 @@ impl Engine {
 
     /// Raw population values of this engine's customers for a sweep at `now`.
     fn population_samples_at(&self, now: Ts) -> PopulationSamples {
+        self.population_samples_into(now, None)
+    }
+
+    /// [`Self::population_samples_at`], keeping each sampled customer's
+    /// weekly totals in `cache` (by customer index; `None` for the others).
+    fn population_samples_into(
+        &self,
+        now: Ts,
+        mut cache: Option<&mut Vec<Option<WeekTotals>>>,
+    ) -> PopulationSamples {
         let today = day_of(now);
         let mut per_plan: FxHashMap<u16, Acc> = FxHashMap::default();
         let min_gaps = self.cfg.alerts[AlertKind::Inactivity as usize].min_baseline as usize;
-        for c in &self.customers {
+        if let Some(cache) = cache.as_deref_mut() {
+            cache.clear();
+            cache.resize(self.customers.len(), None);
+        }
+        for (ix, c) in self.customers.iter().enumerate() {
             if c.last_usage == NEVER
                 || c.is_churned()
                 || day_of(c.last_usage) <= today - window::HORIZON_DAYS
             {
                 continue;
             }
+            let t = WeekTotals::of(c, today);
+            if let Some(cache) = cache.as_deref_mut() {
+                cache[ix] = Some(t);
+            }
             let acc = per_plan.entry(Self::plan_of(c)).or_default();
-            let current = c.current_events(today) as f64;
+            let current = t.events[0] as f64;
             acc.weekly.push(current);
-            if let (Some(b), n) = c.baseline_events(today) {
+            let mut w = c.baseline_weeks_by_index(today, |k| t.events[k] as f64);
+            let n = w.len;
+            if let Some(b) = window::median(w.values_mut()) {
                 if n >= 2 && b >= 1.0 {
                     acc.ratios.push(current / b);
                 }
@@ -1387,8 +1427,11 @@ impl Engine {
                 let r = recent / (rate * fortnight);
                 acc.fortnight_ratios.push(r);
             }
-            if let Some(b) = c.baseline_seats(today).filter(|b| *b >= 1.0) {
-                acc.seat_ratios.push(f64::from(c.current_seats(today)) / b);
+            if let Some(d) = t.seats {
+                let mut w = c.baseline_weeks_by_index(today, |k| f64::from(d[k]));
+                if let Some(b) = window::median(w.values_mut()).filter(|b| *b >= 1.0) {
+                    acc.seat_ratios.push(f64::from(d[0]) / b);
+                }
             }
             let now = (today as Ts) * DAY_MS;
             let g = c

@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 
 use crate::signals::Population;
 
-use super::{Engine, window};
+use super::Engine;
 
 /// Plans with fewer customers than this use the overall population context.
 pub(super) const MIN_PLAN_POPULATION: u64 = 20;
@@ -58,11 +58,9 @@ impl Acc {
                 .collect()
         };
         Population {
-            activity_factor: window::median(&mut self.ratios)
-                .map_or(d.activity_factor, |m| m.min(1.0)),
-            seat_factor: window::median(&mut self.seat_ratios)
-                .map_or(d.seat_factor, |m| m.min(1.0)),
-            fortnight_factor: window::median(&mut self.fortnight_ratios)
+            activity_factor: median(&mut self.ratios).map_or(d.activity_factor, |m| m.min(1.0)),
+            seat_factor: median(&mut self.seat_ratios).map_or(d.seat_factor, |m| m.min(1.0)),
+            fortnight_factor: median(&mut self.fortnight_ratios)
                 .map_or(d.fortnight_factor, |m| m.min(1.0)),
             typical_gap_days: if self.gaps.len() >= MIN_GAP_POPULATION {
                 quantile(&mut self.gaps, 0.9).unwrap_or(d.typical_gap_days)
@@ -79,8 +77,25 @@ fn quantile(v: &mut [f64], q: f64) -> Option<f64> {
     if v.is_empty() {
         return None;
     }
-    v.sort_by(|a, b| a.total_cmp(b));
-    Some(v[((v.len() - 1) as f64 * q).round() as usize])
+    let i = ((v.len() - 1) as f64 * q).round() as usize;
+    Some(*v.select_nth_unstable_by(i, f64::total_cmp).1)
+}
+
+/// [`super::window::median`] by selection: the same value (the order is total)
+/// without sorting the whole population.
+fn median(v: &mut [f64]) -> Option<f64> {
+    let n = v.len();
+    if n == 0 {
+        return None;
+    }
+    let (lo, mid, _) = v.select_nth_unstable_by(n / 2, f64::total_cmp);
+    let mid = *mid;
+    Some(if n % 2 == 1 {
+        mid
+    } else {
+        let below = lo.iter().copied().max_by(f64::total_cmp).unwrap_or(mid);
+        (below + mid) / 2.0
+    })
 }
 
 /// The raw population values of one or more engines at one sweep time, by
@@ -182,6 +197,28 @@ mod tests {
     use crate::generate::{GenerateOptions, generate_to_vec};
 
     use super::*;
+
+    #[test]
+    fn selection_median_and_quantile_match_sorting() {
+        let mut x = 0x9e37_79b9_u64;
+        for n in 0..40 {
+            let v: Vec<f64> = (0..n)
+                .map(|_| {
+                    x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                    ((x >> 40) % 7) as f64 / 3.0
+                })
+                .collect();
+            let mut sorted = v.clone();
+            sorted.sort_by(f64::total_cmp);
+            let want =
+                (!v.is_empty()).then(|| sorted[((n.max(1) - 1) as f64 * 0.9).round() as usize]);
+            assert_eq!(
+                median(&mut v.clone()),
+                super::super::window::median(&mut v.clone())
+            );
+            assert_eq!(quantile(&mut v.clone(), 0.9), want);
+        }
+    }
 
     /// Alert ids of the events split by customer over `shards` coordinated
     /// engines (each partition's share in file order, like Kafka delivers it).

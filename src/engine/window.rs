@@ -104,18 +104,18 @@ impl Activity {
         }
         let mut sum = [0.0f64; 7];
         let mut sq = [0.0f64; 7];
-        let mut n = [0.0f64; 7];
-        let mut it = self.range(from, to).peekable();
-        for day in from..to {
-            let x = match it.peek() {
-                Some(b) if b.day == day => f64::from(it.next().map_or(0, |b| b.events)),
-                _ => 0.0,
-            };
-            let w = day.rem_euclid(7) as usize;
+        // Days without activity add zero to `sum` and `sq`: only their count matters.
+        for b in self.range(from, to) {
+            let x = f64::from(b.events);
+            let w = b.day.rem_euclid(7) as usize;
             sum[w] += x;
             sq[w] += x * x;
-            n[w] += 1.0;
         }
+        let (full, extra) = ((to - from) / 7, (to - from) % 7);
+        let first = from.rem_euclid(7);
+        let n: [f64; 7] = std::array::from_fn(|w| {
+            f64::from(full + i32::from((w as i32 - first).rem_euclid(7) < extra))
+        });
         let total: f64 = n.iter().sum();
         let resid: f64 = (0..7)
             .filter(|&w| n[w] > 0.0)
@@ -241,6 +241,23 @@ impl Seats {
         }
     }
 
+    /// Distinct users active in each of the 9 weeks before `today`: index
+    /// `k` is the week `[today - 7 (k + 1), today - 7 k)`, so 0 is the current
+    /// week. One pass over the users instead of one per week.
+    pub fn distinct_weeks(&self, today: i32) -> [u32; 9] {
+        let masks: [u64; 9] =
+            std::array::from_fn(|k| self.mask(today - 7 * (k as i32 + 1), today - 7 * k as i32));
+        let mut out = [0u32; 9];
+        let n = self.len();
+        for u in self.data[HEAD..HEAD + 3 * n].chunks_exact(3) {
+            let bits = u64::from(u[1]) | (u64::from(u[2]) << 32);
+            for (o, m) in out.iter_mut().zip(masks) {
+                *o += u32::from(bits & m != 0);
+            }
+        }
+        out
+    }
+
     /// Distinct users active in days `[from, to)`.
     pub fn distinct(&self, from: i32, to: i32) -> u32 {
         let mask = self.mask(from, to);
@@ -354,6 +371,11 @@ mod tests {
             users.sort();
             users.dedup();
             prop_assert_eq!(s.distinct(from, to), users.len() as u32);
+            let weeks = s.distinct_weeks(to);
+            for (k, n) in weeks.iter().enumerate() {
+                let k = k as i32;
+                prop_assert_eq!(*n, s.distinct(to - 7 * (k + 1), to - 7 * k));
+            }
             let mut days: Vec<i32> = in_range.iter().map(|(d, _, _)| *d).collect();
             days.sort();
             days.dedup();

@@ -5,7 +5,7 @@
 
 use serde_json::json;
 
-use super::{Ctx, Finding, pct, r1};
+use super::{Ctx, Finding, WeekTotals, pct, r1};
 use crate::engine::customer::Customer;
 use crate::engine::window::median;
 
@@ -74,6 +74,28 @@ fn holds(d: &Drop, baseline: f64, ctx: &Ctx<'_>) -> bool {
     }
 }
 
+/// False when [`holds`] is false whatever the noise: the drop alone decides
+/// (sorts `weeks` as [`measure`] does).
+fn may_hold(current: f64, weeks: &mut [f64], factor: f64, ctx: &Ctx<'_>) -> bool {
+    let Some(baseline) = median(weeks) else {
+        return false;
+    };
+    let expected = baseline * factor.clamp(0.05, 1.0);
+    if expected <= 0.0 {
+        return false;
+    }
+    let drop = (1.0 - current / expected).max(0.0);
+    let p = ctx.params;
+    if baseline < p.min_baseline.max(f64::MIN_POSITIVE) {
+        return false;
+    }
+    if ctx.firing {
+        drop > p.resolve
+    } else {
+        drop >= p.fire
+    }
+}
+
 /// Weekly standard deviation implied by the daily counts of the baseline weeks.
 pub fn week_sd_from_days(c: &Customer, today: i32) -> f64 {
     let from = (today - 63).max(crate::engine::window::day_of(c.first_seen));
@@ -120,12 +142,23 @@ pub fn engagement_drop(c: &Customer, ctx: &Ctx<'_>) -> Option<Finding> {
     if c.is_churned() {
         return None;
     }
-    let mut w = c.baseline_weeks(ctx.today, |a, b| c.activity.events(a, b) as f64);
+    let own;
+    let t = match ctx.weeks {
+        Some(t) => t,
+        None => {
+            own = WeekTotals::events_of(c, ctx.today);
+            &own
+        }
+    };
+    let mut w = c.baseline_weeks_by_index(ctx.today, |k| t.events[k] as f64);
     let weeks = w.len;
     if !has_history(c, ctx, weeks) {
         return None;
     }
-    let current = c.current_events(ctx.today) as f64;
+    let current = t.events[0] as f64;
+    if !may_hold(current, w.values_mut(), ctx.pop.activity_factor, ctx) {
+        return None; // without the costly noise estimate, which only `z` needs
+    }
     let (baseline, d) = measure(
         current,
         w.values_mut(),
@@ -163,14 +196,22 @@ pub fn seat_contraction(c: &Customer, ctx: &Ctx<'_>) -> Option<Finding> {
     if c.is_churned() {
         return None;
     }
-    let seats = c.seats()?;
-    let mut w = c.baseline_weeks(ctx.today, |a, b| f64::from(seats.distinct(a, b)));
+    let own;
+    let t = match ctx.weeks {
+        Some(t) => t,
+        None => {
+            own = WeekTotals::of(c, ctx.today);
+            &own
+        }
+    };
+    let d = t.seats?;
+    let mut w = c.baseline_weeks_by_index(ctx.today, |k| f64::from(d[k]));
     let weeks = w.len;
     if !has_history(c, ctx, weeks) {
         return None;
     }
     // Nobody active at all is inactivity's business, not fewer seats.
-    if c.current_events(ctx.today) == 0 {
+    if t.events[0] == 0 {
         return None;
     }
     // While the whole base is in a quiet period, light users vanish
@@ -178,16 +219,16 @@ pub fn seat_contraction(c: &Customer, ctx: &Ctx<'_>) -> Option<Finding> {
     if !ctx.firing && ctx.pop.seat_factor < QUIET_POPULATION {
         return None;
     }
-    let current = f64::from(c.current_seats(ctx.today));
+    let current = f64::from(d[0]);
     let (baseline, d) = measure(current, w.values_mut(), ctx.pop.seat_factor, None)?;
     if !holds(&d, baseline, ctx) {
         return None;
     }
     // Seats falling with all activity is an engagement drop; this alert is
     // for fewer people while the usage holds up.
-    let mut aw = c.baseline_weeks(ctx.today, |a, b| c.activity.events(a, b) as f64);
+    let mut aw = c.baseline_weeks_by_index(ctx.today, |k| t.events[k] as f64);
     let activity_drop = measure(
-        c.current_events(ctx.today) as f64,
+        t.events[0] as f64,
         aw.values_mut(),
         ctx.pop.activity_factor,
         None,

@@ -125,12 +125,11 @@ pub fn score(c: &Customer, ctx: &Ctx<'_>, seats_min_baseline: f64) -> Health {
     }
 
     // Seats against their baseline.
-    if let Some(b) = c
-        .baseline_seats(ctx.today)
-        .filter(|b| *b >= seats_min_baseline)
+    if let (Some(b), current) = c.seat_weeks(ctx.today)
+        && b >= seats_min_baseline
     {
         let expected = b * ctx.pop.seat_factor.clamp(0.05, 1.0);
-        let drop = 1.0 - f64::from(c.current_seats(ctx.today)) / expected;
+        let drop = 1.0 - f64::from(current) / expected;
         d.push(("seats", w("seats") * ramp(drop, 0.3, 0.7)));
     }
 

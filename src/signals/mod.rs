@@ -179,6 +179,41 @@ pub struct Ctx<'a> {
     pub dunning_grace: Ts,
     /// Configured key features.
     pub key_features: &'a [String],
+    /// The customer's weekly totals at `today`, when the caller already has them.
+    pub weeks: Option<&'a WeekTotals>,
+}
+
+/// Totals of the 9 weeks before a day: index `k` is the week
+/// `[today - 7 (k + 1), today - 7 k)`, so 0 is the current week. Computed once
+/// per customer by the daily sweep and shared by population sampling and the
+/// window signals.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WeekTotals {
+    /// Usage events per week.
+    pub events: [u64; 9],
+    /// Distinct users per week, once any usage event named a user.
+    pub seats: Option<[u32; 9]>,
+}
+
+impl WeekTotals {
+    /// The totals of `c` at `today`.
+    pub fn of(c: &Customer, today: i32) -> Self {
+        Self {
+            seats: c.seats().map(|s| s.distinct_weeks(today)),
+            ..Self::events_of(c, today)
+        }
+    }
+
+    /// [`Self::of`] without the seats (left `None`).
+    pub fn events_of(c: &Customer, today: i32) -> Self {
+        Self {
+            events: std::array::from_fn(|k| {
+                let k = k as i32;
+                c.activity.events(today - 7 * (k + 1), today - 7 * k)
+            }),
+            seats: None,
+        }
+    }
 }
 
 /// A condition that holds: the alert should be firing.
