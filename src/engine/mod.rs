@@ -405,9 +405,7 @@ impl Engine {
     /// the other's events late.
     pub fn set_sources(&mut self, n: usize) {
         self.sources = vec![Source::default(); n.max(1)];
-        let mut runs = std::mem::take(&mut self.runs);
-        runs.resize_with(n.max(1), VecDeque::new);
-        self.runs = runs;
+        self.runs.resize_with(n.max(1), VecDeque::new);
     }
 
     /// Marks a source drained: it no longer holds the watermark back until

@@ -144,6 +144,12 @@ fn ready_now<F: std::future::Future>(fut: F) -> Option<F::Output> {
     }
 }
 
+/// When a costly metrics refresh that began at `started` may run again: at
+/// most every [`METRICS_EVERY`], and spending ~2% of the loop's time on it.
+fn next_refresh(started: Instant) -> Instant {
+    Instant::now() + METRICS_EVERY.max(started.elapsed() * 50)
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic while holding one of our locks leaves plain data behind: keep going.
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -852,8 +858,8 @@ impl ConsumerLoop {
     fn refresh_metrics(&mut self) {
         let high = lock(&self.consumer.context().high).clone();
         let mut total_lag: u64 = 0;
-        // A snapshot computes every customer's health: like the business
-        // report below, at most every second and ~2% of the loop's time.
+        // A snapshot computes every customer's health: paced like the
+        // business report below (`next_refresh`).
         let snapshot_started = Instant::now();
         let take_snapshot = snapshot_started >= self.snapshot_due;
         let mut snapshots = Vec::with_capacity(self.parts.len());
@@ -882,11 +888,10 @@ impl ConsumerLoop {
         }
         if take_snapshot {
             self.metrics.set_engine(&snapshots);
-            self.snapshot_due = Instant::now() + METRICS_EVERY.max(snapshot_started.elapsed() * 50);
+            self.snapshot_due = next_refresh(snapshot_started);
         }
         if Instant::now() >= self.business_due {
-            // A report replays each partition's ledger: recompute at most
-            // every second, and spend at most ~2% of the loop's time on it.
+            // A report replays each partition's ledger (`next_refresh`).
             let started = Instant::now();
             let reports: Vec<_> = self
                 .parts
@@ -894,7 +899,7 @@ impl ConsumerLoop {
                 .map(|part| lock(&part.engine).business_rolling())
                 .collect();
             self.metrics.set_business(&reports);
-            self.business_due = Instant::now() + METRICS_EVERY.max(started.elapsed() * 50);
+            self.business_due = next_refresh(started);
         }
         self.metrics.customers_tracked.set(customers as i64);
         self.metrics.state_bytes.set(bytes as i64);
