@@ -195,6 +195,7 @@ mod tests {
     use crate::config::Config;
     use crate::event::{Ts, decode};
     use crate::generate::{GenerateOptions, generate_to_vec};
+    use crate::kafka::loadgen::topic_index;
 
     use super::*;
 
@@ -260,6 +261,31 @@ mod tests {
         ids
     }
 
+    /// Generated traffic with enough alerts to compare runs by.
+    fn sample_lines() -> Vec<String> {
+        generate_to_vec(&GenerateOptions {
+            seed: 5,
+            customers: 300,
+            days: 120,
+            ..GenerateOptions::default()
+        })
+        .lines
+    }
+
+    /// Alert ids, in order, of one engine fed the lines in file order (the backtest).
+    fn single_engine_ids(cfg: &Arc<Config>, lines: &[String]) -> Vec<String> {
+        let mut whole = Engine::new(cfg.clone());
+        for (seq, l) in lines.iter().enumerate() {
+            if let Ok(ev) = decode(l.as_bytes(), &cfg.decode) {
+                whole.ingest(ev, seq as u64);
+            }
+        }
+        whole.finish(None);
+        let ids: Vec<String> = whole.take_alerts().iter().map(|a| a.id()).collect();
+        assert!(ids.len() > 20, "too few alerts: {}", ids.len());
+        ids
+    }
+
     #[test]
     fn a_drained_engine_without_events_does_not_hold_a_sweep_back() {
         let cfg = Arc::new(Config::default());
@@ -304,23 +330,8 @@ mod tests {
     #[test]
     fn sharded_engines_with_one_merged_population_give_the_backtest_alerts() {
         let cfg = Arc::new(Config::default());
-        let opts = GenerateOptions {
-            seed: 5,
-            customers: 300,
-            days: 120,
-            ..GenerateOptions::default()
-        };
-        let lines = generate_to_vec(&opts).lines;
-        let mut whole = Engine::new(cfg.clone());
-        let mut want = BTreeSet::new();
-        for (seq, l) in lines.iter().enumerate() {
-            if let Ok(ev) = decode(l.as_bytes(), &cfg.decode) {
-                whole.ingest(ev, seq as u64);
-            }
-        }
-        whole.finish(None);
-        want.extend(whole.take_alerts().iter().map(|a| a.id()));
-        assert!(want.len() > 20, "too few alerts: {}", want.len());
+        let lines = sample_lines();
+        let want: BTreeSet<String> = single_engine_ids(&cfg, &lines).into_iter().collect();
         for shards in [1, 3] {
             assert_eq!(sharded_ids(&cfg, &lines, shards), want, "{shards} shards");
         }
@@ -333,30 +344,14 @@ mod tests {
     #[test]
     fn three_topics_arriving_in_uneven_chunks_give_the_backtest_alerts() {
         let cfg = Arc::new(Config::default());
-        let lines = generate_to_vec(&GenerateOptions {
-            seed: 5,
-            customers: 300,
-            days: 120,
-            ..GenerateOptions::default()
-        })
-        .lines;
-        let mut whole = Engine::new(cfg.clone());
+        let lines = sample_lines();
+        let want = single_engine_ids(&cfg, &lines);
         let mut topics: [Vec<_>; 3] = Default::default();
         for (seq, l) in lines.iter().enumerate() {
-            let Ok(ev) = decode(l.as_bytes(), &cfg.decode) else {
-                continue;
-            };
-            let topic = match ev.kind.type_index() {
-                0 => 0,
-                1..=7 => 1,
-                _ => 2,
-            };
-            topics[topic].push((seq as u64, ev.clone()));
-            whole.ingest(ev, seq as u64);
+            if let Ok(ev) = decode(l.as_bytes(), &cfg.decode) {
+                topics[topic_index(ev.kind.type_name())].push((seq as u64, ev));
+            }
         }
-        whole.finish(None);
-        let want: Vec<String> = whole.take_alerts().iter().map(|a| a.id()).collect();
-        assert!(want.len() > 20, "too few alerts: {}", want.len());
         assert!(topics.iter().all(|t| !t.is_empty()));
 
         let mut split = Engine::new(cfg.clone());
