@@ -17,7 +17,6 @@ use churnwatch::config::{Config, KafkaConfig, RawConfig};
 use churnwatch::event::{self, HOUR_MS, format_ts};
 use churnwatch::generate::{GenerateArgs, GenerateOptions, Profile, generate};
 use churnwatch::kafka::loadgen::{self, LoadCounters, Pace};
-use churnwatch::metrics::{self, Metrics};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -40,6 +39,19 @@ fn flag(name: &str) -> bool {
     std::env::args().any(|a| a == name)
 }
 
+/// CPU seconds (user + system) used by a process so far, from /proc.
+fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses.
+    let rest = stat.rsplit_once(')').map_or("", |r| r.1);
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // utime and stime are fields 14 and 15 of the whole line (11, 12 here).
+    f.get(10).zip(f.get(11)).map_or(0.0, |(u, s)| (u + s) / 100.0)
+}
+
 fn vm_rss_bytes() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
@@ -60,15 +72,18 @@ fn config(brokers: &str, group: &str) -> Config {
     raw.validate().expect("bench config is valid")
 }
 
-fn counter_sum(m: &Metrics, names: &[&str]) -> u64 {
-    m.registry()
-        .gather()
-        .iter()
-        .filter(|f| names.contains(&f.name()))
+/// Sum of every child of the given counter vectors. Collects only these
+/// (not the whole registry: a full `gather()` every few ms would take a core
+/// from the service it measures).
+fn counter_sum(vecs: &[&prometheus::IntCounterVec]) -> u64 {
+    use prometheus::core::Collector;
+    vecs.iter()
+        .flat_map(|v| v.collect())
         .flat_map(|f| {
             f.get_metric()
                 .iter()
                 .map(|m| m.get_counter().value() as u64)
+                .collect::<Vec<_>>()
         })
         .sum()
 }
@@ -133,10 +148,9 @@ async fn service_consume(brokers: &str, total: u64, ends: &[(String, i32, i64)])
         .expect("service starts");
     let metrics = running.metrics();
     let service = tokio::spawn(running.wait());
-    let names = [metrics::EVENTS_CONSUMED, metrics::EVENTS_REJECTED];
     let mut first = None;
     loop {
-        let n = counter_sum(&metrics, &names);
+        let n = counter_sum(&[&metrics.events_consumed, &metrics.events_rejected]);
         if n > 0 {
             first.get_or_insert_with(Instant::now);
         }
@@ -186,7 +200,7 @@ async fn service_consume(brokers: &str, total: u64, ends: &[(String, i32, i64)])
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let committed_s = started.elapsed().as_secs_f64();
-    let alerts = counter_sum(&metrics, &[metrics::ALERTS_PRODUCED]);
+    let alerts = counter_sum(&[&metrics.alerts_produced]);
     cancel.cancel();
     service
         .await
@@ -366,7 +380,11 @@ fn main() {
             report.seconds,
             produced as f64 / report.seconds
         );
+        let broker_pid = broker.pid().to_string();
+        let cpu = || (cpu_seconds("self"), cpu_seconds(&broker_pid));
+        let cpu0 = cpu();
         let (bare_all, bare_steady, ok, ends) = bare_consume(&k, total);
+        let cpu1 = cpu();
         println!(
             "(a) bare BaseConsumer + decode: {:>9.0} events/s ({:.2} s incl. group join, first message after {:.2} s; {:>9.0} events/s from first message), {ok} decoded",
             total as f64 / bare_all,
@@ -374,7 +392,13 @@ fn main() {
             bare_all - bare_steady,
             total as f64 / bare_steady
         );
+        println!(
+            "    cpu: {:.2} cores in this process, {:.2} in the broker",
+            (cpu1.0 - cpu0.0) / bare_all,
+            (cpu1.1 - cpu0.1) / bare_all
+        );
         let s = rt.block_on(service_consume(&broker.brokers, total, &ends));
+        let cpu2 = cpu();
         println!(
             "(b) service, all consumed+applied: {:>9.0} events/s ({:.2} s incl. start and group join, first message after {:.2} s; {:>9.0} events/s from first message)",
             total as f64 / s.consumed_s,
@@ -387,6 +411,11 @@ fn main() {
             total as f64 / s.committed_s,
             s.committed_s,
             s.alerts
+        );
+        println!(
+            "    cpu: {:.2} cores in this process, {:.2} in the broker (start to all committed)",
+            (cpu2.0 - cpu1.0) / s.committed_s,
+            (cpu2.1 - cpu1.1) / s.committed_s
         );
         println!(
             "ratio service/bare: {:.3} consumed, {:.3} committed, {:.3} steady-state (target >= 0.8)",

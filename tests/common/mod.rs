@@ -109,6 +109,12 @@ impl TestBroker {
         }
     }
 
+    /// The broker's process id (benchmarks read its CPU time).
+    #[allow(dead_code)]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Client settings for this broker.
     pub fn client(&self) -> ClientConfig {
         let mut c = ClientConfig::new();
