@@ -49,7 +49,44 @@ fn cpu_seconds(pid: &str) -> f64 {
         .filter_map(|x| x.parse().ok())
         .collect();
     // utime and stime are fields 14 and 15 of the whole line (11, 12 here).
-    f.get(10).zip(f.get(11)).map_or(0.0, |(u, s)| (u + s) / 100.0)
+    f.get(10)
+        .zip(f.get(11))
+        .map_or(0.0, |(u, s)| (u + s) / 100.0)
+}
+
+/// CPU seconds per thread name of this process (threads of one name summed).
+fn thread_cpu() -> Threads {
+    let mut out = std::collections::BTreeMap::new();
+    for t in std::fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let tid = t.file_name().to_string_lossy().to_string();
+        let comm =
+            std::fs::read_to_string(format!("/proc/self/task/{tid}/comm")).unwrap_or_default();
+        *out.entry(comm.trim().to_string()).or_insert(0.0) +=
+            cpu_seconds(&format!("self/task/{tid}"));
+    }
+    out
+}
+
+/// Busiest threads between two [`thread_cpu`] readings, as cores over `secs`.
+fn busiest(
+    before: &std::collections::BTreeMap<String, f64>,
+    after: &std::collections::BTreeMap<String, f64>,
+    secs: f64,
+) -> String {
+    let mut v: Vec<(String, f64)> = after
+        .iter()
+        .map(|(k, a)| (k.clone(), (a - before.get(k).unwrap_or(&0.0)) / secs))
+        .filter(|(_, c)| *c >= 0.02)
+        .collect();
+    v.sort_by(|a, b| b.1.total_cmp(&a.1));
+    v.iter()
+        .map(|(k, c)| format!("{k} {c:.2}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn vm_rss_bytes() -> u64 {
@@ -91,7 +128,20 @@ fn counter_sum(vecs: &[&prometheus::IntCounterVec]) -> u64 {
 /// (a) A bare group consumer: poll + `event::decode` of every message.
 /// Also returns the end offset of every input topic-partition it read
 /// (Tansu's ListOffsets answers are not reliable enough to use instead).
-fn bare_consume(k: &KafkaConfig, total: u64) -> (f64, f64, u64, Vec<(String, i32, i64)>) {
+type Threads = std::collections::BTreeMap<String, f64>;
+
+/// What [`bare_consume`] measured.
+struct BareRun {
+    /// Seconds including the group join, and from the first message.
+    all_s: f64,
+    steady_s: f64,
+    decoded: u64,
+    /// (topic, partition, end offset) of every input topic-partition.
+    ends: Vec<(String, i32, i64)>,
+    threads: Threads,
+}
+
+fn bare_consume(k: &KafkaConfig, total: u64) -> BareRun {
     let mut c = churnwatch::kafka::consumer_config(k);
     c.set("group.id", "bench-bare")
         .set("enable.auto.commit", "false");
@@ -126,7 +176,15 @@ fn bare_consume(k: &KafkaConfig, total: u64) -> (f64, f64, u64, Vec<(String, i32
     let all = started.elapsed().as_secs_f64();
     let steady = first.map_or(all, |f| f.elapsed().as_secs_f64());
     let ends = ends.into_iter().map(|((t, p), o)| (t, p, o)).collect();
-    (all, steady, ok, ends)
+    // Before the consumer (and its threads) go.
+    let threads = thread_cpu();
+    BareRun {
+        all_s: all,
+        steady_s: steady,
+        decoded: ok,
+        ends,
+        threads,
+    }
 }
 
 struct ServiceRun {
@@ -134,6 +192,7 @@ struct ServiceRun {
     steady_s: f64,
     committed_s: f64,
     alerts: u64,
+    threads: Threads,
 }
 
 /// (b) The service: `app::start`, timed until every input is consumed and
@@ -201,6 +260,7 @@ async fn service_consume(brokers: &str, total: u64, ends: &[(String, i32, i64)])
     }
     let committed_s = started.elapsed().as_secs_f64();
     let alerts = counter_sum(&[&metrics.alerts_produced]);
+    let threads = thread_cpu();
     cancel.cancel();
     service
         .await
@@ -211,6 +271,7 @@ async fn service_consume(brokers: &str, total: u64, ends: &[(String, i32, i64)])
         steady_s,
         committed_s,
         alerts,
+        threads,
     }
 }
 
@@ -248,7 +309,13 @@ fn memory_child(path: &str) {
     let (engine, _summary) =
         churnwatch::backtest::replay(cfg, file, None, |_| Ok(()), |_, _, _| Ok(()), |_| {})
             .expect("replay");
-    let after = vm_rss_bytes();
+    let mut after = vm_rss_bytes();
+    for i in 0..12 {
+        std::thread::sleep(Duration::from_secs(1));
+        let now = vm_rss_bytes();
+        eprintln!("  settle {i}: {} MB", now / 1_000_000);
+        after = after.min(now);
+    }
     let n = engine.customer_count().max(1);
     for (part, bytes, allocs) in engine.memory_breakdown() {
         eprintln!(
@@ -383,8 +450,16 @@ fn main() {
         let broker_pid = broker.pid().to_string();
         let cpu = || (cpu_seconds("self"), cpu_seconds(&broker_pid));
         let cpu0 = cpu();
-        let (bare_all, bare_steady, ok, ends) = bare_consume(&k, total);
+        let threads0 = thread_cpu();
+        let BareRun {
+            all_s: bare_all,
+            steady_s: bare_steady,
+            decoded: ok,
+            ends,
+            threads: threads1,
+        } = bare_consume(&k, total);
         let cpu1 = cpu();
+        let threads1b = thread_cpu();
         println!(
             "(a) bare BaseConsumer + decode: {:>9.0} events/s ({:.2} s incl. group join, first message after {:.2} s; {:>9.0} events/s from first message), {ok} decoded",
             total as f64 / bare_all,
@@ -397,6 +472,7 @@ fn main() {
             (cpu1.0 - cpu0.0) / bare_all,
             (cpu1.1 - cpu0.1) / bare_all
         );
+        println!("    threads: {}", busiest(&threads0, &threads1, bare_all));
         let s = rt.block_on(service_consume(&broker.brokers, total, &ends));
         let cpu2 = cpu();
         println!(
@@ -416,6 +492,10 @@ fn main() {
             "    cpu: {:.2} cores in this process, {:.2} in the broker (start to all committed)",
             (cpu2.0 - cpu1.0) / s.committed_s,
             (cpu2.1 - cpu1.1) / s.committed_s
+        );
+        println!(
+            "    threads: {}",
+            busiest(&threads1b, &s.threads, s.committed_s)
         );
         println!(
             "ratio service/bare: {:.3} consumed, {:.3} committed, {:.3} steady-state (target >= 0.8)",

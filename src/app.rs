@@ -225,7 +225,8 @@ pub async fn start(cfg: Config, cancel: CancellationToken) -> Result<Running, Ap
         metrics.clone(),
         shared.clone(),
         cancel.clone(),
-    );
+    )
+    .map_err(|e| AppError::Task(format!("cannot start the engine thread: {e}")))?;
 
     let mut tasks = JoinSet::new();
     tasks.spawn(async move { consume.run().await.map_err(AppError::from) });

@@ -1,15 +1,23 @@
 //! The consume loop: one consumer group over the three input topics,
 //! at-least-once, state sharded by partition number.
 //!
+//! # Two threads
+//! This loop does the Kafka side: it receives messages, copies each batch
+//! into one buffer and hands it to the engine thread ([`super::worker`]),
+//! which decodes and applies them; the outputs that come back (alerts, dead
+//! letters) go to the [`Outbox`] in the order they arose. So receiving and
+//! deciding run on two cores.
+//!
 //! # Offsets (at-least-once)
 //! `enable.auto.commit=true` with `enable.auto.offset.store=false`: librdkafka
-//! commits only offsets we store. Every consumed message gets a `seq`; the
-//! offset of a message is stored once (1) the engine has applied it (its seq is
-//! not in [`Engine::pending_seqs`]) and (2) every output handed to the
-//! [`Outbox`] up to then (its alerts, or its dead letter) is acknowledged by
-//! the broker. Checkpoints are taken every `kafka.commit_interval`, stored as
-//! acks arrive, and committed by librdkafka on its interval, on revoke (also
-//! explicitly) and on shutdown (explicitly).
+//! commits only offsets we store. Every `kafka.commit_interval` the loop asks
+//! the engine thread for a checkpoint: per topic-partition, the offset below
+//! which every message is applied (its seq is not in
+//! [`Engine::pending_seqs`]). Since results come back in order, every output
+//! of those messages is already in the [`Outbox`] then; the offset is stored
+//! once every output handed over up to then (alerts, dead letters) is
+//! acknowledged by the broker, and committed by librdkafka on its interval,
+//! on revoke (also explicitly) and on shutdown (explicitly).
 //!
 //! # Rebuild on assign (retention requirement)
 //! Until durable state exists, an assigned partition number's engine is
@@ -20,18 +28,19 @@
 //! (baselines, dunning grace, dedup horizon: default 8 weeks + 14 days), or
 //! `retention.ms=-1`; shorter retention starts customers with less history.
 //! Messages fetched while a partition is rebuilt are held in memory and
-//! handled once it is live; past [`MAX_HELD`] of them the partition is paused
-//! in the group consumer until the rebuild is done. (Pausing every newly
-//! assigned partition up front costs about a second of fetch restart per
-//! assignment, even when there is nothing to replay.)
+//! handled once it is live. Past [`MAX_HELD_BYTES`] of them the loop stops
+//! receiving until the rebuild is done (librdkafka then stops fetching once
+//! its queue is full); it does not pause partitions, because pause/resume
+//! against Tansu skipped messages whose offsets were then committed.
 //!
 //! # One population per instance
 //! Engines are coordinated ([`Engine::set_coordinated`]): each parks at its
 //! daily sweep until every live partition is there or past it, then all
 //! parked ones sweep with one population merged over them
-//! ([`release_sweeps`], called after each batch and tick). A partition parked
-//! with [`MAX_PARKED`] events buffered stops waiting. Rebuilds replay through
-//! the same barrier; live sweeps wait while one runs.
+//! ([`release_sweeps`], called by the engine thread after each batch and
+//! tick). A partition parked with [`super::worker::MAX_PARKED`] events
+//! buffered stops waiting. Rebuilds replay through the same barrier; live
+//! sweeps wait while one runs.
 //!
 //! # Idle partitions
 //! After `kafka.idle_timeout` of wall-clock time without input, each tick
@@ -43,7 +52,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use prometheus::IntCounter;
 use rdkafka::ClientContext;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
@@ -52,30 +60,29 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::SharedState;
 use crate::config::Config;
-use crate::engine::population::{force_next_sweep, release_sweeps};
-use crate::engine::{Disposition, Engine};
-use crate::event::{EVENT_TYPES, decode};
-use crate::kafka::producer::{Outbox, Output, OutputKind};
+use crate::engine::Engine;
+use crate::engine::population::release_sweeps;
+use crate::event::decode;
+use crate::kafka::producer::Outbox;
+use crate::kafka::worker::{self, Batch, Done, Work};
 use crate::metrics::Metrics;
 
 /// How often the loop wakes up without input (acks, idle ticks, checkpoints).
 const TICK: Duration = Duration::from_millis(200);
-/// Messages held per partition number during a rebuild before its
-/// topic-partitions are paused.
-pub const MAX_HELD: usize = 20_000;
-/// Events a partition parked at a daily sweep may buffer while it waits for
-/// the other partitions of the instance; past this, the sweep is released
-/// with the partitions that reached it (not pausing: pause/resume against
-/// Tansu skipped messages).
-pub const MAX_PARKED: usize = 200_000;
+/// Bytes of messages held for partitions being rebuilt before the loop stops
+/// receiving until the rebuild is done.
+pub const MAX_HELD_BYTES: usize = 256 << 20;
 /// Most messages handled per wake-up of the loop before it looks at acks,
 /// ticks and cancellation again.
 const BATCH: usize = 512;
+/// Batches handed to the engine thread and not yet taken before the loop waits.
+const WORK_QUEUE: usize = 64;
 /// How often lag, readiness and engine gauges are refreshed.
 const METRICS_EVERY: Duration = Duration::from_secs(1);
 
@@ -270,40 +277,40 @@ struct Checkpoint {
     offset: i64,
 }
 
-#[derive(Debug, Default)]
-struct TpTrack {
-    /// (seq, offset) of messages from the first possibly-unapplied one on.
-    records: VecDeque<(u64, i64)>,
-    /// Offset after the last consumed message (starts at the committed offset).
-    next_offset: Option<i64>,
-    /// Last checkpointed offset.
-    checkpointed: Option<i64>,
-}
-
 /// A caught-up topic of a partition without messages this long no longer
 /// holds back the partition's watermark.
 const SOURCE_IDLE: Duration = Duration::from_millis(500);
 /// The same when librdkafka has not reported the topic's high watermark yet.
 const SOURCE_IDLE_UNKNOWN: Duration = Duration::from_secs(5);
 
+/// A live partition, as the consume loop sees it (its engine is driven by
+/// the engine thread; the loop reads it for metrics).
 struct Part {
     engine: Arc<Mutex<Engine>>,
-    tps: [TpTrack; 3],
+    /// Offset after the last message received, per input topic (starts at
+    /// the committed offset).
+    next_offset: [Option<i64>; 3],
     assigned: [bool; 3],
     last_input: Instant,
     /// Last message per input topic, to tell a drained topic from a slow one.
     topic_input: [Option<Instant>; 3],
 }
 
-/// A message held while its partition is being rebuilt.
-#[derive(Debug)]
-struct Held {
-    topic: usize,
-    partition: i32,
-    offset: i64,
-    key: Option<Vec<u8>>,
-    payload: Vec<u8>,
-    consumed_at: Instant,
+impl Part {
+    /// Whether a received message is new (not below the next offset of its
+    /// topic-partition); if so, records it as received.
+    fn accept(&mut self, topic: usize, offset: i64, at: Instant) -> bool {
+        if self.next_offset[topic].is_some_and(|n| offset < n) {
+            // Fetched again (after a seek, or a broker answering from an
+            // earlier batch): it is applied already.
+            tracing::debug!(topic, offset, "message seen before; skipped");
+            return false;
+        }
+        self.next_offset[topic] = Some(offset + 1);
+        self.last_input = at;
+        self.topic_input[topic] = Some(at);
+        true
+    }
 }
 
 /// A rebuilt partition: its engine and committed offsets per topic.
@@ -326,7 +333,9 @@ pub struct ConsumerLoop {
     parts: BTreeMap<i32, Part>,
     /// Partition number -> (rebuild generation, assigned topics).
     rebuilding: BTreeMap<i32, (u64, [bool; 3])>,
-    held: BTreeMap<i32, Vec<Held>>,
+    /// Messages received for partitions being rebuilt.
+    held: BTreeMap<i32, Batch>,
+    held_bytes: usize,
     rebuilds: JoinSet<RebuildResult>,
     generation: u64,
     seq: Arc<AtomicU64>,
@@ -336,13 +345,19 @@ pub struct ConsumerLoop {
     /// When the business gauges are next recomputed (each replays the ledgers).
     business_due: Instant,
     snapshot_due: Instant,
-    /// `events_consumed` children by (topic, type index), looked up once:
-    /// a label lookup per message shows in profiles.
-    consumed: [[Option<IntCounter>; EVENT_TYPES.len()]; 3],
+    /// To the engine thread; `None` once shutting down.
+    work: Option<mpsc::Sender<Work>>,
+    /// From the engine thread, in order.
+    done: mpsc::UnboundedReceiver<Done>,
+    engine_thread: Option<std::thread::JoinHandle<()>>,
+    /// Decode on this thread (the engine thread is behind: its queue is
+    /// more than half full), else leave it to the engine thread.
+    decode_here: bool,
 }
 
 impl ConsumerLoop {
-    /// Wires the loop; `cancel` stops consuming and starts the shutdown sequence.
+    /// Wires the loop and starts its engine thread; `cancel` stops consuming
+    /// and starts the shutdown sequence.
     pub fn new(
         cfg: Arc<Config>,
         consumer: GroupConsumer,
@@ -350,9 +365,14 @@ impl ConsumerLoop {
         metrics: Metrics,
         shared: Arc<SharedState>,
         cancel: CancellationToken,
-    ) -> Self {
+    ) -> std::io::Result<Self> {
         let topics = super::input_topics(&cfg.kafka).map(str::to_string);
-        ConsumerLoop {
+        let seq = Arc::new(AtomicU64::new(0));
+        let (work_tx, work_rx) = mpsc::channel(WORK_QUEUE);
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let engine_thread =
+            worker::spawn(cfg.clone(), metrics.clone(), seq.clone(), work_rx, done_tx)?;
+        Ok(ConsumerLoop {
             cfg,
             consumer: Arc::new(consumer),
             outbox,
@@ -362,15 +382,28 @@ impl ConsumerLoop {
             parts: BTreeMap::new(),
             rebuilding: BTreeMap::new(),
             held: BTreeMap::new(),
+            held_bytes: 0,
             rebuilds: JoinSet::new(),
             generation: 0,
-            seq: Arc::new(AtomicU64::new(0)),
+            seq,
             checkpoints: VecDeque::new(),
             cancel,
             assigned_once: false,
             business_due: Instant::now(),
             snapshot_due: Instant::now(),
-            consumed: Default::default(),
+            work: Some(work_tx),
+            done: done_rx,
+            engine_thread: Some(engine_thread),
+            decode_here: false,
+        })
+    }
+
+    /// Hands work to the engine thread (waits while its queue is full).
+    async fn hand_over(&mut self, w: Work) {
+        if let Some(tx) = &self.work
+            && tx.send(w).await.is_err()
+        {
+            tracing::error!("the engine thread has stopped");
         }
     }
 
@@ -392,24 +425,25 @@ impl ConsumerLoop {
         let mut last_checkpoint = Instant::now();
         let mut last_metrics = Instant::now() - METRICS_EVERY;
         let result = loop {
+            let receiving = self.held_bytes < MAX_HELD_BYTES;
             tokio::select! {
                 biased;
                 _ = self.cancel.cancelled() => break Ok(()),
-                _ = consumer.context().noted.notified() => self.handle_notes(),
+                _ = consumer.context().noted.notified() => self.handle_notes().await,
                 Some(res) = self.rebuilds.join_next(), if !self.rebuilds.is_empty() => {
                     match res {
                         Ok(r) => if let Err(e) = self.finish_rebuild(r).await { break Err(e) },
                         Err(e) => break Err(ConsumeError::Rebuild { partitions: vec![], reason: e.to_string() }),
                     }
                 }
+                Some(done) = self.done.recv() => self.handle_done(done).await,
                 true = self.outbox.next_ack(), if self.outbox.in_flight() > 0 => self.store_ready(),
                 _ = tick.tick() => {
-                    self.handle_notes();
+                    self.handle_notes().await;
                     self.outbox.poll_acks();
                     self.idle_ticks().await;
-                    self.sweeps().await;
                     if last_checkpoint.elapsed() >= commit_every {
-                        self.checkpoint();
+                        self.hand_over(Work::Checkpoint).await;
                         last_checkpoint = Instant::now();
                     }
                     self.store_ready();
@@ -418,18 +452,25 @@ impl ConsumerLoop {
                         last_metrics = Instant::now();
                     }
                 }
-                msg = consumer.recv() => {
+                msg = consumer.recv(), if receiving => {
                     let now = Instant::now();
-                    self.handle_notes();
+                    self.handle_notes().await;
+                    // Balance decoding between the two threads by how far
+                    // behind the engine thread is.
+                    self.decode_here = self
+                        .work
+                        .as_ref()
+                        .is_some_and(|w| w.capacity() < WORK_QUEUE / 2);
                     // Take what is already fetched in one go: one select and
                     // one clock read per batch instead of per message.
+                    let mut batch = Batch::new(now);
                     let mut next = Some(msg);
                     let mut n = 0;
                     while let Some(msg) = next.take() {
                         match msg {
                             Ok(m) => {
                                 if let Some(topic) = self.topics.iter().position(|t| t == m.topic()) {
-                                    self.handle_message(topic, m.partition(), m.offset(), m.key(), m.payload().unwrap_or(&[]), now).await;
+                                    self.receive(&mut batch, topic, m.partition(), m.offset(), m.key(), m.payload().unwrap_or(&[]), now);
                                 }
                             }
                             Err(e) => tracing::warn!(error = %e, "consumer error"),
@@ -439,7 +480,9 @@ impl ConsumerLoop {
                             next = ready_now(consumer.recv());
                         }
                     }
-                    self.sweeps().await;
+                    if !batch.is_empty() {
+                        self.hand_over(Work::Batch(batch)).await;
+                    }
                 }
             }
         };
@@ -447,7 +490,35 @@ impl ConsumerLoop {
         result
     }
 
-    fn handle_notes(&mut self) {
+    /// Sends the engine thread's outputs to the outbox, or records its checkpoint.
+    async fn handle_done(&mut self, done: Done) {
+        match done {
+            Done::Outputs(outs) => {
+                for out in outs {
+                    self.outbox.send(out).await;
+                }
+            }
+            Done::Checkpoint(offsets) => {
+                // Every output of the messages below these offsets was in an
+                // earlier `Done`, so it is numbered below `sent()`.
+                let barrier = self.outbox.sent();
+                for (topic, partition, offset) in offsets {
+                    if !self.parts.contains_key(&partition) {
+                        continue;
+                    }
+                    self.checkpoints.push_back(Checkpoint {
+                        barrier,
+                        topic,
+                        partition,
+                        offset,
+                    });
+                }
+                self.store_ready();
+            }
+        }
+    }
+
+    async fn handle_notes(&mut self) {
         let notes = std::mem::take(&mut *lock(&self.consumer.context().notes));
         if notes.is_empty() {
             return;
@@ -459,7 +530,9 @@ impl ConsumerLoop {
                     for p in &ps {
                         self.parts.remove(p);
                         self.rebuilding.remove(p);
-                        self.held.remove(p);
+                        if let Some(b) = self.held.remove(p) {
+                            self.held_bytes -= b.bytes();
+                        }
                         self.shared.remove_engine(*p);
                         for t in &self.topics {
                             let _ = self
@@ -469,6 +542,7 @@ impl ConsumerLoop {
                         }
                     }
                     self.checkpoints.retain(|c| !ps.contains(&c.partition));
+                    self.hand_over(Work::Drop(ps.into_iter().collect())).await;
                 }
                 Note::Assign(tps) => {
                     self.assigned_once = true;
@@ -488,6 +562,8 @@ impl ConsumerLoop {
                         self.shared.remove_engine(*p);
                         self.rebuilding.insert(*p, (generation, *assigned));
                     }
+                    self.hand_over(Work::Drop(by_part.keys().copied().collect()))
+                        .await;
                     let job = RebuildJob {
                         cfg: self.cfg.clone(),
                         consumer: self.consumer.clone(),
@@ -511,6 +587,8 @@ impl ConsumerLoop {
                 }
             }
         }
+        self.hand_over(Work::Rebuilding(!self.rebuilding.is_empty()))
+            .await;
         self.publish_status();
     }
 
@@ -539,51 +617,48 @@ impl ConsumerLoop {
             // follows the slowest one that still has input.
             engine.set_sources(self.topics.len());
             let engine = Arc::new(Mutex::new(engine));
-            let mut tps: [TpTrack; 3] = Default::default();
-            for (i, tp) in tps.iter_mut().enumerate() {
-                tp.next_offset = r.committed[i];
-                tp.checkpointed = r.committed[i];
-            }
+            let held = self.held.remove(&r.partition);
+            let consumed_at = held.as_ref().map_or_else(Instant::now, |b| b.consumed_at);
             self.parts.insert(
                 r.partition,
                 Part {
                     engine: engine.clone(),
-                    tps,
+                    next_offset: r.committed,
                     assigned,
                     last_input: Instant::now(),
                     topic_input: [None; 3],
                 },
             );
-            self.shared.insert_engine(r.partition, engine);
-            let mut tpl = TopicPartitionList::new();
-            for (i, t) in self.topics.iter().enumerate() {
-                if assigned[i] {
-                    tpl.add_partition(t, r.partition);
+            self.shared.insert_engine(r.partition, engine.clone());
+            self.hand_over(Work::Live {
+                partition: r.partition,
+                engine,
+                committed: r.committed,
+            })
+            .await;
+            tracing::info!(partition = r.partition, "partition rebuilt; live");
+            if let Some(held) = held {
+                self.held_bytes -= held.bytes();
+                let mut batch = Batch::new(consumed_at);
+                let part = self.parts.get_mut(&r.partition).expect("inserted above");
+                batch.append_filtered(held, |m| part.accept(m.topic, m.offset, consumed_at));
+                if !batch.is_empty() {
+                    self.hand_over(Work::Batch(batch)).await;
                 }
             }
-            if let Err(e) = self.consumer.resume(&tpl) {
-                tracing::error!(partition = r.partition, error = %e, "cannot resume partition after rebuild");
-            }
-            tracing::info!(partition = r.partition, "partition rebuilt; live");
-            for h in self.held.remove(&r.partition).unwrap_or_default() {
-                self.handle_message(
-                    h.topic,
-                    h.partition,
-                    h.offset,
-                    h.key.as_deref(),
-                    &h.payload,
-                    h.consumed_at,
-                )
-                .await;
-            }
         }
-        self.sweeps().await;
+        self.hand_over(Work::Rebuilding(!self.rebuilding.is_empty()))
+            .await;
         self.publish_status();
         Ok(())
     }
 
-    async fn handle_message(
+    /// Takes one received message: held while its partition is rebuilt,
+    /// skipped if seen before, else added to `batch` for the engine thread.
+    #[allow(clippy::too_many_arguments)]
+    fn receive(
         &mut self,
+        batch: &mut Batch,
         topic: usize,
         partition: i32,
         offset: i64,
@@ -591,28 +666,20 @@ impl ConsumerLoop {
         payload: &[u8],
         consumed_at: Instant,
     ) {
-        if let Some((_, assigned)) = self.rebuilding.get(&partition) {
-            let held = self.held.entry(partition).or_default();
-            if held.len() == MAX_HELD {
-                // A long replay: stop fetching until it is done (finish_rebuild resumes).
-                let mut tpl = TopicPartitionList::new();
-                for (i, t) in self.topics.iter().enumerate() {
-                    if assigned[i] {
-                        tpl.add_partition(t, partition);
-                    }
-                }
-                if let Err(e) = self.consumer.pause(&tpl) {
-                    tracing::warn!(partition, error = %e, "cannot pause a partition being rebuilt; holding its messages in memory");
-                }
+        if self.rebuilding.contains_key(&partition) {
+            let held = self
+                .held
+                .entry(partition)
+                .or_insert_with(|| Batch::new(consumed_at));
+            let before = held.bytes();
+            held.push(topic, partition, offset, key, payload, None);
+            self.held_bytes += held.bytes() - before;
+            if self.held_bytes >= MAX_HELD_BYTES {
+                tracing::warn!(
+                    held_bytes = self.held_bytes,
+                    "holding too much for partitions being rebuilt; receiving stops until the rebuild is done"
+                );
             }
-            held.push(Held {
-                topic,
-                partition,
-                offset,
-                key: key.map(<[u8]>::to_vec),
-                payload: payload.to_vec(),
-                consumed_at,
-            });
             return;
         }
         let Some(part) = self.parts.get_mut(&partition) else {
@@ -623,211 +690,45 @@ impl ConsumerLoop {
             );
             return;
         };
-        let topic_name = self.topics[topic].as_str();
-        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
-        let tp = &mut part.tps[topic];
-        if tp.next_offset.is_some_and(|n| offset < n) {
-            // Fetched again (after a seek, or a broker answering from an
-            // earlier batch): it is applied already.
-            tracing::debug!(
-                topic = topic_name,
-                partition,
-                offset,
-                "message seen before; skipped"
-            );
-            return;
-        }
-        tp.records.push_back((seq, offset));
-        tp.next_offset = Some(offset + 1);
-        part.last_input = consumed_at;
-        part.topic_input[topic] = Some(consumed_at);
-        match decode(payload, &self.cfg.decode) {
-            Err(reason) => {
-                let code = reason.code();
-                self.metrics
-                    .events_rejected
-                    .with_label_values(&[topic_name, code])
-                    .inc();
-                tracing::debug!(topic = topic_name, partition, offset, reason = code, error = %reason, "event rejected; sent to the dead-letter topic");
-                let out = Output {
-                    topic: self.cfg.kafka.dlq_topic.clone(),
-                    key: key.map(<[u8]>::to_vec),
-                    payload: payload.to_vec(),
-                    headers: vec![
-                        ("source_topic".into(), topic_name.as_bytes().to_vec()),
-                        (
-                            "source_partition".into(),
-                            partition.to_string().into_bytes(),
-                        ),
-                        ("source_offset".into(), offset.to_string().into_bytes()),
-                        ("reason".into(), code.as_bytes().to_vec()),
-                        ("error".into(), reason.to_string().into_bytes()),
-                    ],
-                    kind: OutputKind::DeadLetter { reason: code },
-                };
-                self.outbox.send(out).await;
-            }
-            Ok(ev) => {
-                self.consumed[topic][ev.kind.type_index()]
-                    .get_or_insert_with(|| {
-                        self.metrics
-                            .events_consumed
-                            .with_label_values(&[topic_name, ev.kind.type_name()])
-                    })
-                    .inc();
-                let (disposition, alerts) = {
-                    let mut e = lock(&part.engine);
-                    let d = e.ingest_from(topic, ev, seq);
-                    (d, e.take_alerts())
-                };
-                match disposition {
-                    Disposition::Late => self
-                        .metrics
-                        .events_late
-                        .with_label_values(&[topic_name])
-                        .inc(),
-                    Disposition::Duplicate => self
-                        .metrics
-                        .events_duplicate
-                        .with_label_values(&[topic_name])
-                        .inc(),
-                    Disposition::Buffered | Disposition::AfterUntil => {}
-                }
-                for a in alerts {
-                    let out = Output::alert(&self.cfg.kafka.alerts_topic, &a, consumed_at);
-                    self.outbox.send(out).await;
-                }
-            }
+        if part.accept(topic, offset, consumed_at) {
+            let decode = self.decode_here.then_some(&self.cfg.decode);
+            batch.push(topic, partition, offset, key, payload, decode);
         }
     }
 
-    /// Releases the daily sweeps every live partition has reached, with one
-    /// population merged over them all (see [`crate::engine::population`]).
-    /// While a partition is being rebuilt, sweeps wait for it. A partition
-    /// parked with [`MAX_PARKED`] events buffered does not wait longer.
-    async fn sweeps(&mut self) {
-        let alerts = {
-            let mut guards: Vec<_> = self.parts.values().map(|p| lock(&p.engine)).collect();
-            if guards.iter().all(|e| e.sweep_pending().is_none()) {
-                Vec::new()
-            } else {
-                let mut engines: Vec<&mut Engine> = guards.iter_mut().map(|g| &mut **g).collect();
-                let mut released = 0;
-                if self.rebuilding.is_empty() {
-                    released = release_sweeps(&mut engines, |_| false);
-                }
-                while engines
-                    .iter()
-                    .any(|e| e.sweep_pending().is_some() && e.buffered() >= MAX_PARKED)
-                    && force_next_sweep(&mut engines)
-                {
-                    released += 1;
-                    tracing::warn!(
-                        max_parked = MAX_PARKED,
-                        "a partition buffered too much waiting at a daily sweep; released it without the partitions behind"
-                    );
-                }
-                if released > 0 {
-                    tracing::debug!(released, partitions = engines.len(), "sweeps released");
-                }
-                engines.iter_mut().flat_map(|e| e.take_alerts()).collect()
-            }
-        };
-        let now = Instant::now();
-        for a in alerts {
-            let out = Output::alert(&self.cfg.kafka.alerts_topic, &a, now);
-            self.outbox.send(out).await;
-        }
-    }
-
-    /// Advances the event-time clock of partitions idle for `idle_timeout`.
+    /// Tells the engine thread which topics are drained and which partitions
+    /// are idle (their event-time clocks then advance).
     async fn idle_ticks(&mut self) {
         let idle_timeout = Duration::from_millis(self.cfg.kafka.idle_timeout.max(0) as u64);
         let now = Instant::now();
-        let mut outs = Vec::new();
         // A topic that is quiet and caught up (its fetch high watermark, as
         // librdkafka last reported it, reached) is drained: it stops holding
         // back its partition's watermark until its next message. Without a
         // reported high watermark, a longer silence counts as drained.
         let high = lock(&self.consumer.context().high).clone();
+        let mut drained = Vec::new();
+        let mut idle = Vec::new();
         for (p, part) in &self.parts {
             for (t, last) in part.topic_input.iter().enumerate() {
                 let quiet = last.map_or(now, |l| l);
                 let quiet_for = now.saturating_duration_since(quiet);
-                let caught_up = match (
-                    high.get(&(self.topics[t].clone(), *p)),
-                    part.tps[t].next_offset,
-                ) {
+                let caught_up = match (high.get(&(self.topics[t].clone(), *p)), part.next_offset[t])
+                {
                     _ if !part.assigned[t] => true,
                     (Some(hi), Some(next)) => next >= *hi,
                     (Some(hi), None) => *hi <= 0,
                     (None, _) => quiet_for >= SOURCE_IDLE_UNKNOWN,
                 };
                 if caught_up && (last.is_none() || quiet_for >= SOURCE_IDLE) {
-                    let mut e = lock(&part.engine);
-                    e.source_idle(t);
-                    outs.extend(e.take_alerts());
+                    drained.push((*p, t));
                 }
             }
-        }
-        for (p, part) in &self.parts {
-            let idle = now.saturating_duration_since(part.last_input);
-            if idle < idle_timeout {
-                continue;
-            }
-            let mut e = lock(&part.engine);
-            // Parked at a sweep, it waits for the others, not for time: moving
-            // its clock on would make its topics' next events late.
-            if e.sweep_pending().is_some() {
-                continue;
-            }
-            let Some(max_ts) = e.max_ts() else { continue };
-            let to = max_ts.saturating_add(i64::try_from(idle.as_millis()).unwrap_or(i64::MAX));
-            e.advance_to(to);
-            let alerts = e.take_alerts();
-            if !alerts.is_empty() {
-                tracing::debug!(
-                    partition = p,
-                    advance_to = to,
-                    alerts = alerts.len(),
-                    "idle tick fired alerts"
-                );
-            }
-            outs.extend(alerts);
-        }
-        for a in outs {
-            let out = Output::alert(&self.cfg.kafka.alerts_topic, &a, now);
-            self.outbox.send(out).await;
-        }
-    }
-
-    /// Records, per topic-partition, the offset up to which every message is
-    /// applied, to be stored once the outputs handed over so far are acked.
-    fn checkpoint(&mut self) {
-        let barrier = self.outbox.sent();
-        for (p, part) in &mut self.parts {
-            let pending: HashSet<u64> = lock(&part.engine).pending_seqs().into_iter().collect();
-            for (i, tp) in part.tps.iter_mut().enumerate() {
-                while let Some(&(seq, _)) = tp.records.front() {
-                    if pending.contains(&seq) {
-                        break;
-                    }
-                    tp.records.pop_front();
-                }
-                let candidate = tp.records.front().map(|r| r.1).or(tp.next_offset);
-                if let Some(c) = candidate
-                    && tp.checkpointed.is_none_or(|done| c > done)
-                {
-                    tp.checkpointed = Some(c);
-                    self.checkpoints.push_back(Checkpoint {
-                        barrier,
-                        topic: i,
-                        partition: *p,
-                        offset: c,
-                    });
-                }
+            let quiet_for = now.saturating_duration_since(part.last_input);
+            if quiet_for >= idle_timeout {
+                idle.push((*p, i64::try_from(quiet_for.as_millis()).unwrap_or(i64::MAX)));
             }
         }
+        self.hand_over(Work::Tick { drained, idle }).await;
     }
 
     /// Stores the offsets of checkpoints whose outputs are all acknowledged.
@@ -872,7 +773,7 @@ impl ConsumerLoop {
                 let Some(hi) = high.get(&(t.clone(), *p)) else {
                     continue;
                 };
-                let lag = (hi - part.tps[i].next_offset.unwrap_or(0)).max(0);
+                let lag = (hi - part.next_offset[i].unwrap_or(0)).max(0);
                 total_lag += lag as u64;
                 self.metrics
                     .consumer_lag
@@ -924,7 +825,18 @@ impl ConsumerLoop {
         );
         self.shared.update_status(|s| s.stopping = true);
         self.rebuilds.abort_all();
-        self.checkpoint();
+        // Let the engine thread finish what it was handed, report a last
+        // checkpoint and stop; hand everything it sent back to the outbox.
+        self.hand_over(Work::Checkpoint).await;
+        self.work = None;
+        while let Some(done) = self.done.recv().await {
+            self.handle_done(done).await;
+        }
+        if let Some(t) = self.engine_thread.take()
+            && tokio::task::spawn_blocking(move || t.join()).await.is_err()
+        {
+            tracing::error!("the engine thread panicked");
+        }
         self.outbox.drain().await;
         self.store_ready();
         let consumer = self.consumer.clone();

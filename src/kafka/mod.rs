@@ -13,6 +13,7 @@ pub mod consumer;
 pub mod follow;
 pub mod loadgen;
 pub mod producer;
+pub mod worker;
 
 use rdkafka::consumer::ConsumerContext;
 use rdkafka::error::KafkaError;

@@ -1,0 +1,521 @@
+//! The engine thread: decodes input messages and applies them to the
+//! partitions' engines, off the consume loop's thread.
+//!
+//! The consume loop ([`super::consumer`]) does the Kafka side: it receives
+//! messages, decodes them into a [`Batch`] and hands it over, sends the
+//! outputs that come back to the [`super::producer::Outbox`] and stores
+//! offsets. This thread does the deciding: ingest, the daily sweeps with one
+//! population over every partition of the instance, idle ticks, dead letters,
+//! and the bookkeeping of which offsets are applied. (Decoding costs about as
+//! much as the engine: splitting there keeps both threads about equally busy.)
+//!
+//! Everything that changes an engine happens here, in the order it was
+//! handed over, so the alerts of a customer reach the outbox in the order the
+//! engine raised them. Work and results travel over two channels; a result
+//! ([`Done`]) is sent only after every output of the work before it, so a
+//! [`Done::Checkpoint`] covers only messages whose outputs the consume loop
+//! has already handed to the outbox.
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use prometheus::IntCounter;
+use tokio::sync::mpsc;
+
+use crate::config::Config;
+use crate::engine::population::{force_next_sweep, release_sweeps};
+use crate::engine::{Disposition, Engine};
+use crate::event::Ts;
+use crate::event::{EVENT_TYPES, Event, RejectReason, decode};
+use crate::kafka::producer::{Output, OutputKind};
+use crate::metrics::Metrics;
+
+/// Events a partition parked at a daily sweep may buffer while it waits for
+/// the other partitions of the instance; past this, the sweep is released
+/// with the partitions that reached it (not pausing: pause/resume against
+/// Tansu skipped messages).
+pub const MAX_PARKED: usize = 200_000;
+
+/// One input message in a [`Batch`]: where it came from and what it holds.
+#[derive(Debug)]
+pub struct Msg {
+    /// Index of the input topic ([`super::input_topics`]).
+    pub topic: usize,
+    /// Partition number.
+    pub partition: i32,
+    /// Offset in its topic-partition.
+    pub offset: i64,
+    item: Item,
+}
+
+#[derive(Debug)]
+enum Item {
+    /// Not decoded yet: its key and payload (spans of `Batch::data`).
+    Raw {
+        key: Option<(u32, u32)>,
+        payload: (u32, u32),
+    },
+    Event(Event),
+    /// Rejected by decode: its original key and payload (spans of `Batch::data`),
+    /// for the dead-letter topic.
+    Rejected {
+        reason: RejectReason,
+        key: Option<(u32, u32)>,
+        payload: (u32, u32),
+    },
+}
+
+/// Messages received together, decoded. Rejected ones keep their bytes, in
+/// one buffer per batch.
+#[derive(Debug)]
+pub struct Batch {
+    data: Vec<u8>,
+    msgs: Vec<Msg>,
+    /// Approximate bytes held (payload sizes), to bound what is held.
+    held: usize,
+    /// When the batch was received (for the consume-to-ack latency).
+    pub consumed_at: Instant,
+}
+
+impl Batch {
+    /// An empty batch received at `consumed_at`.
+    pub fn new(consumed_at: Instant) -> Self {
+        Batch {
+            data: Vec::new(),
+            msgs: Vec::with_capacity(64),
+            held: 0,
+            consumed_at,
+        }
+    }
+
+    fn span(&mut self, bytes: &[u8]) -> (u32, u32) {
+        let start = self.data.len() as u32;
+        self.data.extend_from_slice(bytes);
+        (start, self.data.len() as u32)
+    }
+
+    /// Appends a message. With `decode`, it is decoded here (a rejected one
+    /// keeps a copy of its key and payload); without, its bytes are copied and
+    /// the engine thread decodes it.
+    #[allow(clippy::too_many_arguments)]
+    pub fn push(
+        &mut self,
+        topic: usize,
+        partition: i32,
+        offset: i64,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        decode: Option<&crate::event::DecodeConfig>,
+    ) {
+        self.held += payload.len() + std::mem::size_of::<Msg>();
+        let item = match decode.map(|cfg| crate::event::decode(payload, cfg)) {
+            Some(Ok(ev)) => Item::Event(ev),
+            Some(Err(reason)) => Item::Rejected {
+                reason,
+                key: key.map(|k| self.span(k)),
+                payload: self.span(payload),
+            },
+            None => Item::Raw {
+                key: key.map(|k| self.span(k)),
+                payload: self.span(payload),
+            },
+        };
+        self.msgs.push(Msg {
+            topic,
+            partition,
+            offset,
+            item,
+        });
+    }
+
+    /// Moves the messages of `other` to the end of this batch, keeping only
+    /// those `keep` accepts.
+    pub fn append_filtered(&mut self, other: Batch, mut keep: impl FnMut(&Msg) -> bool) {
+        let base = self.data.len() as u32;
+        self.data.extend_from_slice(&other.data);
+        let shift = |(a, b): (u32, u32)| (a + base, b + base);
+        for mut m in other.msgs {
+            if !keep(&m) {
+                continue;
+            }
+            if let Item::Rejected { key, payload, .. } | Item::Raw { key, payload } = &mut m.item {
+                *key = key.map(shift);
+                *payload = shift(*payload);
+            }
+            self.msgs.push(m);
+        }
+        self.held += other.held;
+    }
+
+    /// Number of messages.
+    pub fn len(&self) -> usize {
+        self.msgs.len()
+    }
+
+    /// No messages.
+    pub fn is_empty(&self) -> bool {
+        self.msgs.is_empty()
+    }
+
+    /// Approximate bytes held (payloads and per-message overhead).
+    pub fn bytes(&self) -> usize {
+        self.held
+    }
+
+    fn bytes_of(&self, (start, end): (u32, u32)) -> &[u8] {
+        &self.data[start as usize..end as usize]
+    }
+}
+
+/// What the consume loop hands to the engine thread, in order.
+pub enum Work {
+    /// A rebuilt partition goes live with its engine; `committed` is the
+    /// next offset per input topic (where its messages start).
+    Live {
+        /// Partition number.
+        partition: i32,
+        /// Its engine (shared with the HTTP API and the metrics refresh).
+        engine: Arc<Mutex<Engine>>,
+        /// Next offset per input topic.
+        committed: [Option<i64>; 3],
+    },
+    /// Partitions revoked: forget them.
+    Drop(Vec<i32>),
+    /// Messages of live partitions.
+    Batch(Batch),
+    /// Whether a rebuild is running: live sweeps wait for it.
+    Rebuilding(bool),
+    /// Idle ticks: input topics of a partition that are drained (caught up
+    /// and quiet), and partitions idle for this many ms of wall time.
+    Tick {
+        /// (partition, topic index).
+        drained: Vec<(i32, usize)>,
+        /// (partition, wall-clock ms without input).
+        idle: Vec<(i32, i64)>,
+    },
+    /// Report, per topic-partition, the offset below which everything is applied.
+    Checkpoint,
+}
+
+/// What the engine thread sends back, in order.
+#[derive(Debug)]
+pub enum Done {
+    /// Alerts and dead letters to produce, in the order they arose.
+    Outputs(Vec<Output>),
+    /// (topic index, partition, offset): every message below `offset` is
+    /// applied, and its outputs were in earlier [`Done::Outputs`].
+    Checkpoint(Vec<(usize, i32, i64)>),
+}
+
+#[derive(Debug, Default)]
+struct TpTrack {
+    /// (seq, offset) of messages from the first possibly-unapplied one on.
+    records: VecDeque<(u64, i64)>,
+    /// Offset after the last message handed over (starts at the committed offset).
+    next_offset: Option<i64>,
+    /// Last reported checkpoint.
+    checkpointed: Option<i64>,
+}
+
+struct Part {
+    engine: Arc<Mutex<Engine>>,
+    tps: [TpTrack; 3],
+}
+
+/// The engine thread's state. Start with [`spawn`].
+struct Worker {
+    cfg: Arc<Config>,
+    metrics: Metrics,
+    topics: [String; 3],
+    parts: BTreeMap<i32, Part>,
+    rebuilding: bool,
+    seq: Arc<AtomicU64>,
+    out: Vec<Output>,
+    done: mpsc::UnboundedSender<Done>,
+    /// `events_consumed` children by (topic, type index), looked up once:
+    /// a label lookup per message shows in profiles.
+    consumed: [[Option<IntCounter>; EVENT_TYPES.len()]; 3],
+}
+
+/// Starts the engine thread. It runs until the sender of `work` is dropped
+/// and everything handed over is done; then `done` closes.
+pub fn spawn(
+    cfg: Arc<Config>,
+    metrics: Metrics,
+    seq: Arc<AtomicU64>,
+    mut work: mpsc::Receiver<Work>,
+    done: mpsc::UnboundedSender<Done>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let topics = super::input_topics(&cfg.kafka).map(str::to_string);
+    let mut w = Worker {
+        cfg,
+        metrics,
+        topics,
+        parts: BTreeMap::new(),
+        rebuilding: false,
+        seq,
+        out: Vec::new(),
+        done,
+        consumed: Default::default(),
+    };
+    std::thread::Builder::new()
+        .name("churnwatch-engine".into())
+        .spawn(move || {
+            while let Some(job) = work.blocking_recv() {
+                w.handle(job);
+            }
+        })
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding one of our locks leaves plain data behind: keep going.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Worker {
+    fn handle(&mut self, job: Work) {
+        match job {
+            Work::Live {
+                partition,
+                engine,
+                committed,
+            } => {
+                let mut tps: [TpTrack; 3] = Default::default();
+                for (i, tp) in tps.iter_mut().enumerate() {
+                    tp.next_offset = committed[i];
+                    tp.checkpointed = committed[i];
+                }
+                self.parts.insert(partition, Part { engine, tps });
+                self.sweeps();
+            }
+            Work::Drop(ps) => {
+                for p in ps {
+                    self.parts.remove(&p);
+                }
+                self.sweeps();
+            }
+            Work::Batch(mut batch) => {
+                let msgs = std::mem::take(&mut batch.msgs);
+                for m in msgs {
+                    self.message(&batch, m);
+                }
+                self.sweeps();
+            }
+            Work::Rebuilding(on) => {
+                self.rebuilding = on;
+                self.sweeps();
+            }
+            Work::Tick { drained, idle } => {
+                self.tick(&drained, &idle);
+                self.sweeps();
+            }
+            Work::Checkpoint => {
+                self.flush();
+                let c = self.checkpoint();
+                let _ = self.done.send(Done::Checkpoint(c));
+            }
+        }
+        self.flush();
+    }
+
+    fn flush(&mut self) {
+        if !self.out.is_empty() {
+            let _ = self.done.send(Done::Outputs(std::mem::take(&mut self.out)));
+        }
+    }
+
+    fn alerts_out(&mut self, alerts: Vec<crate::alert::AlertEvent>, consumed_at: Instant) {
+        for a in alerts {
+            self.out
+                .push(Output::alert(&self.cfg.kafka.alerts_topic, &a, consumed_at));
+        }
+    }
+
+    fn message(&mut self, batch: &Batch, m: Msg) {
+        let Some(part) = self.parts.get_mut(&m.partition) else {
+            tracing::debug!(
+                partition = m.partition,
+                offset = m.offset,
+                "message for a partition not live here; skipped"
+            );
+            return;
+        };
+        let topic_name = self.topics[m.topic].as_str();
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        let tp = &mut part.tps[m.topic];
+        tp.records.push_back((seq, m.offset));
+        tp.next_offset = Some(m.offset + 1);
+        let item = match m.item {
+            Item::Raw { key, payload } => match decode(batch.bytes_of(payload), &self.cfg.decode) {
+                Ok(ev) => Item::Event(ev),
+                Err(reason) => Item::Rejected {
+                    reason,
+                    key,
+                    payload,
+                },
+            },
+            item => item,
+        };
+        match item {
+            Item::Raw { .. } => unreachable!("decoded above"),
+            Item::Rejected {
+                reason,
+                key,
+                payload,
+            } => {
+                let code = reason.code();
+                self.metrics
+                    .events_rejected
+                    .with_label_values(&[topic_name, code])
+                    .inc();
+                tracing::debug!(topic = topic_name, partition = m.partition, offset = m.offset, reason = code, error = %reason, "event rejected; sent to the dead-letter topic");
+                self.out.push(Output {
+                    topic: self.cfg.kafka.dlq_topic.clone(),
+                    key: key.map(|k| batch.bytes_of(k).to_vec()),
+                    payload: batch.bytes_of(payload).to_vec(),
+                    headers: vec![
+                        ("source_topic".into(), topic_name.as_bytes().to_vec()),
+                        (
+                            "source_partition".into(),
+                            m.partition.to_string().into_bytes(),
+                        ),
+                        ("source_offset".into(), m.offset.to_string().into_bytes()),
+                        ("reason".into(), code.as_bytes().to_vec()),
+                        ("error".into(), reason.to_string().into_bytes()),
+                    ],
+                    kind: OutputKind::DeadLetter { reason: code },
+                });
+            }
+            Item::Event(ev) => {
+                self.consumed[m.topic][ev.kind.type_index()]
+                    .get_or_insert_with(|| {
+                        self.metrics
+                            .events_consumed
+                            .with_label_values(&[topic_name, ev.kind.type_name()])
+                    })
+                    .inc();
+                let (disposition, alerts) = {
+                    let mut e = lock(&part.engine);
+                    let d = e.ingest_from(m.topic, ev, seq);
+                    (d, e.take_alerts())
+                };
+                match disposition {
+                    Disposition::Late => self
+                        .metrics
+                        .events_late
+                        .with_label_values(&[topic_name])
+                        .inc(),
+                    Disposition::Duplicate => self
+                        .metrics
+                        .events_duplicate
+                        .with_label_values(&[topic_name])
+                        .inc(),
+                    Disposition::Buffered | Disposition::AfterUntil => {}
+                }
+                self.alerts_out(alerts, batch.consumed_at);
+            }
+        }
+    }
+
+    /// Releases the daily sweeps every live partition has reached, with one
+    /// population merged over them all (see [`crate::engine::population`]).
+    /// While a partition is being rebuilt, sweeps wait for it. A partition
+    /// parked with [`MAX_PARKED`] events buffered does not wait longer.
+    fn sweeps(&mut self) {
+        let alerts = {
+            let mut guards: Vec<_> = self.parts.values().map(|p| lock(&p.engine)).collect();
+            if guards.iter().all(|e| e.sweep_pending().is_none()) {
+                return;
+            }
+            let mut engines: Vec<&mut Engine> = guards.iter_mut().map(|g| &mut **g).collect();
+            let mut released = 0;
+            if !self.rebuilding {
+                released = release_sweeps(&mut engines, |_| false);
+            }
+            while engines
+                .iter()
+                .any(|e| e.sweep_pending().is_some() && e.buffered() >= MAX_PARKED)
+                && force_next_sweep(&mut engines)
+            {
+                released += 1;
+                tracing::warn!(
+                    max_parked = MAX_PARKED,
+                    "a partition buffered too much waiting at a daily sweep; released it without the partitions behind"
+                );
+            }
+            if released > 0 {
+                tracing::debug!(released, partitions = engines.len(), "sweeps released");
+            }
+            engines
+                .iter_mut()
+                .flat_map(|e| e.take_alerts())
+                .collect::<Vec<_>>()
+        };
+        self.alerts_out(alerts, Instant::now());
+    }
+
+    /// Drained topics stop holding back their partition's watermark; idle
+    /// partitions' event-time clocks advance by their idle wall time.
+    fn tick(&mut self, drained: &[(i32, usize)], idle: &[(i32, i64)]) {
+        let mut alerts = Vec::new();
+        for (p, t) in drained {
+            if let Some(part) = self.parts.get(p) {
+                let mut e = lock(&part.engine);
+                e.source_idle(*t);
+                alerts.extend(e.take_alerts());
+            }
+        }
+        for (p, idle_ms) in idle {
+            let Some(part) = self.parts.get(p) else {
+                continue;
+            };
+            let mut e = lock(&part.engine);
+            // Parked at a sweep, it waits for the others, not for time: moving
+            // its clock on would make its topics' next events late.
+            if e.sweep_pending().is_some() {
+                continue;
+            }
+            let Some(max_ts) = e.max_ts() else { continue };
+            let to: Ts = max_ts.saturating_add(*idle_ms);
+            e.advance_to(to);
+            let fired = e.take_alerts();
+            if !fired.is_empty() {
+                tracing::debug!(
+                    partition = p,
+                    advance_to = to,
+                    alerts = fired.len(),
+                    "idle tick fired alerts"
+                );
+            }
+            alerts.extend(fired);
+        }
+        self.alerts_out(alerts, Instant::now());
+    }
+
+    /// Per topic-partition, the offset up to which every message is applied
+    /// (only where it moved since the last report).
+    fn checkpoint(&mut self) -> Vec<(usize, i32, i64)> {
+        let mut out = Vec::new();
+        for (p, part) in &mut self.parts {
+            let pending: HashSet<u64> = lock(&part.engine).pending_seqs().into_iter().collect();
+            for (i, tp) in part.tps.iter_mut().enumerate() {
+                while let Some(&(seq, _)) = tp.records.front() {
+                    if pending.contains(&seq) {
+                        break;
+                    }
+                    tp.records.pop_front();
+                }
+                let candidate = tp.records.front().map(|r| r.1).or(tp.next_offset);
+                if let Some(c) = candidate
+                    && tp.checkpointed.is_none_or(|done| c > done)
+                {
+                    tp.checkpointed = Some(c);
+                    out.push((i, *p, c));
+                }
+            }
+        }
+        out
+    }
+}
