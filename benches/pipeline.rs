@@ -49,7 +49,9 @@ fn cpu_seconds(pid: &str) -> f64 {
         .filter_map(|x| x.parse().ok())
         .collect();
     // utime and stime are fields 14 and 15 of the whole line (11, 12 here).
-    f.get(10).zip(f.get(11)).map_or(0.0, |(u, s)| (u + s) / 100.0)
+    f.get(10)
+        .zip(f.get(11))
+        .map_or(0.0, |(u, s)| (u + s) / 100.0)
 }
 
 fn vm_rss_bytes() -> u64 {
