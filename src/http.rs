@@ -225,14 +225,18 @@ async fn alerts(State(st): State<HttpState>, Query(q): Query<AlertsQuery>) -> Re
             "status must be `firing`; resolved alerts are on the alert topic (churnwatch alerts --from-beginning)",
         );
     }
-    let mut out = Vec::new();
+    let mut firing = Vec::new();
     for (_, e) in st.shared.engines() {
-        let firing = e.lock().unwrap_or_else(|p| p.into_inner()).firing();
-        for a in firing {
-            match serde_json::from_str::<serde_json::Value>(&a.to_json()) {
-                Ok(v) => out.push(v.get("data").cloned().unwrap_or(v)),
-                Err(err) => tracing::error!(error = %err, "alert JSON did not parse"),
-            }
+        firing.extend(e.lock().unwrap_or_else(|p| p.into_inner()).firing());
+    }
+    // Each engine sorts its own; merged, the order must not depend on which
+    // partitions this instance holds.
+    firing.sort_by(|a, b| (&a.customer_id, a.alert).cmp(&(&b.customer_id, b.alert)));
+    let mut out = Vec::new();
+    for a in firing {
+        match serde_json::from_str::<serde_json::Value>(&a.to_json()) {
+            Ok(v) => out.push(v.get("data").cloned().unwrap_or(v)),
+            Err(err) => tracing::error!(error = %err, "alert JSON did not parse"),
         }
     }
     Json(json!({"alerts": out})).into_response()

@@ -600,19 +600,22 @@ async fn two_instances_share_the_partitions_and_emit_each_alert_once() {
 }
 
 /// The service fed generated traffic through Kafka raises the same alerts
-/// (same deterministic ids) as `backtest` on the same events, and tracks the
-/// same customers. The traffic is a backlog produced before the service
-/// starts, the hardest case for ordering across the three input topics.
+/// (same deterministic ids) as `backtest` on the same events, and serves the
+/// same customers, at-risk list, firing alerts and business gauges. The
+/// traffic is a backlog produced before the service starts, the hardest case
+/// for ordering across the three input topics.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_run_matches_backtest_alert_ids() {
     use churnwatch::alert::AlertEvent;
     use churnwatch::generate::{GenerateOptions, generate_to_vec};
     use churnwatch::kafka::loadgen::{LoadCounters, Pace, produce_generated};
+    use serde_json::Value;
     use std::sync::Arc;
 
+    const PARTITIONS: i32 = 2;
     init_tracing();
     let broker = TestBroker::start();
-    broker.create_default_topics(2).await;
+    broker.create_default_topics(PARTITIONS).await;
     // No late lines: the file order and the per-topic order then agree.
     let opts = GenerateOptions {
         seed: 11,
@@ -621,9 +624,15 @@ async fn kafka_run_matches_backtest_alert_ids() {
         late_fraction: 0.0,
         ..GenerateOptions::default()
     };
-    let cfg = config(&broker, "");
+    // No idle ticks: they move a quiet partition's clock by wall time, which
+    // the backtest cannot follow. The sentinels below move the clocks instead.
+    let toml_text = config_toml(&broker.brokers, "127.0.0.1:0", "")
+        .replace("idle_timeout = \"30s\"", "idle_timeout = \"1h\"");
+    let raw: RawConfig = toml::from_str(&toml_text).expect("parses");
+    let cfg = raw.validate().expect("valid");
+    assert_eq!(cfg.kafka.idle_timeout, HOUR_MS, "idle ticks off");
     let kafka = cfg.kafka.clone();
-    let report = block(|| {
+    block(|| {
         produce_generated(
             &kafka,
             &opts,
@@ -633,11 +642,40 @@ async fn kafka_run_matches_backtest_alert_ids() {
         )
     })
     .expect("produce generated traffic");
-    let _ = report;
 
+    // Generated events end before midnight `end`. One usage event per
+    // partition, later than `end` by the allowed lateness and 1 ms, moves
+    // every partition's watermark to `end + 1 ms` once the billing and
+    // feedback topics are drained: each applies every event up to `end` and
+    // the daily sweep at `end`, and its clock stops there. The backtest gets
+    // the same lines and `until = end`: the same events, timers and sweeps,
+    // the same clock; the sentinels stay unapplied on both sides.
+    let end = opts.end();
     let generated = generate_to_vec(&opts);
+    assert!(
+        generated.lines.iter().all(|l| {
+            let v: Value = serde_json::from_str(l).expect("generated JSON");
+            churnwatch::event::parse_ts(v["ts"].as_str().unwrap_or_default()).is_ok_and(|t| t < end)
+        }),
+        "generated events end before {}",
+        format_ts(end)
+    );
+    let sentinel_ts = end + cfg.allowed_lateness + 1;
+    let sentinels: Vec<(String, String)> = (0..PARTITIONS)
+        .map(|p| {
+            let id = format!("sentinel-{p}");
+            let line = usage(&id, sentinel_ts);
+            (id, line)
+        })
+        .collect();
+    for (p, (id, line)) in (0..PARTITIONS).zip(&sentinels) {
+        broker
+            .produce("product.usage", Some(p), &[(Some(id.as_str()), line)])
+            .await;
+    }
+
     let mut bytes = Vec::new();
-    for l in &generated.lines {
+    for l in generated.lines.iter().chain(sentinels.iter().map(|s| &s.1)) {
         bytes.extend_from_slice(l.as_bytes());
         bytes.push(b'\n');
     }
@@ -645,7 +683,7 @@ async fn kafka_run_matches_backtest_alert_ids() {
     let (engine, summary) = churnwatch::backtest::replay(
         std::sync::Arc::new(cfg.clone()),
         std::io::Cursor::new(bytes),
-        None,
+        Some(end),
         |a| {
             expected.push(a.clone());
             Ok(())
@@ -654,6 +692,8 @@ async fn kafka_run_matches_backtest_alert_ids() {
         |_| {},
     )
     .expect("backtest");
+    assert_eq!(summary.after_until, sentinels.len() as u64, "{summary:?}");
+    assert_eq!(summary.as_of.as_deref(), Some(&*format_ts(end)));
 
     let cancel = CancellationToken::new();
     let running = app::start(cfg, cancel.clone())
@@ -682,36 +722,33 @@ async fn kafka_run_matches_backtest_alert_ids() {
         summary.events_read
     );
 
-    // Alerts the service must have raised by now: those clearly before its
-    // watermark (each partition's last event minus the allowed lateness).
-    let cutoff = opts.end() - DAY_MS;
-    let before = |a: &AlertEvent| a.starts_at < cutoff && a.ends_at.is_none_or(|e| e < cutoff);
-    let want: Vec<&AlertEvent> = expected.iter().filter(|a| before(a)).collect();
-    assert!(
-        want.len() > 20,
-        "too few alerts to compare: {} of {}",
-        want.len(),
-        expected.len()
-    );
-    let recs = block(|| broker.read_all("churnwatch.alerts", want.len(), Duration::from_secs(60)));
-    let got: BTreeSet<String> = recs
-        .iter()
-        .map(|r| r.json())
-        .filter(|v| {
-            let t = |k: &str| {
-                v["data"][k]
-                    .as_str()
-                    .and_then(|s| churnwatch::event::parse_ts(s).ok())
-            };
-            t("starts_at").is_some_and(|s| s < cutoff) && t("ends_at").is_none_or(|e| e < cutoff)
-        })
-        .map(|v| v["id"].as_str().unwrap_or_default().to_string())
-        .collect();
-    // Exactly the same alerts, population-dependent ones (engagement_drop,
+    // Every alert the backtest raised up to `end`, and no other, is on the
+    // alert topic. Population-dependent ones (engagement_drop,
     // seat_contraction, inactivity) included: the instance merges one
     // population over its partitions at each daily sweep, as the backtest's
     // single engine computes it.
-    let want_ids: BTreeSet<String> = want.iter().map(|a| a.id()).collect();
+    assert!(
+        expected.len() > 20,
+        "too few alerts to compare: {}",
+        expected.len()
+    );
+    let want_ids: BTreeSet<String> = expected.iter().map(AlertEvent::id).collect();
+    let recs = block(|| {
+        let mut recs = Vec::new();
+        wait_for(Duration::from_secs(60), || {
+            recs = broker.read_all("churnwatch.alerts", 0, Duration::ZERO);
+            let got: BTreeSet<String> = recs
+                .iter()
+                .map(|r| r.json()["id"].as_str().unwrap_or_default().to_string())
+                .collect();
+            (got == want_ids).then_some(())
+        });
+        recs
+    });
+    let got: BTreeSet<String> = recs
+        .iter()
+        .map(|r| r.json()["id"].as_str().unwrap_or_default().to_string())
+        .collect();
     let describe = |a: &AlertEvent| {
         format!(
             "{} {} {:?} {}",
@@ -721,19 +758,15 @@ async fn kafka_run_matches_backtest_alert_ids() {
             format_ts(a.time())
         )
     };
-    let missing: Vec<String> = want
+    let missing: Vec<String> = expected
         .iter()
         .filter(|a| !got.contains(&a.id()))
-        .map(|a| describe(a))
+        .map(describe)
         .collect();
     let extra: Vec<String> = recs
         .iter()
         .map(|r| r.json())
-        .filter(|v| {
-            v["id"]
-                .as_str()
-                .is_some_and(|id| got.contains(id) && !want_ids.contains(id))
-        })
+        .filter(|v| v["id"].as_str().is_some_and(|id| !want_ids.contains(id)))
         .map(|v| {
             format!(
                 "{} {} {} {}",
@@ -749,10 +782,14 @@ async fn kafka_run_matches_backtest_alert_ids() {
         extra.len()
     );
     assert_eq!(got, want_ids);
+    assert_emitted_once(
+        &recs
+            .iter()
+            .map(|r| r.json()["id"].as_str().unwrap_or_default().to_string())
+            .collect::<Vec<_>>(),
+    );
 
-    // The API and /metrics see the same customers. Customers first seen in
-    // the last `allowed_lateness` are still buffered until the idle tick
-    // (`kafka.idle_timeout`, 30 s here) moves the partition's clock on.
+    // The API and /metrics see the same customers.
     let tracked = |addr: &str| -> Option<usize> {
         let (_, m) = http_get(addr, "/metrics", None).ok()?;
         let n: f64 = m
@@ -763,7 +800,7 @@ async fn kafka_run_matches_backtest_alert_ids() {
         Some(n as usize)
     };
     let all = block(|| {
-        wait_for(Duration::from_secs(60), || {
+        wait_for(Duration::from_secs(30), || {
             tracked(&addr).filter(|n| *n == engine.customer_count())
         })
     });
@@ -816,17 +853,119 @@ async fn kafka_run_matches_backtest_alert_ids() {
         );
     }
 
-    let row = engine
-        .customers()
-        .into_iter()
-        .find(|r| !r.firing.is_empty())
-        .expect("a customer with alerts");
-    let (status, body) =
-        http_get(&addr, &format!("/api/customers/{}", row.customer_id), None).expect("api");
-    assert_eq!(status, 200, "{body}");
-    let v: serde_json::Value = serde_json::from_str(&body).expect("json");
-    assert_eq!(v["plan"], serde_json::json!(row.plan), "{body}");
-    assert_eq!(v["mrr"], serde_json::json!(row.mrr), "{body}");
+    // The API serves what the backtest computes, field for field: every
+    // customer's full record (row, health breakdown, windows, billing,
+    // feedback, firing alerts with evidence, `as_of`), the whole at-risk list
+    // in order, and the firing alerts.
+    let get_json = |path: &str| -> Value {
+        let (status, body) =
+            http_get(&addr, path, None).unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        assert_eq!(status, 200, "GET {path}: {body}");
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
+    };
+    let rows = engine.customers();
+    assert!(
+        rows.iter().any(|r| !r.firing.is_empty()) && rows.iter().any(|r| r.last_seen.is_some()),
+        "customers with alerts and usage to compare"
+    );
+    let customer_diffs = || -> Vec<String> {
+        rows.iter()
+            .filter_map(|r| {
+                let id = &*r.customer_id;
+                let want = engine.customer(id).expect("backtest customer");
+                let got = get_json(&format!("/api/customers/{id}"));
+                (got != want).then(|| {
+                    let keys: BTreeSet<&String> = want
+                        .as_object()
+                        .into_iter()
+                        .chain(got.as_object())
+                        .flat_map(|o| o.keys())
+                        .collect();
+                    let fields: Vec<String> = keys
+                        .into_iter()
+                        .filter(|k| got[k.as_str()] != want[k.as_str()])
+                        .map(|k| {
+                            format!("{k}: API {} backtest {}", got[k.as_str()], want[k.as_str()])
+                        })
+                        .collect();
+                    format!("{id}: {fields:?}")
+                })
+            })
+            .collect()
+    };
+    let diffs = block(|| {
+        let mut diffs = Vec::new();
+        wait_for(Duration::from_secs(15), || {
+            diffs = customer_diffs();
+            diffs.is_empty().then_some(())
+        });
+        diffs
+    });
+    assert!(
+        diffs.is_empty(),
+        "{} of {} customers differ from the backtest; first: {:#?}",
+        diffs.len(),
+        rows.len(),
+        &diffs[..diffs.len().min(3)]
+    );
+
+    // /api/at-risk with a limit covering everyone: the backtest's rows,
+    // filtered and ranked as the API documents.
+    let mut at_risk: Vec<_> = rows
+        .iter()
+        .filter(|r| r.risk != "low" || !r.firing.is_empty())
+        .cloned()
+        .collect();
+    churnwatch::http::rank_at_risk(&mut at_risk);
+    assert!(
+        at_risk.len() > 5 && at_risk.len() < rows.len(),
+        "{} at risk of {}",
+        at_risk.len(),
+        rows.len()
+    );
+    let want_at_risk: Vec<Value> = at_risk
+        .iter()
+        .map(|r| {
+            let mut v = serde_json::to_value(r).expect("row JSON");
+            v["mrr_at_risk"] = r.mrr_at_risk.into();
+            v
+        })
+        .collect();
+    let got = block(|| {
+        get_json(&format!(
+            "/api/at-risk?limit={}",
+            churnwatch::http::MAX_LIMIT
+        ))
+    });
+    assert_eq!(
+        got["customers"],
+        Value::Array(want_at_risk),
+        "/api/at-risk differs from the backtest"
+    );
+
+    // /api/alerts?status=firing: the backtest's firing alerts, as data.
+    let want_firing: Vec<Value> = engine
+        .firing()
+        .iter()
+        .map(|a| {
+            let v: Value = serde_json::from_str(&a.to_json()).expect("alert JSON");
+            v["data"].clone()
+        })
+        .collect();
+    assert!(!want_firing.is_empty());
+    let got = block(|| get_json("/api/alerts?status=firing"));
+    let got = got["alerts"].as_array().cloned().unwrap_or_default();
+    let key = |v: &Value| v.to_string();
+    let got_set: BTreeSet<String> = got.iter().map(key).collect();
+    let want_set: BTreeSet<String> = want_firing.iter().map(key).collect();
+    let only_got: Vec<_> = got_set.difference(&want_set).collect();
+    let only_want: Vec<_> = want_set.difference(&got_set).collect();
+    assert!(
+        only_got.is_empty() && only_want.is_empty() && got.len() == want_firing.len(),
+        "/api/alerts?status=firing differs from the backtest: API only {only_got:#?}; backtest only {only_want:#?}"
+    );
+    // In the same order: by customer, then alert, whatever the partitions.
+    assert_eq!(got, want_firing, "/api/alerts?status=firing order");
 
     cancel.cancel();
     let _ = service.await;
