@@ -297,9 +297,27 @@ impl Worker {
                 self.sweeps();
             }
             Work::Batch(mut batch) => {
-                let msgs = std::mem::take(&mut batch.msgs);
-                for m in msgs {
-                    self.message(&batch, m);
+                // Messages come in runs of one partition (librdkafka hands
+                // over a fetch at a time): one engine lock per run.
+                let mut msgs = std::mem::take(&mut batch.msgs).into_iter().peekable();
+                while let Some(first) = msgs.next() {
+                    let p = first.partition;
+                    let Some(engine) = self.parts.get(&p).map(|part| part.engine.clone()) else {
+                        tracing::debug!(
+                            partition = p,
+                            offset = first.offset,
+                            "message for a partition not live here; skipped"
+                        );
+                        continue;
+                    };
+                    let mut e = lock(&engine);
+                    self.message(&batch, first, &mut e);
+                    while let Some(m) = msgs.next_if(|m| m.partition == p) {
+                        self.message(&batch, m, &mut e);
+                    }
+                    let alerts = e.take_alerts();
+                    drop(e);
+                    self.alerts_out(alerts, batch.consumed_at);
                 }
                 self.sweeps();
             }
@@ -333,13 +351,10 @@ impl Worker {
         }
     }
 
-    fn message(&mut self, batch: &Batch, m: Msg) {
+    /// One message of a live partition, applied to its (locked) engine;
+    /// the caller takes the alerts.
+    fn message(&mut self, batch: &Batch, m: Msg, engine: &mut Engine) {
         let Some(part) = self.parts.get_mut(&m.partition) else {
-            tracing::debug!(
-                partition = m.partition,
-                offset = m.offset,
-                "message for a partition not live here; skipped"
-            );
             return;
         };
         let topic_name = self.topics[m.topic].as_str();
@@ -396,12 +411,7 @@ impl Worker {
                             .with_label_values(&[topic_name, ev.kind.type_name()])
                     })
                     .inc();
-                let (disposition, alerts) = {
-                    let mut e = lock(&part.engine);
-                    let d = e.ingest_from(m.topic, ev, seq);
-                    (d, e.take_alerts())
-                };
-                match disposition {
+                match engine.ingest_from(m.topic, ev, seq) {
                     Disposition::Late => self
                         .metrics
                         .events_late
@@ -414,7 +424,6 @@ impl Worker {
                         .inc(),
                     Disposition::Buffered | Disposition::AfterUntil => {}
                 }
-                self.alerts_out(alerts, batch.consumed_at);
             }
         }
     }
