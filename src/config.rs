@@ -50,6 +50,9 @@ pub fn format_duration(ms: Ts) -> String {
     format!("{ms}ms")
 }
 
+/// Default `kafka.rebuild_hold_max`: 256 MiB.
+pub const DEFAULT_REBUILD_HOLD_MAX: u64 = 256 << 20;
+
 /// Tunables of one alert. The meaning of `fire`, `resolve`, `min_baseline`
 /// and `window` per alert is documented on [`AlertKind`] and in the README.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -117,6 +120,8 @@ pub struct RawKafka {
     pub commit_interval: Option<String>,
     /// After this long without input on a partition, wall-clock ticks advance its event time.
     pub idle_timeout: Option<String>,
+    /// Bytes of messages held for partitions being rebuilt before receiving stops.
+    pub rebuild_hold_max: Option<u64>,
     /// Any other librdkafka property, passed through to consumer and producer.
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
@@ -213,6 +218,9 @@ pub struct KafkaConfig {
     pub commit_interval: Ts,
     /// Idle timeout, ms.
     pub idle_timeout: Ts,
+    /// Bytes of messages held for partitions being rebuilt before the consume
+    /// loop stops receiving until the rebuild is done (default 256 MiB).
+    pub rebuild_hold_max: u64,
     /// Extra librdkafka properties.
     pub properties: BTreeMap<String, String>,
 }
@@ -362,6 +370,9 @@ impl RawConfig {
                 }
                 "commit_interval" => self.kafka.commit_interval = Some(v.clone()),
                 "idle_timeout" => self.kafka.idle_timeout = Some(v.clone()),
+                "rebuild_hold_max" | "kafka_rebuild_hold_max" => {
+                    self.kafka.rebuild_hold_max = num(&mut errors)
+                }
                 "http_listen" | "listen" => self.http.listen = Some(v.clone()),
                 "api_token" => self.http.api_token = Some(v.clone()),
                 "ready_max_lag" => self.http.ready_max_lag = num(&mut errors),
@@ -523,8 +534,14 @@ impl RawConfig {
             fetch_queue_backoff_ms: k.fetch_queue_backoff_ms.unwrap_or(10),
             commit_interval,
             idle_timeout,
+            rebuild_hold_max: k.rebuild_hold_max.unwrap_or(DEFAULT_REBUILD_HOLD_MAX),
             properties: k.properties.clone(),
         };
+        if kafka.rebuild_hold_max == 0 {
+            errors.push(format!(
+                "kafka.rebuild_hold_max = 0: must be at least 1 (bytes; default {DEFAULT_REBUILD_HOLD_MAX} = 256 MiB)"
+            ));
+        }
         if kafka.brokers.trim().is_empty() {
             errors.push("kafka.brokers: must name at least one host:port".into());
         }
@@ -679,6 +696,7 @@ mod tests {
         assert_eq!(c.decode.reporting_currency, "USD");
         assert_eq!(c.kafka.usage_topic, "product.usage");
         assert_eq!(c.kafka.dlq_topic, "churnwatch.dlq");
+        assert_eq!(c.kafka.rebuild_hold_max, 256 << 20, "256 MiB");
     }
 
     #[test]
@@ -695,6 +713,7 @@ mod tests {
             enabled = false
             [kafka]
             alerts_topic = "bad topic"
+            rebuild_hold_max = 0
             [http]
             listen = "nowhere"
             "#,
@@ -710,11 +729,12 @@ mod tests {
             "alerts.engagement_drop.fire",
             "alerts.nonsense",
             "kafka.alerts_topic",
+            "kafka.rebuild_hold_max",
             "http.listen",
         ] {
             assert!(all.contains(key), "missing {key} in:\n{all}");
         }
-        assert_eq!(errs.len(), 8, "{all}");
+        assert_eq!(errs.len(), 9, "{all}");
     }
 
     #[test]
@@ -752,10 +772,15 @@ mod tests {
                 "CHURNWATCH_CURRENCY_RATES".to_string(),
                 "EUR=1.08".to_string(),
             ),
+            (
+                "CHURNWATCH_KAFKA_REBUILD_HOLD_MAX".to_string(),
+                "4096".to_string(),
+            ),
             ("PATH".to_string(), "/bin".to_string()),
         ])
         .unwrap();
         let c = raw.validate().unwrap();
+        assert_eq!(c.kafka.rebuild_hold_max, 4096);
         assert_eq!(c.key_features, vec!["reports", "exports"]);
         assert_eq!(c.dunning_grace, 7 * DAY_MS);
         assert_eq!(c.decode.currency_rates.get("EUR"), Some(&1.08));
@@ -769,5 +794,12 @@ mod tests {
             .apply_env([("CHURNWATCH_DUNING_GRACE".to_string(), "7d".to_string())])
             .unwrap_err();
         assert!(err.to_string().contains("unknown setting"));
+        let err = RawConfig::default()
+            .apply_env([(
+                "CHURNWATCH_REBUILD_HOLD_MAX".to_string(),
+                "256MiB".to_string(),
+            )])
+            .unwrap_err();
+        assert!(err.to_string().contains("CHURNWATCH_REBUILD_HOLD_MAX"));
     }
 }

@@ -40,6 +40,9 @@ pub const DLQ_PRODUCED: &str = "churnwatch_dlq_produced_total";
 pub const REBALANCES: &str = "churnwatch_rebalances_total";
 /// Offset commits that failed.
 pub const COMMIT_ERRORS: &str = "churnwatch_commit_errors_total";
+/// Times the consume loop stopped receiving because the messages held for
+/// partitions being rebuilt reached `kafka.rebuild_hold_max`.
+pub const REBUILD_HOLD_FULL: &str = "churnwatch_rebuild_hold_full_total";
 /// Partition numbers currently assigned and live.
 pub const PARTITIONS_LIVE: &str = "churnwatch_partitions_live";
 /// Customers tracked by this instance.
@@ -183,6 +186,8 @@ pub struct Metrics {
     pub rebalances: IntCounterVec,
     /// See [`COMMIT_ERRORS`].
     pub commit_errors: IntCounter,
+    /// See [`REBUILD_HOLD_FULL`].
+    pub rebuild_hold_full: IntCounter,
     /// See [`PARTITIONS_LIVE`].
     pub partitions_live: IntGauge,
     /// See [`CUSTOMERS_TRACKED`].
@@ -227,6 +232,9 @@ fn help(name: &str) -> &'static str {
         DLQ_PRODUCED => "Records written to the dead-letter topic.",
         REBALANCES => "Consumer group rebalances.",
         COMMIT_ERRORS => "Offset commits that failed.",
+        REBUILD_HOLD_FULL => {
+            "Times receiving stopped until a rebuild finished: messages held for it reached kafka.rebuild_hold_max."
+        }
         PARTITIONS_LIVE => "Partition numbers assigned, rebuilt and live.",
         CUSTOMERS_TRACKED => "Customers tracked by this instance.",
         STATE_BYTES => "Approximate bytes of customer state held by this instance.",
@@ -322,6 +330,8 @@ impl Metrics {
             business.insert(*name, g);
         }
         registry.register(Box::new(commit_errors.clone()))?;
+        let rebuild_hold_full = IntCounter::new(REBUILD_HOLD_FULL, help(REBUILD_HOLD_FULL))?;
+        registry.register(Box::new(rebuild_hold_full.clone()))?;
         let m = Metrics {
             events_consumed: counter(EVENTS_CONSUMED, &["topic", "type"])?,
             events_rejected: counter(EVENTS_REJECTED, &["topic", "reason"])?,
@@ -335,6 +345,7 @@ impl Metrics {
             dlq_produced: counter(DLQ_PRODUCED, &["reason"])?,
             rebalances: counter(REBALANCES, &["type"])?,
             commit_errors,
+            rebuild_hold_full,
             partitions_live: scalar(PARTITIONS_LIVE)?,
             customers_tracked: scalar(CUSTOMERS_TRACKED)?,
             state_bytes: scalar(STATE_BYTES)?,

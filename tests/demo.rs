@@ -8,21 +8,13 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use churnwatch::kafka::loadgen::topic_index;
-use common::{TestBroker, free_port, http_get, wait_for};
+use common::{TestBroker, free_port, http_get, metric_sum, wait_for};
 
 /// The binary under test (`TEST_CHURNWATCH_BIN` overrides, as in `kafka_service.rs`).
 fn churnwatch_bin() -> std::path::PathBuf {
     std::env::var_os("TEST_CHURNWATCH_BIN")
         .map(Into::into)
         .unwrap_or_else(|| env!("CARGO_BIN_EXE_churnwatch").into())
-}
-
-/// Sum of a counter family's samples in a Prometheus text exposition.
-fn metric_sum(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 #[cfg(unix)]

@@ -12,7 +12,7 @@ use churnwatch::app::{self, AppError};
 use churnwatch::config::{Config, RawConfig};
 use churnwatch::event::{DAY_MS, HOUR_MS, format_ts};
 use churnwatch::metrics;
-use common::{TestBroker, config_toml, free_port, http_get, init_tracing, wait_for};
+use common::{TestBroker, config_toml, free_port, http_get, init_tracing, metric_sum, wait_for};
 use tokio_util::sync::CancellationToken;
 
 /// 2026-11-01T00:00:00Z.
@@ -478,15 +478,52 @@ async fn sigterm_then_restart_neither_loses_nor_reemits_alerts() {
 
     // While it is down, more customers churn.
     cancel_batch(&broker, 2, 6..11, T0 + DAY_MS).await;
-    let svc = block(|| Service::start(&cfg, &log));
+    // Two batches of 5 started, 5 cancelled and a flush per partition.
+    const PRODUCED: f64 = 24.0;
+    // The restart receives the backlog while it replays what the first run
+    // committed; with a 1-byte hold bound, the first message it holds stops
+    // receiving until the rebuild is done, the rest wait in librdkafka.
+    let small_hold = dir.join("small-hold.toml");
+    std::fs::write(
+        &small_hold,
+        config_toml(&broker.brokers, "127.0.0.1:0", "")
+            .replace("[kafka]\n", "[kafka]\nrebuild_hold_max = 1\n"),
+    )
+    .expect("config");
+    let svc = block(|| Service::start(&small_hold, &log));
     let (_, churned) = block(|| churned_alerts(&broker, 10));
     assert_eq!(churned.len(), 10, "nothing lost: {churned:?}");
+    let metric = |name: &str| -> f64 {
+        let (_, m) = http_get(&svc.addr, "/metrics", None).expect("GET /metrics");
+        metric_sum(&m, name)
+    };
+    assert!(
+        metric("churnwatch_rebuild_hold_full_total") >= 1.0,
+        "the hold bound was never reached, so this test does not exercise it; log {}",
+        log.display()
+    );
+    // Every message is either replayed (below the committed offset) or
+    // applied live (from it on, held or not), once.
+    let applied =
+        || metric("churnwatch_events_replayed_total") + metric("churnwatch_events_consumed_total");
+    let seen = block(|| {
+        wait_for(Duration::from_secs(10), || {
+            Some(applied()).filter(|n| *n >= PRODUCED)
+        })
+    });
+    assert_eq!(
+        seen,
+        Some(PRODUCED),
+        "replayed + applied live; log {}",
+        log.display()
+    );
     // Give a re-emission time to show up, then count again.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (ids, churned) = block(|| churned_alerts(&broker, 10));
     assert_emitted_once(&ids);
     let expected: BTreeSet<String> = (1..11).map(|i| format!("c-{i}")).collect();
     assert_eq!(churned, expected);
+    assert_eq!(applied(), PRODUCED, "nothing applied twice");
     let status = block(|| svc.sigterm());
     assert!(status.success(), "second exit: {status:?}");
 }
@@ -807,11 +844,7 @@ async fn kafka_run_matches_backtest_alert_ids() {
     let consumed = block(|| {
         wait_for(Duration::from_secs(120), || {
             let (_, m) = http_get(&addr, "/metrics", None).ok()?;
-            let n: f64 = m
-                .lines()
-                .filter(|l| l.starts_with("churnwatch_events_consumed_total"))
-                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                .sum();
+            let n = metric_sum(&m, metrics::EVENTS_CONSUMED);
             last = Some(n);
             (n as u64 >= summary.events_read).then_some(n)
         })
@@ -887,12 +920,7 @@ async fn kafka_run_matches_backtest_alert_ids() {
     // The API and /metrics see the same customers.
     let tracked = |addr: &str| -> Option<usize> {
         let (_, m) = http_get(addr, "/metrics", None).ok()?;
-        let n: f64 = m
-            .lines()
-            .filter(|l| l.starts_with("churnwatch_customers_tracked"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum();
-        Some(n as usize)
+        Some(metric_sum(&m, metrics::CUSTOMERS_TRACKED) as usize)
     };
     let all = block(|| {
         wait_for(Duration::from_secs(30), || {
@@ -1058,14 +1086,7 @@ async fn kill_9_mid_stream_then_restart_loses_nothing_and_counts_nothing_twice()
     let toml = format!("{toml}\n[kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n");
     std::fs::write(&cfg, &toml).expect("config");
     let counter = |addr: &str, name: &str| -> u64 {
-        http_get(addr, "/metrics", None)
-            .map(|(_, m)| {
-                m.lines()
-                    .filter(|l| l.starts_with(name))
-                    .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                    .sum::<f64>() as u64
-            })
-            .unwrap_or(0)
+        http_get(addr, "/metrics", None).map_or(0, |(_, m)| metric_sum(&m, name) as u64)
     };
     let reader: rdkafka::consumer::BaseConsumer = broker
         .client()

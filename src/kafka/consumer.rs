@@ -28,10 +28,12 @@
 //! (baselines, dunning grace, dedup horizon: default 8 weeks + 14 days), or
 //! `retention.ms=-1`; shorter retention starts customers with less history.
 //! Messages fetched while a partition is rebuilt are held in memory and
-//! handled once it is live. Past [`MAX_HELD_BYTES`] of them the loop stops
-//! receiving until the rebuild is done (librdkafka then stops fetching once
-//! its queue is full); it does not pause partitions, because pause/resume
-//! against Tansu skipped messages whose offsets were then committed.
+//! handled once it is live. Past `kafka.rebuild_hold_max` bytes of them the
+//! loop stops receiving until the rebuild is done (librdkafka then stops
+//! fetching once its queue is full), counted in
+//! [`crate::metrics::REBUILD_HOLD_FULL`]; it does not pause partitions,
+//! because pause/resume against Tansu skipped messages whose offsets were
+//! then committed.
 //!
 //! # One population per instance
 //! Engines are coordinated ([`Engine::set_coordinated`]): each parks at its
@@ -75,9 +77,6 @@ use crate::metrics::Metrics;
 
 /// How often the loop wakes up without input (acks, idle ticks, checkpoints).
 const TICK: Duration = Duration::from_millis(200);
-/// Bytes of messages held for partitions being rebuilt before the loop stops
-/// receiving until the rebuild is done.
-pub const MAX_HELD_BYTES: usize = 256 << 20;
 /// Most messages handled per wake-up of the loop before it looks at acks,
 /// ticks and cancellation again.
 const BATCH: usize = 512;
@@ -215,7 +214,8 @@ impl ConsumerContext for EdgeContext {
         if let Rebalance::Assign(tpl) = rebalance {
             self.metrics.rebalances.with_label_values(&["assign"]).inc();
             // Nothing is applied live until the partition's state is rebuilt:
-            // the loop holds its messages (and pauses it past MAX_HELD).
+            // the loop holds its messages (and stops receiving past
+            // `kafka.rebuild_hold_max`).
             tracing::info!(partitions = ?tpl_list(tpl), "partitions assigned");
             self.push(Note::Assign(tpl_list(tpl)));
         }
@@ -336,6 +336,9 @@ pub struct ConsumerLoop {
     /// Messages received for partitions being rebuilt.
     held: BTreeMap<i32, Batch>,
     held_bytes: usize,
+    /// `kafka.rebuild_hold_max`: at `held_bytes` this high, receiving stops
+    /// until the rebuild is done.
+    hold_max: usize,
     rebuilds: JoinSet<RebuildResult>,
     generation: u64,
     seq: Arc<AtomicU64>,
@@ -372,6 +375,7 @@ impl ConsumerLoop {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         let engine_thread =
             worker::spawn(cfg.clone(), metrics.clone(), seq.clone(), work_rx, done_tx)?;
+        let hold_max = usize::try_from(cfg.kafka.rebuild_hold_max).unwrap_or(usize::MAX);
         Ok(ConsumerLoop {
             cfg,
             consumer: Arc::new(consumer),
@@ -383,6 +387,7 @@ impl ConsumerLoop {
             rebuilding: BTreeMap::new(),
             held: BTreeMap::new(),
             held_bytes: 0,
+            hold_max,
             rebuilds: JoinSet::new(),
             generation: 0,
             seq,
@@ -425,7 +430,7 @@ impl ConsumerLoop {
         let mut last_checkpoint = Instant::now();
         let mut last_metrics = Instant::now() - METRICS_EVERY;
         let result = loop {
-            let receiving = self.held_bytes < MAX_HELD_BYTES;
+            let receiving = self.receiving();
             tokio::select! {
                 biased;
                 _ = self.cancel.cancelled() => break Ok(()),
@@ -476,7 +481,9 @@ impl ConsumerLoop {
                             Err(e) => tracing::warn!(error = %e, "consumer error"),
                         }
                         n += 1;
-                        if n < BATCH && !self.cancel.is_cancelled() {
+                        // Past the hold bound, what is fetched stays in
+                        // librdkafka's queue until the rebuild is done.
+                        if n < BATCH && !self.cancel.is_cancelled() && self.receiving() {
                             next = ready_now(consumer.recv());
                         }
                     }
@@ -488,6 +495,12 @@ impl ConsumerLoop {
         };
         self.shutdown().await;
         result
+    }
+
+    /// Whether the loop takes messages: not while those held for partitions
+    /// being rebuilt reach `kafka.rebuild_hold_max`.
+    fn receiving(&self) -> bool {
+        self.held_bytes < self.hold_max
     }
 
     /// Sends the engine thread's outputs to the outbox, or records its checkpoint.
@@ -673,11 +686,16 @@ impl ConsumerLoop {
                 .or_insert_with(|| Batch::new(consumed_at));
             let before = held.bytes();
             held.push(topic, partition, offset, key, payload, None);
-            self.held_bytes += held.bytes() - before;
-            if self.held_bytes >= MAX_HELD_BYTES {
+            let added = held.bytes() - before;
+            let was_receiving = self.receiving();
+            self.held_bytes += added;
+            if was_receiving && !self.receiving() {
+                self.metrics.rebuild_hold_full.inc();
                 tracing::warn!(
                     held_bytes = self.held_bytes,
-                    "holding too much for partitions being rebuilt; receiving stops until the rebuild is done"
+                    rebuild_hold_max = self.hold_max,
+                    rebuilding = ?self.rebuilding.keys().collect::<Vec<_>>(),
+                    "holding too much for partitions being rebuilt; receiving stops until the rebuild is done (raise kafka.rebuild_hold_max to keep receiving)"
                 );
             }
             return;

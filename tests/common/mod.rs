@@ -344,6 +344,14 @@ listen = "{listen}"
     )
 }
 
+/// Sum of a metric family's samples in a Prometheus text exposition.
+pub fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// Logs to the test output when `CHURNWATCH_LOG` is set.
 pub fn init_tracing() {
     if let Ok(f) = std::env::var("CHURNWATCH_LOG") {
