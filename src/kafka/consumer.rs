@@ -352,6 +352,8 @@ pub struct ConsumerLoop {
     work: Option<mpsc::Sender<Work>>,
     /// From the engine thread, in order.
     done: mpsc::UnboundedReceiver<Done>,
+    /// Emptied batches back from the engine thread, for reuse.
+    spare: std::sync::mpsc::Receiver<Batch>,
     engine_thread: Option<std::thread::JoinHandle<()>>,
     /// Decode on this thread (the engine thread is behind: its queue is
     /// more than half full), else leave it to the engine thread.
@@ -373,8 +375,15 @@ impl ConsumerLoop {
         let seq = Arc::new(AtomicU64::new(0));
         let (work_tx, work_rx) = mpsc::channel(WORK_QUEUE);
         let (done_tx, done_rx) = mpsc::unbounded_channel();
-        let engine_thread =
-            worker::spawn(cfg.clone(), metrics.clone(), seq.clone(), work_rx, done_tx)?;
+        let (spare_tx, spare_rx) = std::sync::mpsc::channel();
+        let engine_thread = worker::spawn(
+            cfg.clone(),
+            metrics.clone(),
+            seq.clone(),
+            work_rx,
+            done_tx,
+            spare_tx,
+        )?;
         let hold_max = usize::try_from(cfg.kafka.rebuild_hold_max).unwrap_or(usize::MAX);
         Ok(ConsumerLoop {
             cfg,
@@ -398,6 +407,7 @@ impl ConsumerLoop {
             snapshot_due: Instant::now(),
             work: Some(work_tx),
             done: done_rx,
+            spare: spare_rx,
             engine_thread: Some(engine_thread),
             decode_here: false,
         })
@@ -468,7 +478,7 @@ impl ConsumerLoop {
                         .is_some_and(|w| w.capacity() < WORK_QUEUE / 2);
                     // Take what is already fetched in one go: one select and
                     // one clock read per batch instead of per message.
-                    let mut batch = Batch::new(now);
+                    let mut batch = Batch::reuse(&self.spare, now);
                     let mut next = Some(msg);
                     let mut n = 0;
                     while let Some(msg) = next.take() {

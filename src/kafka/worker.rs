@@ -80,6 +80,17 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// An empty batch received at `consumed_at`: a spare one if there is one.
+    pub fn reuse(spare: &std::sync::mpsc::Receiver<Batch>, consumed_at: Instant) -> Self {
+        match spare.try_recv() {
+            Ok(mut b) => {
+                b.consumed_at = consumed_at;
+                b
+            }
+            Err(_) => Batch::new(consumed_at),
+        }
+    }
+
     /// An empty batch received at `consumed_at`.
     pub fn new(consumed_at: Instant) -> Self {
         Batch {
@@ -234,6 +245,9 @@ struct Worker {
     seq: Arc<AtomicU64>,
     out: Vec<Output>,
     done: mpsc::UnboundedSender<Done>,
+    /// Emptied batches go back to the consume loop for reuse (their buffers
+    /// keep their capacity: no regrowth, no fresh pages per batch).
+    spare: std::sync::mpsc::Sender<Batch>,
     /// `events_consumed` children by (topic, type index), looked up once:
     /// a label lookup per message shows in profiles.
     consumed: [[Option<IntCounter>; EVENT_TYPES.len()]; 3],
@@ -247,6 +261,7 @@ pub fn spawn(
     seq: Arc<AtomicU64>,
     mut work: mpsc::Receiver<Work>,
     done: mpsc::UnboundedSender<Done>,
+    spare: std::sync::mpsc::Sender<Batch>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     let topics = super::input_topics(&cfg.kafka).map(str::to_string);
     let mut w = Worker {
@@ -258,6 +273,7 @@ pub fn spawn(
         seq,
         out: Vec::new(),
         done,
+        spare,
         consumed: Default::default(),
     };
     std::thread::Builder::new()
@@ -299,7 +315,8 @@ impl Worker {
             Work::Batch(mut batch) => {
                 // Messages come in runs of one partition (librdkafka hands
                 // over a fetch at a time): one engine lock per run.
-                let mut msgs = std::mem::take(&mut batch.msgs).into_iter().peekable();
+                let mut all = std::mem::take(&mut batch.msgs);
+                let mut msgs = all.drain(..).peekable();
                 while let Some(first) = msgs.next() {
                     let p = first.partition;
                     let Some(engine) = self.parts.get(&p).map(|part| part.engine.clone()) else {
@@ -319,6 +336,11 @@ impl Worker {
                     drop(e);
                     self.alerts_out(alerts, batch.consumed_at);
                 }
+                drop(msgs);
+                batch.msgs = all;
+                batch.data.clear();
+                batch.held = 0;
+                let _ = self.spare.send(batch);
                 self.sweeps();
             }
             Work::Rebuilding(on) => {
