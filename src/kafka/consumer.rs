@@ -9,15 +9,15 @@
 //! deciding run on two cores.
 //!
 //! # Offsets (at-least-once)
-//! `enable.auto.commit=true` with `enable.auto.offset.store=false`: librdkafka
-//! commits only offsets we store. Every `kafka.commit_interval` the loop asks
+//! `enable.auto.offset.store=false`: librdkafka commits only offsets we
+//! store, and only when we ask. Every `kafka.commit_interval` the loop asks
 //! the engine thread for a checkpoint: per topic-partition, the offset below
 //! which every message is applied (its seq is not in
 //! [`Engine::pending_seqs`]). Since results come back in order, every output
 //! of those messages is already in the [`Outbox`] then; the offset is stored
 //! once every output handed over up to then (alerts, dead letters) is
-//! acknowledged by the broker, and committed by librdkafka on its interval,
-//! on revoke (also explicitly) and on shutdown (explicitly).
+//! acknowledged by the broker, and committed right away (asynchronously), on
+//! revoke and on shutdown (synchronously).
 //!
 //! # Rebuild on assign (retention requirement)
 //! Until durable state exists, an assigned partition number's engine is
@@ -245,12 +245,10 @@ pub fn create_consumer(cfg: &Config, metrics: &Metrics) -> Result<GroupConsumer,
     let k = &cfg.kafka;
     let mut c = super::consumer_config(k);
     c.set("group.id", &k.group_id)
-        .set("enable.auto.commit", "true")
-        .set("enable.auto.offset.store", "false")
-        .set(
-            "auto.commit.interval.ms",
-            k.commit_interval.max(1).to_string(),
-        );
+        // Committed when a checkpoint's outputs are acked (`store_ready`),
+        // not on librdkafka's timer, which would add up to an interval.
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false");
     if !k.properties.contains_key("statistics.interval.ms") {
         c.set("statistics.interval.ms", "1000");
     }
@@ -306,6 +304,13 @@ impl Part {
             tracing::debug!(topic, offset, "message seen before; skipped");
             return false;
         }
+        if let Some(n) = self.next_offset[topic]
+            && offset > n
+        {
+            // Not an error in itself (transaction markers and compaction
+            // leave gaps), but messages below `offset` were never received.
+            tracing::debug!(topic, offset, expected = n, "gap in offsets");
+        }
         self.next_offset[topic] = Some(offset + 1);
         self.last_input = at;
         self.topic_input[topic] = Some(at);
@@ -318,6 +323,12 @@ struct Rebuilt {
     partition: i32,
     engine: Engine,
     committed: [Option<i64>; 3],
+    /// Messages at or after the committed offset that the replay read
+    /// anyway (the rest of the fetched record batch): applied live, before
+    /// what the group consumer held. A broker that answers a fetch at an
+    /// offset inside a record batch with the next batch (Tansu does) would
+    /// otherwise skip them: the group consumer starts at the committed offset.
+    tail: Batch,
 }
 
 type RebuildResult = (u64, Result<Vec<Rebuilt>, ConsumeError>);
@@ -660,14 +671,18 @@ impl ConsumerLoop {
             })
             .await;
             tracing::info!(partition = r.partition, "partition rebuilt; live");
+            let mut batch = Batch::new(consumed_at);
+            let part = self.parts.get_mut(&r.partition).expect("inserted above");
+            // In offset order per topic: what the replay read past the
+            // committed offset, then what the group consumer delivered;
+            // `accept` drops what was seen before.
+            batch.append_filtered(r.tail, |m| part.accept(m.topic, m.offset, consumed_at));
             if let Some(held) = held {
                 self.held_bytes -= held.bytes();
-                let mut batch = Batch::new(consumed_at);
-                let part = self.parts.get_mut(&r.partition).expect("inserted above");
                 batch.append_filtered(held, |m| part.accept(m.topic, m.offset, consumed_at));
-                if !batch.is_empty() {
-                    self.hand_over(Work::Batch(batch)).await;
-                }
+            }
+            if !batch.is_empty() {
+                self.hand_over(Work::Batch(batch)).await;
             }
         }
         self.hand_over(Work::Rebuilding(!self.rebuilding.is_empty()))
@@ -781,6 +796,14 @@ impl ConsumerLoop {
         }
         if let Err(e) = self.consumer.store_offsets(&tpl) {
             tracing::warn!(error = %e, "cannot store offsets (partition revoked?)");
+            return;
+        }
+        // Errors are reported to `commit_callback`.
+        if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Async)
+            && !is_no_offset(&e)
+        {
+            self.metrics.commit_errors.inc();
+            tracing::warn!(error = %e, "cannot commit offsets");
         }
     }
 
@@ -953,6 +976,7 @@ impl RebuildJob {
                         e
                     },
                     committed: [None; 3],
+                    tail: Batch::new(Instant::now()),
                 },
             );
         }
@@ -1007,6 +1031,10 @@ impl RebuildJob {
         let mut remaining: HashSet<(usize, i32)> = ends.keys().copied().collect();
         let mut replayed = 0u64;
         let mut quiet_since = Instant::now();
+        // What the replay reads past the committed offsets is kept up to the
+        // hold bound (see `Rebuilt::tail`).
+        let hold_max = usize::try_from(self.cfg.kafka.rebuild_hold_max).unwrap_or(usize::MAX);
+        let mut tail_bytes = 0usize;
         while !remaining.is_empty() {
             if self.cancel.is_cancelled() {
                 return Err(self.err("shutdown"));
@@ -1019,6 +1047,21 @@ impl RebuildJob {
                     };
                     let key = (i, m.partition());
                     let Some(end) = ends.get(&key) else { continue };
+                    if m.offset() >= *end
+                        && tail_bytes < hold_max
+                        && let Some(r) = out.get_mut(&m.partition())
+                    {
+                        let before = r.tail.bytes();
+                        r.tail.push(
+                            i,
+                            m.partition(),
+                            m.offset(),
+                            m.key(),
+                            m.payload().unwrap_or(&[]),
+                            None,
+                        );
+                        tail_bytes += r.tail.bytes() - before;
+                    }
                     if m.offset() < *end
                         && let (Ok(ev), Some(r)) = (
                             decode(m.payload().unwrap_or(&[]), &self.cfg.decode),
@@ -1068,6 +1111,30 @@ impl RebuildJob {
                 Some(Err(e)) => {
                     tracing::warn!(error = %e, "replay consumer error");
                 }
+            }
+        }
+        // The rest of the record batches already fetched (see `Rebuilt::tail`).
+        while let Some(res) = replay.poll(Duration::ZERO) {
+            let Ok(m) = res else { continue };
+            let Some(i) = self.topics.iter().position(|t| t == m.topic()) else {
+                continue;
+            };
+            if ends
+                .get(&(i, m.partition()))
+                .is_some_and(|end| m.offset() >= *end)
+                && tail_bytes < hold_max
+                && let Some(r) = out.get_mut(&m.partition())
+            {
+                let before = r.tail.bytes();
+                r.tail.push(
+                    i,
+                    m.partition(),
+                    m.offset(),
+                    m.key(),
+                    m.payload().unwrap_or(&[]),
+                    None,
+                );
+                tail_bytes += r.tail.bytes() - before;
             }
         }
         Ok(replayed)
