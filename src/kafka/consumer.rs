@@ -1047,20 +1047,8 @@ impl RebuildJob {
                     };
                     let key = (i, m.partition());
                     let Some(end) = ends.get(&key) else { continue };
-                    if m.offset() >= *end
-                        && tail_bytes < hold_max
-                        && let Some(r) = out.get_mut(&m.partition())
-                    {
-                        let before = r.tail.bytes();
-                        r.tail.push(
-                            i,
-                            m.partition(),
-                            m.offset(),
-                            m.key(),
-                            m.payload().unwrap_or(&[]),
-                            None,
-                        );
-                        tail_bytes += r.tail.bytes() - before;
+                    if m.offset() >= *end && tail_bytes < hold_max {
+                        tail_bytes += keep_tail(out, i, &m);
                     }
                     if m.offset() < *end
                         && let (Ok(ev), Some(r)) = (
@@ -1123,22 +1111,30 @@ impl RebuildJob {
                 .get(&(i, m.partition()))
                 .is_some_and(|end| m.offset() >= *end)
                 && tail_bytes < hold_max
-                && let Some(r) = out.get_mut(&m.partition())
             {
-                let before = r.tail.bytes();
-                r.tail.push(
-                    i,
-                    m.partition(),
-                    m.offset(),
-                    m.key(),
-                    m.payload().unwrap_or(&[]),
-                    None,
-                );
-                tail_bytes += r.tail.bytes() - before;
+                tail_bytes += keep_tail(out, i, &m);
             }
         }
         Ok(replayed)
     }
+}
+
+/// Keeps a message the replay read past its committed offset in its
+/// partition's [`Rebuilt::tail`]; returns the bytes it added.
+fn keep_tail<M: Message>(out: &mut BTreeMap<i32, Rebuilt>, topic: usize, m: &M) -> usize {
+    let Some(r) = out.get_mut(&m.partition()) else {
+        return 0;
+    };
+    let before = r.tail.bytes();
+    r.tail.push(
+        topic,
+        m.partition(),
+        m.offset(),
+        m.key(),
+        m.payload().unwrap_or(&[]),
+        None,
+    );
+    r.tail.bytes() - before
 }
 
 /// After a replay, applies what the engine still buffers: every replayed event
