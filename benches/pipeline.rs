@@ -447,7 +447,7 @@ fn main() {
         );
         let broker_pid = broker.pid().to_string();
         let cpu = || (cpu_seconds("self"), cpu_seconds(&broker_pid));
-        let rounds: usize = arg("--rounds", 3).max(1);
+        let rounds: usize = arg("--rounds", 5).max(1);
         let mut ratios = Vec::new();
         for round in 0..rounds {
             let cpu0 = cpu();

@@ -3,7 +3,7 @@
 # broker (Tansu, in memory) as a ratio to a bare rdkafka consume + decode of
 # the same topics, measured in the same run, plus memory per customer at 1M
 # customers. Release build. Arguments go to the bench:
-#   --events N (default 3000000)  --rounds N (default 3; the median ratio is
+#   --events N (default 3000000)  --rounds N (default 5; the median ratio is
 #   the figure)  --memory-customers N (default 1000000)
 #   --skip-memory  --skip-pipeline
 set -euo pipefail
