@@ -150,10 +150,13 @@ fn ready_now<F: std::future::Future>(fut: F) -> Option<F::Output> {
     }
 }
 
-/// When a costly metrics refresh that began at `started` may run again: at
-/// most every [`METRICS_EVERY`], and spending ~2% of the loop's time on it.
-fn next_refresh(started: Instant) -> Instant {
-    Instant::now() + METRICS_EVERY.max(started.elapsed() * 50)
+/// When a costly metrics refresh that took `spent` may run again: at most
+/// every [`METRICS_EVERY`], and spending ~2% of the loop's time on it.
+/// `spent` excludes waiting for engine locks: a refresh that waited for an
+/// engine thread applying a large batch would otherwise put the next one off
+/// by 50 times that wait, leaving the gauges stale well after the input ends.
+fn next_refresh(spent: Duration) -> Instant {
+    Instant::now() + METRICS_EVERY.max(spent * 50)
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -809,8 +812,8 @@ impl ConsumerLoop {
         let mut total_lag: u64 = 0;
         // A snapshot computes every customer's health: paced like the
         // business report below (`next_refresh`).
-        let snapshot_started = Instant::now();
-        let take_snapshot = snapshot_started >= self.snapshot_due;
+        let take_snapshot = Instant::now() >= self.snapshot_due;
+        let mut snapshot_spent = Duration::ZERO;
         let mut snapshots = Vec::with_capacity(self.parts.len());
         let (mut customers, mut bytes) = (0usize, 0usize);
         for (p, part) in &self.parts {
@@ -830,25 +833,33 @@ impl ConsumerLoop {
             }
             let e = lock(&part.engine);
             if take_snapshot {
+                let t = Instant::now();
                 snapshots.push(e.snapshot());
+                snapshot_spent += t.elapsed();
             }
             customers += e.customer_count();
             bytes += e.state_bytes();
         }
         if take_snapshot {
             self.metrics.set_engine(&snapshots);
-            self.snapshot_due = next_refresh(snapshot_started);
+            self.snapshot_due = next_refresh(snapshot_spent);
         }
         if Instant::now() >= self.business_due {
             // A report replays each partition's ledger (`next_refresh`).
-            let started = Instant::now();
+            let mut spent = Duration::ZERO;
             let reports: Vec<_> = self
                 .parts
                 .values()
-                .map(|part| lock(&part.engine).business_rolling())
+                .map(|part| {
+                    let e = lock(&part.engine);
+                    let t = Instant::now();
+                    let r = e.business_rolling();
+                    spent += t.elapsed();
+                    r
+                })
                 .collect();
             self.metrics.set_business(&reports);
-            self.business_due = next_refresh(started);
+            self.business_due = next_refresh(spent);
         }
         self.metrics.customers_tracked.set(customers as i64);
         self.metrics.state_bytes.set(bytes as i64);
