@@ -1592,7 +1592,8 @@ impl Engine {
                     "from": format_ts(from as Ts * DAY_MS),
                     "to": format_ts(to as Ts * DAY_MS),
                     "events": c.activity.events(from, to),
-                    "quantity": (c.activity.quantity(from, to) * 100.0).round() / 100.0,
+                    // `+ 0.0`: a sum that cancels out prints 0, not -0.
+                    "quantity": (c.activity.quantity(from, to) * 100.0).round() / 100.0 + 0.0,
                     "active_days": c.activity.active_days(from, to),
                     "active_users": c.seats().map_or(0, |s| s.distinct(from, to)),
                 })
@@ -1617,7 +1618,7 @@ impl Engine {
             "first_seen": format_ts(c.first_seen),
             "mrr_at_risk": row.mrr_at_risk,
             "alerts": firing,
-            "windows": {"weeks": weeks, "typical_gap_days": c.typical_gap_days(1)},
+            "windows": {"weeks": weeks, "typical_gap_days": c.typical_gap_days(1).map(crate::signals::r3)},
             "billing": b.map(|b| serde_json::json!({
                 "status": match b.status { Some(SubStatus::Active) => "active", Some(SubStatus::Churned) => "churned", None => "none" },
                 "subscribed_since": (b.sub_started != NEVER).then(|| format_ts(b.sub_started)),

@@ -5,7 +5,7 @@
 
 use serde_json::json;
 
-use super::{Ctx, Finding, WeekTotals, pct, r1};
+use super::{Ctx, Finding, WeekTotals, pct, r1, r3};
 use crate::engine::customer::Customer;
 use crate::engine::window::median;
 
@@ -181,7 +181,7 @@ pub fn engagement_drop(c: &Customer, ctx: &Ctx<'_>) -> Option<Finding> {
             "current_7d": current,
             "baseline_7d": r1(baseline),
             "expected_7d": r1(expected),
-            "population_factor": r1(ctx.pop.activity_factor * 100.0) / 100.0,
+            "population_factor": r3(ctx.pop.activity_factor),
             "drop_pct": pct(drop),
             "z": r1(d.z),
             "baseline_weeks": weeks,
@@ -250,7 +250,7 @@ pub fn seat_contraction(c: &Customer, ctx: &Ctx<'_>) -> Option<Finding> {
             "current_seats_7d": current,
             "baseline_seats_7d": r1(baseline),
             "expected_seats_7d": r1(expected),
-            "population_factor": r1(ctx.pop.seat_factor * 100.0) / 100.0,
+            "population_factor": r3(ctx.pop.seat_factor),
             "drop_pct": pct(drop),
             "z": r1(d.z),
             "activity_drop_pct": pct(activity_drop),

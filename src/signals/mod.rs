@@ -247,6 +247,12 @@ pub(crate) fn r1(x: f64) -> f64 {
     (x * 10.0).round() / 10.0
 }
 
+/// Rounds to three decimals for evidence (`+ 0.0` turns -0.0 into 0.0), so
+/// that values equal to three decimals print the same however they were summed.
+pub(crate) fn r3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0 + 0.0
+}
+
 /// Percent, rounded to an integer.
 pub(crate) fn pct(x: f64) -> i64 {
     (x * 100.0).round() as i64
