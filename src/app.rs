@@ -157,15 +157,12 @@ impl SharedState {
 
     /// Current status.
     pub fn status(&self) -> Status {
-        self.status
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        crate::lock(&self.status).clone()
     }
 
     /// Updates the status.
     pub fn update_status(&self, f: impl FnOnce(&mut Status)) {
-        f(&mut self.status.lock().unwrap_or_else(|e| e.into_inner()));
+        f(&mut crate::lock(&self.status));
     }
 }
 

@@ -170,7 +170,7 @@ impl Summary {
             }
         }
         for (_, engine) in shared.engines() {
-            let e = engine.lock().unwrap_or_else(|p| p.into_inner());
+            let e = crate::lock(&engine);
             if e.max_ts().is_some() {
                 s.clock = Some(s.clock.map_or(e.clock(), |c| c.max(e.clock())));
             }

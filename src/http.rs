@@ -143,7 +143,7 @@ async fn metrics(State(st): State<HttpState>) -> Response {
 
 async fn customer(State(st): State<HttpState>, Path(id): Path<String>) -> Response {
     for (_, e) in st.shared.engines() {
-        let found = e.lock().unwrap_or_else(|p| p.into_inner()).customer(&id);
+        let found = crate::lock(&e).customer(&id);
         if let Some(v) = found {
             return Json(v).into_response();
         }
@@ -185,7 +185,7 @@ async fn at_risk(State(st): State<HttpState>, Query(q): Query<AtRiskQuery>) -> R
     };
     let mut rows = Vec::new();
     for (_, e) in st.shared.engines() {
-        let part = e.lock().unwrap_or_else(|p| p.into_inner()).customers();
+        let part = crate::lock(&e).customers();
         rows.extend(part.into_iter().filter(|r| {
             (r.risk != "low" || !r.firing.is_empty())
                 && q.plan
@@ -227,7 +227,7 @@ async fn alerts(State(st): State<HttpState>, Query(q): Query<AlertsQuery>) -> Re
     }
     let mut firing = Vec::new();
     for (_, e) in st.shared.engines() {
-        firing.extend(e.lock().unwrap_or_else(|p| p.into_inner()).firing());
+        firing.extend(crate::lock(&e).firing());
     }
     // Each engine sorts its own; merged, the order must not depend on which
     // partitions this instance holds.

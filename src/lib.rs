@@ -28,3 +28,9 @@ pub mod http;
 pub mod kafka;
 pub mod metrics;
 pub mod signals;
+
+/// Locks a mutex, ignoring poisoning: a panic while holding one of our locks
+/// leaves plain data behind, so keep going.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -465,7 +465,7 @@ impl Metrics {
                 });
             }
         }
-        let mut live = self.business_live.lock().unwrap_or_else(|e| e.into_inner());
+        let mut live = crate::lock(&self.business_live);
         for ((name, labels), v) in &next {
             let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
             self.business[name].with_label_values(&labels).set(*v);

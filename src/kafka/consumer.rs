@@ -73,6 +73,7 @@ use crate::engine::population::release_sweeps;
 use crate::event::decode;
 use crate::kafka::producer::Outbox;
 use crate::kafka::worker::{self, Batch, Done, Work};
+use crate::lock;
 use crate::metrics::Metrics;
 
 /// How often the loop wakes up without input (acks, idle ticks, checkpoints).
@@ -157,11 +158,6 @@ fn ready_now<F: std::future::Future>(fut: F) -> Option<F::Output> {
 /// by 50 times that wait, leaving the gauges stale well after the input ends.
 fn next_refresh(spent: Duration) -> Instant {
     Instant::now() + METRICS_EVERY.max(spent * 50)
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic while holding one of our locks leaves plain data behind: keep going.
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn tpl_list(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
@@ -306,18 +302,19 @@ impl Part {
     /// Whether a received message is new (not below the next offset of its
     /// topic-partition); if so, records it as received.
     fn accept(&mut self, topic: usize, offset: i64, at: Instant) -> bool {
-        if self.next_offset[topic].is_some_and(|n| offset < n) {
-            // Fetched again (after a seek, or a broker answering from an
-            // earlier batch): it is applied already.
-            tracing::debug!(topic, offset, "message seen before; skipped");
-            return false;
-        }
-        if let Some(n) = self.next_offset[topic]
-            && offset > n
-        {
-            // Not an error in itself (transaction markers and compaction
-            // leave gaps), but messages below `offset` were never received.
-            tracing::debug!(topic, offset, expected = n, "gap in offsets");
+        match self.next_offset[topic] {
+            Some(n) if offset < n => {
+                // Fetched again (after a seek, or a broker answering from an
+                // earlier batch): it is applied already.
+                tracing::debug!(topic, offset, "message seen before; skipped");
+                return false;
+            }
+            Some(n) if offset > n => {
+                // Not an error in itself (transaction markers and compaction
+                // leave gaps), but messages below `offset` were never received.
+                tracing::debug!(topic, offset, expected = n, "gap in offsets");
+            }
+            _ => {}
         }
         self.next_offset[topic] = Some(offset + 1);
         self.last_input = at;

@@ -131,7 +131,7 @@ impl ProducerContext for LoadContext {
             }
             Err((e, _)) => {
                 self.counters.failed.fetch_add(1, Ordering::Relaxed);
-                let mut first = self.first_error.lock().unwrap_or_else(|p| p.into_inner());
+                let mut first = crate::lock(&self.first_error);
                 if first.is_none() {
                     tracing::warn!(error = %e, "generated event not delivered");
                     *first = Some(e.to_string());
@@ -274,11 +274,7 @@ pub fn produce_generated(
                 Err((e, _)) => {
                     let c = &producer.context().counters;
                     c.failed.fetch_add(1, Ordering::Relaxed);
-                    let mut first = producer
-                        .context()
-                        .first_error
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner());
+                    let mut first = crate::lock(&producer.context().first_error);
                     if first.is_none() {
                         *first = Some(e.to_string());
                     }
@@ -298,11 +294,7 @@ pub fn produce_generated(
     }
     let failed = counters.failed.load(Ordering::Relaxed);
     if failed > 0 && !cancel.is_cancelled() {
-        let first_error = producer
-            .context()
-            .first_error
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        let first_error = crate::lock(&producer.context().first_error)
             .clone()
             .unwrap_or_default();
         return Err(LoadError::Undelivered {

@@ -2,12 +2,13 @@
 //! partitions' engines, off the consume loop's thread.
 //!
 //! The consume loop ([`super::consumer`]) does the Kafka side: it receives
-//! messages, decodes them into a [`Batch`] and hands it over, sends the
+//! messages, copies or decodes them into a [`Batch`] and hands it over, sends the
 //! outputs that come back to the [`super::producer::Outbox`] and stores
-//! offsets. This thread does the deciding: ingest, the daily sweeps with one
-//! population over every partition of the instance, idle ticks, dead letters,
-//! and the bookkeeping of which offsets are applied. (Decoding costs about as
-//! much as the engine: splitting there keeps both threads about equally busy.)
+//! offsets. This thread does the deciding: decoding what the loop only
+//! copied, ingest, the daily sweeps with one population over every partition
+//! of the instance, idle ticks, dead letters, and the bookkeeping of which
+//! offsets are applied. Which thread decodes a batch depends on how full this
+//! thread's queue is, so both stay about equally busy.
 //!
 //! Everything that changes an engine happens here, in the order it was
 //! handed over, so the alerts of a customer reach the outbox in the order the
@@ -30,6 +31,7 @@ use crate::engine::{Disposition, Engine};
 use crate::event::Ts;
 use crate::event::{EVENT_TYPES, Event, RejectReason, decode};
 use crate::kafka::producer::{Output, OutputKind};
+use crate::lock;
 use crate::metrics::Metrics;
 
 /// Events a partition parked at a daily sweep may buffer while it waits for
@@ -67,8 +69,8 @@ enum Item {
     },
 }
 
-/// Messages received together, decoded. Rejected ones keep their bytes, in
-/// one buffer per batch.
+/// Messages received together, decoded or not. Those not decoded yet and
+/// those rejected keep their key and payload, in one buffer per batch.
 #[derive(Debug)]
 pub struct Batch {
     data: Vec<u8>,
@@ -158,11 +160,6 @@ impl Batch {
             self.msgs.push(m);
         }
         self.held += other.held;
-    }
-
-    /// Number of messages.
-    pub fn len(&self) -> usize {
-        self.msgs.len()
     }
 
     /// No messages.
@@ -285,11 +282,6 @@ pub fn spawn(
         })
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic while holding one of our locks leaves plain data behind: keep going.
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 impl Worker {
     fn handle(&mut self, job: Work) {
         match job {
@@ -384,24 +376,18 @@ impl Worker {
         let tp = &mut part.tps[m.topic];
         tp.records.push_back((seq, m.offset));
         tp.next_offset = Some(m.offset + 1);
-        let item = match m.item {
-            Item::Raw { key, payload } => match decode(batch.bytes_of(payload), &self.cfg.decode) {
-                Ok(ev) => Item::Event(ev),
-                Err(reason) => Item::Rejected {
-                    reason,
-                    key,
-                    payload,
-                },
-            },
-            item => item,
-        };
-        match item {
-            Item::Raw { .. } => unreachable!("decoded above"),
+        let decoded = match m.item {
+            Item::Event(ev) => Ok(ev),
+            Item::Raw { key, payload } => decode(batch.bytes_of(payload), &self.cfg.decode)
+                .map_err(|reason| (reason, key, payload)),
             Item::Rejected {
                 reason,
                 key,
                 payload,
-            } => {
+            } => Err((reason, key, payload)),
+        };
+        match decoded {
+            Err((reason, key, payload)) => {
                 let code = reason.code();
                 self.metrics
                     .events_rejected
@@ -425,7 +411,7 @@ impl Worker {
                     kind: OutputKind::DeadLetter { reason: code },
                 });
             }
-            Item::Event(ev) => {
+            Ok(ev) => {
                 self.consumed[m.topic][ev.kind.type_index()]
                     .get_or_insert_with(|| {
                         self.metrics
