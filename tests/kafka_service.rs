@@ -1240,7 +1240,11 @@ async fn kill_9_mid_stream_then_restart_loses_nothing_and_applies_nothing_twice(
     for (id, copies) in &by_id {
         assert!(
             copies.windows(2).all(|w| w[0] == w[1]),
-            "alert {id} emitted again with different content"
+            "alert {id} emitted again with different content: {:#?}",
+            copies
+                .iter()
+                .map(|c| String::from_utf8_lossy(c))
+                .collect::<Vec<_>>()
         );
     }
     // Every customer's state, rebuilt from the topics, is the backtest's: no
