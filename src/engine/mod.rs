@@ -331,7 +331,8 @@ pub struct Engine {
     population: FxHashMap<u16, Population>,
     overall: Population,
     /// Weekly totals by customer, valid on day `week_cache_day` only: filled by
-    /// the population sampling of an uncoordinated sweep, read by its signals.
+    /// the population sampling of a sweep (in [`Self::process`], or for a
+    /// coordinated one in [`Self::population_samples`]), read by its signals.
     week_cache: Vec<Option<WeekTotals>>,
     week_cache_day: i32,
     ledger: Ledger,
@@ -467,6 +468,8 @@ impl Engine {
         if ev.ts < self.parked.map_or(self.watermark, |p| p.at) {
             self.stats.late += 1;
             let now = self.clock.max(ev.ts);
+            // Parked and already sampled: this customer's weekly totals change.
+            self.week_cache_day = i32::MIN;
             self.apply(ev, now);
             self.flush_staged();
             return Disposition::Late;
@@ -773,12 +776,8 @@ impl Engine {
                 _ => {
                     // Nothing changes between sampling and sweeping here, so the
                     // sweep's signals reuse the sampled weekly totals.
-                    let mut cache = std::mem::take(&mut self.week_cache);
-                    let pop = self.population_samples_into(t, Some(&mut cache)).build();
-                    self.week_cache = cache;
-                    self.week_cache_day = day_of(t);
+                    let pop = self.sample_with_cache(t).build();
                     self.sweep(t, &pop);
-                    self.week_cache_day = i32::MIN;
                     self.next_sweep = t + DAY_MS;
                 }
             }
@@ -1331,6 +1330,10 @@ impl Engine {
     /// Daily: population context, window signals, pruning.
     fn sweep(&mut self, now: Ts, pop: &InstancePopulation) {
         let today = day_of(now);
+        // Weekly totals sampled for another day (or dropped) are not used.
+        if self.week_cache_day != today {
+            self.week_cache_day = i32::MIN;
+        }
         self.set_population(pop);
         let kinds = [
             AlertKind::EngagementDrop,
@@ -1376,27 +1379,22 @@ impl Engine {
                 self.dedup.remove(&key);
             }
         }
+        self.week_cache_day = i32::MIN;
     }
 
-    /// Raw population values of this engine's customers for a sweep at `now`.
-    fn population_samples_at(&self, now: Ts) -> PopulationSamples {
-        self.population_samples_into(now, None)
-    }
-
-    /// [`Self::population_samples_at`], keeping each sampled customer's
-    /// weekly totals in `cache` (by customer index; `None` for the others).
+    /// Raw population values of this engine's customers for a sweep at `now`,
+    /// keeping each sampled customer's weekly totals in `cache` (by customer
+    /// index; `None` for the others).
     fn population_samples_into(
         &self,
         now: Ts,
-        mut cache: Option<&mut Vec<Option<WeekTotals>>>,
+        cache: &mut Vec<Option<WeekTotals>>,
     ) -> PopulationSamples {
         let today = day_of(now);
         let mut per_plan: FxHashMap<u16, Acc> = FxHashMap::default();
         let min_gaps = self.cfg.alerts[AlertKind::Inactivity as usize].min_baseline as usize;
-        if let Some(cache) = cache.as_deref_mut() {
-            cache.clear();
-            cache.resize(self.customers.len(), None);
-        }
+        cache.clear();
+        cache.resize(self.customers.len(), None);
         for (ix, c) in self.customers.iter().enumerate() {
             if c.last_usage == NEVER
                 || c.is_churned()
@@ -1405,9 +1403,7 @@ impl Engine {
                 continue;
             }
             let t = WeekTotals::of(c, today);
-            if let Some(cache) = cache.as_deref_mut() {
-                cache[ix] = Some(t);
-            }
+            cache[ix] = Some(t);
             let acc = per_plan.entry(Self::plan_of(c)).or_default();
             let current = t.events[0] as f64;
             acc.weekly.push(current);
@@ -1480,12 +1476,24 @@ impl Engine {
     }
 
     /// This engine's raw population values for the sweep it is parked at
-    /// (empty when not parked).
-    pub fn population_samples(&self) -> PopulationSamples {
+    /// (empty when not parked). Keeps each sampled customer's weekly totals
+    /// for [`Self::resume_sweep`]'s signals (a late event applied in between
+    /// drops them), so the sweep does not compute them a second time.
+    pub fn population_samples(&mut self) -> PopulationSamples {
         match self.parked {
-            Some(p) => self.population_samples_at(p.at),
+            Some(p) => self.sample_with_cache(p.at),
             None => PopulationSamples::default(),
         }
+    }
+
+    /// Population samples at `now`, keeping the weekly totals in
+    /// `week_cache` for the sweep at `now` (which drops them when done).
+    fn sample_with_cache(&mut self, now: Ts) -> PopulationSamples {
+        let mut cache = std::mem::take(&mut self.week_cache);
+        let samples = self.population_samples_into(now, &mut cache);
+        self.week_cache = cache;
+        self.week_cache_day = day_of(now);
+        samples
     }
 
     /// Runs the parked sweep with the instance's population, then carries on

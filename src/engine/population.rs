@@ -174,7 +174,7 @@ fn release_next(engines: &mut [&mut Engine], finished: &dyn Fn(usize) -> bool) -
         return false;
     }
     let mut samples = PopulationSamples::default();
-    for e in engines.iter().filter(|e| e.sweep_pending() == Some(at)) {
+    for e in engines.iter_mut().filter(|e| e.sweep_pending() == Some(at)) {
         samples.merge(&e.population_samples());
     }
     let pop = samples.build();
