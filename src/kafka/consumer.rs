@@ -54,6 +54,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
 use rdkafka::ClientContext;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
@@ -450,6 +451,9 @@ impl ConsumerLoop {
             })?;
         tracing::info!(topics = ?topics, group = %self.cfg.kafka.group_id, "consuming");
         let consumer = self.consumer.clone();
+        // One stream for the whole loop: `recv()` makes a stream per message,
+        // and registering and dropping its waker slot takes a lock each time.
+        let mut stream = consumer.stream();
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let commit_every = Duration::from_millis(self.cfg.kafka.commit_interval.max(1) as u64);
@@ -483,7 +487,7 @@ impl ConsumerLoop {
                         last_metrics = Instant::now();
                     }
                 }
-                msg = consumer.recv(), if receiving => {
+                Some(msg) = stream.next(), if receiving => {
                     let now = Instant::now();
                     self.handle_notes().await;
                     // Balance decoding between the two threads by how far
@@ -510,7 +514,7 @@ impl ConsumerLoop {
                         // Past the hold bound, what is fetched stays in
                         // librdkafka's queue until the rebuild is done.
                         if n < BATCH && !self.cancel.is_cancelled() && self.receiving() {
-                            next = ready_now(consumer.recv());
+                            next = ready_now(stream.next()).flatten();
                         }
                     }
                     if !batch.is_empty() {
