@@ -459,6 +459,13 @@ impl RawConfig {
         if key_features.iter().any(|f| f.is_empty()) {
             errors.push("key_features: feature names must not be empty".into());
         }
+        if key_features.len() > crate::event::MAX_KEY_FEATURES {
+            errors.push(format!(
+                "key_features: {} named, at most {} are supported",
+                key_features.len(),
+                crate::event::MAX_KEY_FEATURES
+            ));
+        }
 
         let mut alerts: Vec<AlertParams> =
             AlertKind::ALL.iter().map(|k| k.default_params()).collect();
@@ -587,6 +594,7 @@ impl RawConfig {
             decode: DecodeConfig {
                 reporting_currency,
                 currency_rates,
+                key_features: key_features.clone(),
             },
             allowed_lateness,
             dedup_horizon,
@@ -719,9 +727,12 @@ mod tests {
             "#,
         )
         .unwrap();
+        let mut raw = raw;
+        raw.key_features = Some((0..65).map(|i| format!("f{i}")).collect());
         let errs = raw.validate().unwrap_err().0;
         let all = errs.join("\n");
         for key in [
+            "key_features: 65 named, at most 64",
             "allowed_lateness",
             "dunning_grace",
             "reporting_currency",
@@ -734,7 +745,7 @@ mod tests {
         ] {
             assert!(all.contains(key), "missing {key} in:\n{all}");
         }
-        assert_eq!(errs.len(), 9, "{all}");
+        assert_eq!(errs.len(), 10, "{all}");
     }
 
     #[test]
@@ -782,6 +793,7 @@ mod tests {
         let c = raw.validate().unwrap();
         assert_eq!(c.kafka.rebuild_hold_max, 4096);
         assert_eq!(c.key_features, vec!["reports", "exports"]);
+        assert_eq!(c.decode.key_features, c.key_features);
         assert_eq!(c.dunning_grace, 7 * DAY_MS);
         assert_eq!(c.decode.currency_rates.get("EUR"), Some(&1.08));
         assert_eq!(

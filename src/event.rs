@@ -103,13 +103,15 @@ pub enum Severity {
 #[derive(Debug, Clone, PartialEq)]
 pub enum EventKind {
     /// Product usage.
+    /// Only what the engine reads is kept, with no allocation: `action` is
+    /// required and checked but not kept, `feature` only as the configured
+    /// key feature it is, `user_id` as a hash ([`user_hash`]).
     Usage {
-        /// What the user did.
-        action: Box<str>,
-        /// Product area.
-        feature: Option<Box<str>>,
-        /// Seat.
-        user_id: Option<Box<str>>,
+        /// Index in [`DecodeConfig::key_features`] of `feature`, when it is
+        /// a configured key feature (other features are not tracked).
+        key_feature: Option<u8>,
+        /// Seat: [`user_hash`] of `user_id` (distinct active users are counted by it).
+        user: Option<u32>,
         /// Weight, >= 0.
         quantity: f64,
     },
@@ -375,15 +377,29 @@ pub struct DecodeConfig {
     pub reporting_currency: String,
     /// Minor units of the reporting currency per minor unit of the key.
     pub currency_rates: FxHashMap<String, f64>,
+    /// The configured key features (`Config::key_features`), at most
+    /// [`MAX_KEY_FEATURES`]: a usage event keeps which of them it used.
+    pub key_features: Vec<String>,
 }
+
+/// Most key features a config may name (a usage event keeps the index in a `u8`).
+pub const MAX_KEY_FEATURES: usize = 64;
 
 impl Default for DecodeConfig {
     fn default() -> Self {
         Self {
             reporting_currency: "USD".into(),
             currency_rates: FxHashMap::default(),
+            key_features: Vec::new(),
         }
     }
+}
+
+/// The 32-bit hash a usage event keeps of its `user_id`: active seats are
+/// counted as distinct hashes.
+pub fn user_hash(user_id: &str) -> u32 {
+    use std::hash::BuildHasher;
+    rustc_hash::FxBuildHasher.hash_one(user_id) as u32
 }
 
 /// A JSON value as the decoder sees it: enough to give typed reasons
@@ -520,9 +536,16 @@ fn req_str<'a, 'b>(v: &'b Option<Val<'a>>, field: &'static str) -> Result<&'b st
 }
 
 fn opt_str(v: &Option<Val<'_>>, field: &'static str) -> Result<Option<Box<str>>, RejectReason> {
+    Ok(opt_borrowed_str(v, field)?.map(Box::from))
+}
+
+fn opt_borrowed_str<'b>(
+    v: &'b Option<Val<'_>>,
+    field: &'static str,
+) -> Result<Option<&'b str>, RejectReason> {
     match present(v) {
         None => Ok(None),
-        Some(Val::Str(s)) => Ok(Some(Box::from(s.as_ref()))),
+        Some(Val::Str(s)) => Ok(Some(s)),
         Some(_) => Err(RejectReason::WrongType {
             field,
             expected: "a string",
@@ -622,10 +645,16 @@ pub fn decode_str(text: &str, cfg: &DecodeConfig) -> Result<Event, RejectReason>
             if quantity < 0.0 {
                 return Err(RejectReason::Negative("quantity"));
             }
+            req_str(&raw.action, "action")?;
+            let feature = opt_borrowed_str(&raw.feature, "feature")?;
             EventKind::Usage {
-                action: Box::from(req_str(&raw.action, "action")?),
-                feature: opt_str(&raw.feature, "feature")?,
-                user_id: opt_str(&raw.user_id, "user_id")?,
+                key_feature: feature.and_then(|f| {
+                    cfg.key_features
+                        .iter()
+                        .position(|k| k == f)
+                        .map(|i| i as u8)
+                }),
+                user: opt_borrowed_str(&raw.user_id, "user_id")?.map(user_hash),
                 quantity,
             }
         }
@@ -773,6 +802,36 @@ mod tests {
     }
 
     #[test]
+    fn usage_keeps_its_key_feature_index_and_a_user_hash() {
+        let cfg = DecodeConfig {
+            key_features: vec!["exports".into(), "reports".into()],
+            ..DecodeConfig::default()
+        };
+        let line = |feature: &str| {
+            format!(
+                r#"{{"type":"usage","customer_id":"c","user_id":"u-77","action":"a","feature":"{feature}","ts":"2026-11-24T10:00:00Z"}}"#
+            )
+        };
+        let kind = |feature: &str| decode_str(&line(feature), &cfg).unwrap().kind;
+        assert_eq!(
+            kind("reports"),
+            EventKind::Usage {
+                key_feature: Some(1),
+                user: Some(user_hash("u-77")),
+                quantity: 1.0
+            }
+        );
+        assert!(matches!(kind("exports"), EventKind::Usage { key_feature: Some(0), .. }));
+        assert!(matches!(kind("billing"), EventKind::Usage { key_feature: None, .. }));
+        assert_ne!(user_hash("u-77"), user_hash("u-78"));
+        // `action` is required, and must be a string, though it is not kept.
+        let no_action = r#"{"type":"usage","customer_id":"c","ts":"2026-11-24T10:00:00Z"}"#;
+        assert_eq!(decode_str(no_action, &cfg).unwrap_err().code(), "missing_field");
+        let bad_user = r#"{"type":"usage","customer_id":"c","action":"a","user_id":7,"ts":"2026-11-24T10:00:00Z"}"#;
+        assert_eq!(decode_str(bad_user, &cfg).unwrap_err().code(), "wrong_type");
+    }
+
+    #[test]
     fn decodes_every_contract_example() {
         let e = d(r#"{"type":"usage","customer_id":"c-4821","user_id":"u-77","action":"report_exported","feature":"reports","quantity":1,"ts":"2026-11-24T10:00:00Z","event_id":"e-123"}"#).unwrap();
         assert_eq!(&*e.customer_id, "c-4821");
@@ -819,9 +878,8 @@ mod tests {
     fn type_index_matches_the_type_table() {
         let kinds = [
             EventKind::Usage {
-                action: "a".into(),
-                feature: None,
-                user_id: None,
+                key_feature: None,
+                user: None,
                 quantity: 1.0,
             },
             EventKind::SubscriptionStarted {

@@ -1895,7 +1895,9 @@ mod tests {
     use std::sync::OnceLock;
 
     use super::*;
-    use crate::event::{CancelKind, DecodeConfig, Event, EventKind, Severity, decode_str};
+    use crate::event::{
+        CancelKind, DecodeConfig, Event, EventKind, Severity, decode_str, user_hash,
+    };
 
     fn opts(customers: u32, seed: u64) -> GenerateOptions {
         GenerateOptions {
@@ -1919,7 +1921,11 @@ mod tests {
         F.get_or_init(|| {
             let opts = opts(450, 7);
             let out = generate_to_vec(&opts);
-            let cfg = DecodeConfig::default();
+            // Usage events keep the key feature they used as an index in this list.
+            let cfg = DecodeConfig {
+                key_features: KEY_FEATURES.map(String::from).to_vec(),
+                ..DecodeConfig::default()
+            };
             let mut by_customer: HashMap<String, Vec<Event>> = HashMap::new();
             for line in &out.lines {
                 let e = decode_str(line, &cfg)
@@ -2178,7 +2184,7 @@ mod tests {
         u.iter()
             .filter(|e| (from..to).contains(&e.ts))
             .filter_map(|e| match &e.kind {
-                EventKind::Usage { user_id, .. } => user_id.clone(),
+                EventKind::Usage { user, .. } => *user,
                 _ => None,
             })
             .collect::<HashSet<_>>()
@@ -2237,7 +2243,7 @@ mod tests {
             let u = usage(&events(f, &l.customer_id));
             let uses_of = |k: &str| -> Vec<Ts> {
                 u.iter()
-                    .filter(|e| matches!(&e.kind, EventKind::Usage { feature: Some(f), .. } if &**f == k))
+                    .filter(|e| matches!(e.kind, EventKind::Usage { key_feature: Some(f), .. } if KEY_FEATURES[usize::from(f)] == k))
                     .map(|e| e.ts)
                     .collect()
             };
@@ -2315,7 +2321,7 @@ mod tests {
                 let last = format!("u-{:06}-{}", c.idx, c.seats);
                 assert!(
                     usage(&evs).iter().all(|e| e.ts < gone
-                        || !matches!(&e.kind, EventKind::Usage { user_id: Some(u), .. } if **u == *last)),
+                        || !matches!(e.kind, EventKind::Usage { user: Some(u), .. } if u == user_hash(&last))),
                     "{}",
                     c.id()
                 );
@@ -2375,7 +2381,7 @@ mod tests {
             for k in KEY_FEATURES {
                 let ts: Vec<Ts> = u
                     .iter()
-                    .filter(|e| matches!(&e.kind, EventKind::Usage { feature: Some(f), .. } if &**f == k))
+                    .filter(|e| matches!(e.kind, EventKind::Usage { key_feature: Some(f), .. } if KEY_FEATURES[usize::from(f)] == k))
                     .map(|e| e.ts)
                     .collect();
                 for w in ts.windows(2) {

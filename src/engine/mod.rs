@@ -873,14 +873,11 @@ impl Engine {
         }
         let kinds: &[AlertKind] = match ev.kind {
             EventKind::Usage {
-                feature,
-                user_id,
+                key_feature,
+                user: user_hash,
                 quantity,
-                ..
             } => {
-                let user_hash = user_id.map(|u| self.hasher.hash_one(&*u) as u32);
-                let kf_ix =
-                    feature.and_then(|f| self.cfg.key_features.iter().position(|k| **k == *f));
+                let kf_ix = key_feature.map(usize::from);
                 let n_kf = self.cfg.key_features.len();
                 let c = &mut self.customers[ix as usize];
                 let before = (c.last_usage, c.gap_count);

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use crate::alert::{AlertEvent, AlertStatus};
 use crate::config::{Config, RawConfig};
 use crate::engine::Engine;
-use crate::event::{CancelKind, DAY_MS, Event, EventKind, HOUR_MS, Severity, Ts, parse_ts};
+use crate::event::{
+    CancelKind, DAY_MS, Event, EventKind, HOUR_MS, Severity, Ts, parse_ts, user_hash,
+};
 use crate::signals::AlertKind;
 
 fn t0() -> Ts {
@@ -33,9 +35,11 @@ fn usage(c: &str, ts: Ts, user: u32, feature: Option<&str>) -> Event {
         c,
         ts,
         EventKind::Usage {
-            action: "click".into(),
-            feature: feature.map(Into::into),
-            user_id: Some(format!("u{user}").into()),
+            // The tests' configs name these key features, in this order.
+            key_feature: feature
+                .and_then(|f| ["reports", "exports"].iter().position(|k| *k == f))
+                .map(|i| i as u8),
+            user: Some(user_hash(&format!("u{user}"))),
             quantity: 1.0,
         },
     )
