@@ -85,6 +85,9 @@ struct Pending {
     ev: Event,
     seq: u64,
     type_ix: u8,
+    /// The source it came from ([`Engine::ingest_from`]), for
+    /// [`Engine::pending_min_seq_by_source`] (not part of the order).
+    source: u8,
 }
 
 impl PartialEq for Pending {
@@ -476,14 +479,15 @@ impl Engine {
         }
         let type_ix = ev.kind.type_index() as u8;
         let ts = ev.ts;
+        let src = source.min(self.runs.len() - 1);
         let p = Pending {
             ts,
             ev,
             seq,
             type_ix,
+            source: src as u8,
         };
-        let last_run = self.runs.len() - 1;
-        let run = &mut self.runs[source.min(last_run)];
+        let run = &mut self.runs[src];
         if run.back().is_none_or(|b| *b <= p) {
             run.push_back(p);
         } else {
@@ -492,7 +496,6 @@ impl Engine {
         if self.max_ts.is_none_or(|m| ts > m) {
             self.max_ts = Some(ts);
         }
-        let src = source.min(self.sources.len() - 1);
         let s = &mut self.sources[src];
         s.idle = false;
         if s.max.is_none_or(|m| ts > m) {
@@ -534,14 +537,16 @@ impl Engine {
         std::mem::take(&mut self.out)
     }
 
-    /// Arrival numbers ingested but not yet applied.
-    pub fn pending_seqs(&self) -> Vec<u64> {
-        self.runs
-            .iter()
-            .flatten()
-            .map(|p| p.seq)
-            .chain(self.heap.iter().map(|p| p.0.seq))
-            .collect()
+    /// Per source ([`Self::set_sources`]), the least arrival number ingested
+    /// from it and not yet applied (`None`: nothing pending). A source's
+    /// arrival numbers below it are all applied (or dropped as duplicates).
+    pub fn pending_min_seq_by_source(&self) -> Vec<Option<u64>> {
+        let mut min = vec![None::<u64>; self.sources.len()];
+        for p in self.runs.iter().flatten().chain(self.heap.iter().map(|r| &r.0)) {
+            let m = &mut min[usize::from(p.source)];
+            *m = Some(m.map_or(p.seq, |m| m.min(p.seq)));
+        }
+        min
     }
 
     /// Current watermark (`i64::MIN` before any event).

@@ -12,8 +12,8 @@
 //! `enable.auto.commit=true` with `enable.auto.offset.store=false`: librdkafka
 //! commits only offsets we store. Every `kafka.commit_interval` the loop asks
 //! the engine thread for a checkpoint: per topic-partition, the offset below
-//! which every message is applied (its seq is not in
-//! [`Engine::pending_seqs`]). Since results come back in order, every output
+//! which every message is applied (its seq is below the least pending one
+//! of its topic, [`Engine::pending_min_seq_by_source`]). Since results come back in order, every output
 //! of those messages is already in the [`Outbox`] then; the offset is stored
 //! once every output handed over up to then (alerts, dead letters) is
 //! acknowledged by the broker, and committed by librdkafka on its interval

@@ -17,7 +17,7 @@
 //! [`Done::Checkpoint`] covers only messages whose outputs the consume loop
 //! has already handed to the outbox.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -516,10 +516,13 @@ impl Worker {
     fn checkpoint(&mut self) -> Vec<(usize, i32, i64)> {
         let mut out = Vec::new();
         for (p, part) in &mut self.parts {
-            let pending: HashSet<u64> = lock(&part.engine).pending_seqs().into_iter().collect();
+            // Each topic is its own source of the engine: a topic's records
+            // before its least pending arrival number are applied.
+            let pending = lock(&part.engine).pending_min_seq_by_source();
             for (i, tp) in part.tps.iter_mut().enumerate() {
+                let first_pending = pending.get(i).copied().flatten();
                 while let Some(&(seq, _)) = tp.records.front() {
-                    if pending.contains(&seq) {
+                    if first_pending.is_some_and(|m| seq >= m) {
                         break;
                     }
                     tp.records.pop_front();
