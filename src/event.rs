@@ -821,12 +821,27 @@ mod tests {
                 quantity: 1.0
             }
         );
-        assert!(matches!(kind("exports"), EventKind::Usage { key_feature: Some(0), .. }));
-        assert!(matches!(kind("billing"), EventKind::Usage { key_feature: None, .. }));
+        assert!(matches!(
+            kind("exports"),
+            EventKind::Usage {
+                key_feature: Some(0),
+                ..
+            }
+        ));
+        assert!(matches!(
+            kind("billing"),
+            EventKind::Usage {
+                key_feature: None,
+                ..
+            }
+        ));
         assert_ne!(user_hash("u-77"), user_hash("u-78"));
         // `action` is required, and must be a string, though it is not kept.
         let no_action = r#"{"type":"usage","customer_id":"c","ts":"2026-11-24T10:00:00Z"}"#;
-        assert_eq!(decode_str(no_action, &cfg).unwrap_err().code(), "missing_field");
+        assert_eq!(
+            decode_str(no_action, &cfg).unwrap_err().code(),
+            "missing_field"
+        );
         let bad_user = r#"{"type":"usage","customer_id":"c","action":"a","user_id":7,"ts":"2026-11-24T10:00:00Z"}"#;
         assert_eq!(decode_str(bad_user, &cfg).unwrap_err().code(), "wrong_type");
     }

@@ -542,7 +542,12 @@ impl Engine {
     /// arrival numbers below it are all applied (or dropped as duplicates).
     pub fn pending_min_seq_by_source(&self) -> Vec<Option<u64>> {
         let mut min = vec![None::<u64>; self.sources.len()];
-        for p in self.runs.iter().flatten().chain(self.heap.iter().map(|r| &r.0)) {
+        for p in self
+            .runs
+            .iter()
+            .flatten()
+            .chain(self.heap.iter().map(|r| &r.0))
+        {
             let m = &mut min[usize::from(p.source)];
             *m = Some(m.map_or(p.seq, |m| m.min(p.seq)));
         }
