@@ -42,7 +42,9 @@
 //! ([`release_sweeps`], called by the engine thread after each batch and
 //! tick). A partition parked with [`super::worker::MAX_PARKED`] events
 //! buffered stops waiting. Rebuilds replay through the same barrier; live
-//! sweeps wait while one runs.
+//! sweeps wait while one runs. A rebuilt partition still parked at a sweep
+//! that a partition committed earlier has not reached waits for it live
+//! (the engine thread's *settling*, see `worker::Part`).
 //!
 //! # Idle partitions
 //! After `kafka.idle_timeout` of wall-clock time without input, each tick
@@ -70,7 +72,7 @@ use tokio_util::sync::CancellationToken;
 use crate::app::SharedState;
 use crate::config::Config;
 use crate::engine::Engine;
-use crate::engine::population::release_sweeps;
+use crate::engine::population::{force_next_sweep, release_sweeps};
 use crate::event::decode;
 use crate::kafka::producer::Outbox;
 use crate::kafka::worker::{self, Batch, Done, Work};
@@ -1006,15 +1008,23 @@ impl RebuildJob {
         }
         let started = Instant::now();
         let mut replayed = 0u64;
+        // Partitions with nothing committed (by index in `out`): nothing to
+        // replay, so they hold no sweep back.
+        let fresh: Vec<bool> = out
+            .keys()
+            .map(|p| !ends.keys().any(|k| k.1 == *p))
+            .collect();
         if !ends.is_empty() {
-            replayed = self.replay(&ends, &mut out)?;
+            replayed = self.replay(&ends, &fresh, &mut out)?;
         }
         for r in out.values_mut() {
             settle(&mut r.engine);
         }
-        // Nothing more comes for any of them: release every parked sweep.
+        // Sweeps every partition reached run now; one still parked waits,
+        // live, for the partitions committed at earlier event times (the
+        // engine thread's `settling`), so its population is the instance's.
         let mut engines: Vec<&mut Engine> = out.values_mut().map(|r| &mut r.engine).collect();
-        release_sweeps(&mut engines, |_| true);
+        release_sweeps(&mut engines, |i| fresh[i]);
         for e in engines {
             drop(e.take_alerts());
         }
@@ -1025,6 +1035,7 @@ impl RebuildJob {
     fn replay(
         &self,
         ends: &HashMap<(usize, i32), i64>,
+        fresh: &[bool],
         out: &mut BTreeMap<i32, Rebuilt>,
     ) -> Result<u64, ConsumeError> {
         let k = &self.cfg.kafka;
@@ -1091,12 +1102,24 @@ impl RebuildJob {
                     if out.values().all(|r| r.engine.sweep_pending().is_none()) {
                         continue;
                     }
-                    // Partitions replay through the same sweeps as live; one
-                    // done replaying holds none back.
-                    let parts: Vec<i32> = out.keys().copied().collect();
+                    // Partitions replay through the same sweeps as live. One
+                    // done replaying holds the others back too: it reaches
+                    // the sweep live, and the sweep's population must have
+                    // its customers (as before the restart). One with nothing
+                    // committed holds none back. Past MAX_PARKED buffered,
+                    // a sweep goes without the partitions behind.
                     let mut engines: Vec<&mut Engine> =
                         out.values_mut().map(|r| &mut r.engine).collect();
-                    release_sweeps(&mut engines, |i| !remaining.iter().any(|k| k.1 == parts[i]));
+                    release_sweeps(&mut engines, |i| fresh[i]);
+                    while engines.iter().any(|e| {
+                        e.sweep_pending().is_some() && e.buffered() >= super::worker::MAX_PARKED
+                    }) && force_next_sweep(&mut engines)
+                    {
+                        tracing::warn!(
+                            max_parked = super::worker::MAX_PARKED,
+                            "a partition buffered too much replaying while waiting at a daily sweep; released it without the partitions behind"
+                        );
+                    }
                     for e in engines {
                         drop(e.take_alerts());
                     }

@@ -230,6 +230,15 @@ struct TpTrack {
 struct Part {
     engine: Arc<Mutex<Engine>>,
     tps: [TpTrack; 3],
+    /// Rebuilt, and still applying what it replayed: parked at a daily sweep
+    /// that the other partitions have not reached yet (they were committed
+    /// at earlier event times). It waits for them, so the sweep's population
+    /// is the whole instance's, as it was before the restart. Its alerts
+    /// until then were emitted before the restart and are dropped; its live
+    /// events wait in `held` (in arrival order) until it is done.
+    settling: bool,
+    /// (topic index, arrival number, event) of live events held while `settling`.
+    held: VecDeque<(usize, u64, Event)>,
 }
 
 /// The engine thread's state. Start with [`spawn`].
@@ -295,7 +304,22 @@ impl Worker {
                     tp.next_offset = committed[i];
                     tp.checkpointed = committed[i];
                 }
-                self.parts.insert(partition, Part { engine, tps });
+                let settling = lock(&engine).sweep_pending().is_some();
+                if settling {
+                    tracing::info!(
+                        partition,
+                        "rebuilt partition waits at a daily sweep for the other partitions; its live events wait until it is past what it replayed"
+                    );
+                }
+                self.parts.insert(
+                    partition,
+                    Part {
+                        engine,
+                        tps,
+                        settling,
+                        held: VecDeque::new(),
+                    },
+                );
                 self.sweeps();
             }
             Work::Drop(ps) => {
@@ -419,20 +443,31 @@ impl Worker {
                             .with_label_values(&[topic_name, ev.kind.type_name()])
                     })
                     .inc();
-                match engine.ingest_from(m.topic, ev, seq) {
-                    Disposition::Late => self
-                        .metrics
-                        .events_late
-                        .with_label_values(&[topic_name])
-                        .inc(),
-                    Disposition::Duplicate => self
-                        .metrics
-                        .events_duplicate
-                        .with_label_values(&[topic_name])
-                        .inc(),
-                    Disposition::Buffered | Disposition::AfterUntil => {}
+                if part.settling {
+                    part.held.push_back((m.topic, seq, ev));
+                } else {
+                    self.ingest(engine, m.topic, ev, seq);
                 }
             }
+        }
+    }
+
+    /// Applies one live event to its (locked) engine, counting late and
+    /// duplicate ones.
+    fn ingest(&self, engine: &mut Engine, topic: usize, ev: Event, seq: u64) {
+        let topic_name = self.topics[topic].as_str();
+        match engine.ingest_from(topic, ev, seq) {
+            Disposition::Late => self
+                .metrics
+                .events_late
+                .with_label_values(&[topic_name])
+                .inc(),
+            Disposition::Duplicate => self
+                .metrics
+                .events_duplicate
+                .with_label_values(&[topic_name])
+                .inc(),
+            Disposition::Buffered | Disposition::AfterUntil => {}
         }
     }
 
@@ -441,11 +476,20 @@ impl Worker {
     /// While a partition is being rebuilt, sweeps wait for it. A partition
     /// parked with [`MAX_PARKED`] events buffered does not wait longer.
     fn sweeps(&mut self) {
-        let alerts = {
+        // A settling partition that is done takes its held events, which can
+        // park it (or another) at the next sweep: release again.
+        while self.sweeps_once() {}
+    }
+
+    /// One round of [`Self::sweeps`]; whether a settling partition got done
+    /// (and took its held events).
+    fn sweeps_once(&mut self) -> bool {
+        let (alerts, settled) = {
             let mut guards: Vec<_> = self.parts.values().map(|p| lock(&p.engine)).collect();
             if guards.iter().all(|e| e.sweep_pending().is_none()) {
-                return;
+                return false;
             }
+            let held: Vec<usize> = self.parts.values().map(|p| p.held.len()).collect();
             let mut engines: Vec<&mut Engine> = guards.iter_mut().map(|g| &mut **g).collect();
             let mut released = 0;
             if !self.rebuilding {
@@ -453,7 +497,8 @@ impl Worker {
             }
             while engines
                 .iter()
-                .any(|e| e.sweep_pending().is_some() && e.buffered() >= MAX_PARKED)
+                .zip(&held)
+                .any(|(e, h)| e.sweep_pending().is_some() && e.buffered() + h >= MAX_PARKED)
                 && force_next_sweep(&mut engines)
             {
                 released += 1;
@@ -465,11 +510,47 @@ impl Worker {
             if released > 0 {
                 tracing::debug!(released, partitions = engines.len(), "sweeps released");
             }
-            engines
-                .iter_mut()
-                .flat_map(|e| e.take_alerts())
-                .collect::<Vec<_>>()
+            let mut alerts = Vec::new();
+            let mut settled = Vec::new();
+            for ((p, part), e) in self.parts.iter().zip(engines.iter_mut()) {
+                let fired = e.take_alerts();
+                if !part.settling {
+                    alerts.extend(fired);
+                } else if e.sweep_pending().is_none() {
+                    // Past everything it replayed: what it raised on the
+                    // way was emitted before the restart.
+                    settled.push(*p);
+                }
+            }
+            (alerts, settled)
         };
+        self.alerts_out(alerts, Instant::now());
+        for p in &settled {
+            self.settle(*p);
+        }
+        !settled.is_empty()
+    }
+
+    /// A settling partition is past what it replayed: it takes its held
+    /// live events and goes on like any other.
+    fn settle(&mut self, p: i32) {
+        let Some(part) = self.parts.get_mut(&p) else {
+            return;
+        };
+        part.settling = false;
+        let held = std::mem::take(&mut part.held);
+        let engine = part.engine.clone();
+        tracing::info!(
+            partition = p,
+            held = held.len(),
+            "rebuilt partition is past what it replayed; live"
+        );
+        let mut e = lock(&engine);
+        for (topic, seq, ev) in held {
+            self.ingest(&mut e, topic, ev, seq);
+        }
+        let alerts = e.take_alerts();
+        drop(e);
         self.alerts_out(alerts, Instant::now());
     }
 
@@ -478,14 +559,15 @@ impl Worker {
     fn tick(&mut self, drained: &[(i32, usize)], idle: &[(i32, i64)]) {
         let mut alerts = Vec::new();
         for (p, t) in drained {
-            if let Some(part) = self.parts.get(p) {
+            if let Some(part) = self.parts.get(p).filter(|part| !part.settling) {
                 let mut e = lock(&part.engine);
                 e.source_idle(*t);
                 alerts.extend(e.take_alerts());
             }
         }
         for (p, idle_ms) in idle {
-            let Some(part) = self.parts.get(p) else {
+            // A settling partition's clock is its replayed events'.
+            let Some(part) = self.parts.get(p).filter(|part| !part.settling) else {
                 continue;
             };
             let mut e = lock(&part.engine);
@@ -520,7 +602,13 @@ impl Worker {
             // before its least pending arrival number are applied.
             let pending = lock(&part.engine).pending_min_seq_by_source();
             for (i, tp) in part.tps.iter_mut().enumerate() {
-                let first_pending = pending.get(i).copied().flatten();
+                // Held events are not applied either (the first held of a
+                // topic is its least: they are held in arrival order).
+                let held = part.held.iter().find(|h| h.0 == i).map(|h| h.1);
+                let first_pending = [pending.get(i).copied().flatten(), held]
+                    .into_iter()
+                    .flatten()
+                    .min();
                 while let Some(&(seq, _)) = tp.records.front() {
                     if first_pending.is_some_and(|m| seq >= m) {
                         break;
@@ -537,5 +625,120 @@ impl Worker {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{DAY_MS, HOUR_MS, format_ts};
+
+    fn usage(customer: &str, ts: Ts) -> String {
+        format!(
+            r#"{{"type":"usage","customer_id":"{customer}","action":"login","ts":"{}"}}"#,
+            format_ts(ts)
+        )
+    }
+
+    /// A rebuilt engine as the rebuild leaves it: coordinated, its replayed
+    /// events applied as far as the sweeps let it, three sources.
+    fn rebuilt(cfg: &Arc<Config>, lines: &[String], seq: &AtomicU64) -> Arc<Mutex<Engine>> {
+        let mut e = Engine::new(cfg.clone());
+        e.set_coordinated(true);
+        for l in lines {
+            let ev = decode(l.as_bytes(), &cfg.decode).expect("valid");
+            e.ingest(ev, seq.fetch_add(1, Ordering::Relaxed));
+        }
+        e.finish_replay();
+        drop(e.take_alerts());
+        e.set_sources(3);
+        Arc::new(Mutex::new(e))
+    }
+
+    fn batch(partition: i32, offset: i64, line: &str) -> Work {
+        let mut b = Batch::new(Instant::now());
+        b.push(0, partition, offset, None, line.as_bytes(), None);
+        Work::Batch(b)
+    }
+
+    /// A partition rebuilt past a daily sweep the other has not reached waits
+    /// for it there, holds its live events (and keeps them out of the
+    /// checkpoint) until it is past what it replayed, then applies them.
+    #[test]
+    fn a_partition_rebuilt_past_a_sweep_waits_for_the_others_and_holds_its_live_events() {
+        let cfg = Arc::new(Config::default());
+        let seq = Arc::new(AtomicU64::new(0));
+        let day1 = 20_000 * DAY_MS;
+        // Partition 0 was committed before day 1's sweep, partition 1 after it.
+        let a = rebuilt(&cfg, &[usage("a", day1 - 14 * HOUR_MS)], &seq);
+        let b = rebuilt(
+            &cfg,
+            &[
+                usage("b", day1 - 14 * HOUR_MS),
+                usage("b", day1 + 5 * HOUR_MS),
+            ],
+            &seq,
+        );
+        assert_eq!(lock(&a).sweep_pending(), None);
+        assert_eq!(lock(&b).sweep_pending(), Some(day1));
+        let (work_tx, work_rx) = mpsc::channel(8);
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel();
+        let (spare_tx, _spare_rx) = std::sync::mpsc::channel();
+        let metrics = Metrics::new().expect("metrics");
+        let engine_thread = spawn(
+            cfg.clone(),
+            metrics,
+            seq.clone(),
+            work_rx,
+            done_tx,
+            spare_tx,
+        )
+        .expect("spawn");
+        let send = |w: Work| work_tx.blocking_send(w).expect("engine thread runs");
+        let checkpoint = |done_rx: &mut mpsc::UnboundedReceiver<Done>| loop {
+            match done_rx.blocking_recv().expect("engine thread runs") {
+                Done::Checkpoint(c) => break c,
+                Done::Outputs(_) => {}
+            }
+        };
+        send(Work::Rebuilding(true));
+        send(Work::Live {
+            partition: 0,
+            engine: a.clone(),
+            committed: [Some(1), None, None],
+        });
+        send(Work::Live {
+            partition: 1,
+            engine: b.clone(),
+            committed: [Some(2), None, None],
+        });
+        send(Work::Rebuilding(false));
+        // Partition 1's live event is held: not in its engine, not checkpointed.
+        send(batch(1, 2, &usage("b", day1 + 6 * HOUR_MS)));
+        send(Work::Checkpoint);
+        assert!(
+            checkpoint(&mut done_rx).iter().all(|c| c.1 != 1),
+            "nothing of partition 1 is applied"
+        );
+        assert_eq!(lock(&b).stats().ingested, 2, "the live event is held");
+        assert_eq!(lock(&b).sweep_pending(), Some(day1));
+        // Partition 0 reaches day 1's sweep: both sweep with one population,
+        // partition 1 goes past what it replayed and takes its held event.
+        // (Its billing and feedback topics are drained.)
+        send(Work::Tick {
+            drained: vec![(0, 1), (0, 2)],
+            idle: vec![],
+        });
+        send(batch(0, 1, &usage("a", day1 + 3 * HOUR_MS)));
+        send(Work::Checkpoint);
+        let c = checkpoint(&mut done_rx);
+        assert_eq!(lock(&a).sweep_pending(), None);
+        assert_eq!(lock(&b).sweep_pending(), None);
+        assert_eq!(lock(&b).stats().ingested, 3, "the held event is applied");
+        // Still in the reorder buffer (the watermark is behind it): its
+        // offset is the checkpoint, nothing past it.
+        assert!(!c.iter().any(|&(_, p, o)| p == 1 && o > 2), "{c:?}");
+        drop(work_tx);
+        engine_thread.join().expect("engine thread ends");
     }
 }
