@@ -1327,3 +1327,192 @@ async fn kill_9_mid_stream_then_restart_loses_nothing_and_applies_nothing_twice(
     let status = block(|| svc.sigterm());
     assert!(status.success(), "final exit: {status:?}");
 }
+
+/// After a restart, partitions are committed at different event times. Here
+/// partition 0 is committed 8 h before a daily sweep and partition 1 8 h
+/// after it (at clean cuts: no message after the cut is older than it), as if
+/// a run had stopped there. Partition 1 replays past the sweep; it waits there
+/// live for partition 0 (settling, its live events held), so the sweep's
+/// population is both partitions' as in the backtest: every alert after the
+/// cuts, population-dependent ones and health scores included, is the
+/// backtest's, nothing is lost, and nothing replayed is emitted again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_committed_at_different_event_times_sweep_together_after_a_restart() {
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+    use rdkafka::{Offset, TopicPartitionList};
+
+    init_tracing();
+    let broker = TestBroker::start();
+    let Backlog {
+        toml,
+        engine,
+        summary,
+        expected,
+        cfg,
+    } = backlog_and_backtest(&broker, 7).await;
+    let topics = ["product.usage", "billing.events", "customer.feedback"];
+    // (topic, partition) -> event times in offset order; customer -> partition.
+    let mut ts: BTreeMap<(usize, i32), Vec<i64>> = BTreeMap::new();
+    let mut partition_of: BTreeMap<String, i32> = BTreeMap::new();
+    for (i, t) in topics.iter().enumerate() {
+        let recs = block(|| broker.read_all(t, 0, Duration::ZERO));
+        for r in recs {
+            let v = r.json();
+            let at = churnwatch::event::parse_ts(v["ts"].as_str().expect("ts")).expect("ts");
+            ts.entry((i, r.partition)).or_default().push(at);
+            partition_of.insert(v["customer_id"].as_str().expect("id").into(), r.partition);
+        }
+    }
+    let first = ts.values().flatten().copied().min().expect("events");
+    let sweep = (first / DAY_MS + 60) * DAY_MS;
+    // The first hour from `target` on that no message crosses in any topic
+    // of the partition, and where each topic-partition is cut.
+    let cut = |p: i32, target: i64| -> (i64, Vec<(usize, i64)>) {
+        (0..48)
+            .map(|h| target + h * HOUR_MS)
+            .find(|&c| {
+                ts.iter().filter(|(k, _)| k.1 == p).all(|(_, v)| {
+                    let first_after = v.iter().position(|t| *t >= c).unwrap_or(v.len());
+                    v[first_after..].iter().all(|t| *t >= c)
+                })
+            })
+            .map(|c| {
+                let offsets = ts
+                    .iter()
+                    .filter(|(k, _)| k.1 == p)
+                    .map(|(k, v)| {
+                        (
+                            k.0,
+                            v.iter().position(|t| *t >= c).unwrap_or(v.len()) as i64,
+                        )
+                    })
+                    .collect();
+                (c, offsets)
+            })
+            .expect("a clean cut within two days")
+    };
+    let (cut0, offsets0) = cut(0, sweep - 8 * HOUR_MS);
+    let (cut1, offsets1) = cut(1, sweep + 8 * HOUR_MS);
+    assert!(cut0 < sweep && cut1 > sweep, "cuts straddle the sweep");
+    let committer: BaseConsumer = broker
+        .client()
+        .set("group.id", "churnwatch-test")
+        .create()
+        .expect("committer");
+    let mut tpl = TopicPartitionList::new();
+    for (p, offsets) in [(0, &offsets0), (1, &offsets1)] {
+        for (i, o) in offsets {
+            tpl.add_partition_offset(topics[*i], p, Offset::Offset(*o))
+                .expect("tpl");
+        }
+    }
+    block(|| committer.commit(&tpl, CommitMode::Sync)).expect("commit");
+    drop(committer);
+
+    let dir = tempdir("straddle");
+    let cfg_path = dir.join("churnwatch.toml");
+    let log = dir.join("churnwatch.log");
+    std::fs::write(&cfg_path, &toml).expect("config");
+    let svc = block(|| Service::spawn(&cfg_path, &log));
+    let seen = |addr: &str| -> u64 {
+        http_get(addr, "/metrics", None).map_or(0, |(_, m)| {
+            [
+                metrics::EVENTS_REPLAYED,
+                metrics::EVENTS_CONSUMED,
+                metrics::EVENTS_REJECTED,
+            ]
+            .iter()
+            .map(|n| metric_sum(&m, n) as u64)
+            .sum()
+        })
+    };
+    let done = block(|| {
+        wait_for(Duration::from_secs(120), || {
+            (seen(&svc.addr) >= summary.events_read).then_some(())
+        })
+    });
+    assert!(done.is_some(), "not everything read; log {}", log.display());
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        text.contains("waits at a daily sweep") && text.contains("past what it replayed; live"),
+        "partition 1 did not wait at the sweep (settling); log {}",
+        log.display()
+    );
+
+    // Every backtest alert after the cuts (and the lateness that follows
+    // them), exactly; none that the backtest did not raise; nothing from
+    // before the cuts again.
+    let after = |customer: &str, time: i64| {
+        let c = if partition_of.get(customer) == Some(&0) {
+            cut0
+        } else {
+            cut1
+        };
+        time > c + cfg.allowed_lateness + HOUR_MS
+    };
+    let want: BTreeMap<String, serde_json::Value> = expected
+        .iter()
+        .filter(|a| after(&a.customer_id, a.time()))
+        .map(|a| (a.id(), a.to_value()))
+        .collect();
+    assert!(want.len() > 20, "too few alerts to compare: {}", want.len());
+    let mut got: BTreeMap<String, serde_json::Value> = BTreeMap::new();
+    block(|| {
+        wait_for(Duration::from_secs(60), || {
+            got = broker
+                .read_all("churnwatch.alerts", 0, Duration::ZERO)
+                .iter()
+                .map(|r| {
+                    let v = r.json();
+                    (v["id"].as_str().unwrap_or_default().to_string(), v)
+                })
+                .collect();
+            want.keys().all(|k| got.contains_key(k)).then_some(())
+        })
+    });
+    let differ: Vec<String> = want
+        .iter()
+        .filter(|(id, v)| got.get(*id) != Some(v))
+        .map(|(id, v)| {
+            format!(
+                "{id}: backtest {v}, service {:?}",
+                got.get(id).map(|g| g.to_string())
+            )
+        })
+        .collect();
+    assert!(
+        differ.is_empty(),
+        "{} of {} alerts after the cuts differ from the backtest: {:#?}; log {}",
+        differ.len(),
+        want.len(),
+        &differ[..differ.len().min(3)],
+        log.display()
+    );
+    let time_of = |v: &serde_json::Value| {
+        churnwatch::event::parse_ts(v["time"].as_str().unwrap_or_default()).unwrap_or(0)
+    };
+    let extra: Vec<&serde_json::Value> = got
+        .values()
+        .filter(|v| after(v["subject"].as_str().unwrap_or_default(), time_of(v)))
+        .filter(|v| !want.contains_key(v["id"].as_str().unwrap_or_default()))
+        .collect();
+    assert!(
+        extra.is_empty(),
+        "alerts the backtest never raised: {extra:#?}"
+    );
+    let before_cuts = got
+        .values()
+        .filter(|v| {
+            let c = if partition_of.get(v["subject"].as_str().unwrap_or_default()) == Some(&0) {
+                cut0
+            } else {
+                cut1
+            };
+            time_of(v) < c - cfg.allowed_lateness - DAY_MS
+        })
+        .count();
+    assert_eq!(before_cuts, 0, "alerts of replayed events emitted again");
+    block(|| assert_business_gauges_match(&svc.addr, &engine));
+    let status = block(|| svc.sigterm());
+    assert!(status.success(), "exit: {status:?}");
+}
