@@ -680,6 +680,20 @@ struct Backlog {
 
 const PARTITIONS: i32 = 2;
 
+/// Input messages a running service has read: replayed, consumed or rejected.
+fn events_read(addr: &str) -> u64 {
+    http_get(addr, "/metrics", None).map_or(0, |(_, m)| {
+        [
+            metrics::EVENTS_REPLAYED,
+            metrics::EVENTS_CONSUMED,
+            metrics::EVENTS_REJECTED,
+        ]
+        .iter()
+        .map(|n| metric_sum(&m, n) as u64)
+        .sum()
+    })
+}
+
 async fn backlog_and_backtest(broker: &TestBroker, seed: u64) -> Backlog {
     use churnwatch::alert::AlertEvent;
     use churnwatch::generate::{GenerateOptions, generate_to_vec};
@@ -1143,19 +1157,9 @@ async fn kill_9_mid_stream_then_restart_loses_nothing_and_applies_nothing_twice(
     // Third run: left to finish; it rebuilds what the others committed, then
     // reads the rest.
     let svc = block(|| Service::spawn(&cfg, &log));
-    let seen = |addr: &str| {
-        [
-            metrics::EVENTS_REPLAYED,
-            metrics::EVENTS_CONSUMED,
-            metrics::EVENTS_REJECTED,
-        ]
-        .iter()
-        .map(|m| counter(addr, m))
-        .sum::<u64>()
-    };
     let done = block(|| {
         wait_for(Duration::from_secs(120), || {
-            (seen(&svc.addr) >= summary.events_read).then_some(())
+            (events_read(&svc.addr) >= summary.events_read).then_some(())
         })
     });
     if done.is_none() {
@@ -1173,7 +1177,7 @@ async fn kill_9_mid_stream_then_restart_loses_nothing_and_applies_nothing_twice(
             .collect();
         panic!(
             "the last run read {} of {} events; committed {}; log {}; {lines:#?}",
-            seen(&svc.addr),
+            events_read(&svc.addr),
             summary.events_read,
             committed(),
             log.display()
@@ -1414,21 +1418,9 @@ async fn partitions_committed_at_different_event_times_sweep_together_after_a_re
     let log = dir.join("churnwatch.log");
     std::fs::write(&cfg_path, &toml).expect("config");
     let svc = block(|| Service::spawn(&cfg_path, &log));
-    let seen = |addr: &str| -> u64 {
-        http_get(addr, "/metrics", None).map_or(0, |(_, m)| {
-            [
-                metrics::EVENTS_REPLAYED,
-                metrics::EVENTS_CONSUMED,
-                metrics::EVENTS_REJECTED,
-            ]
-            .iter()
-            .map(|n| metric_sum(&m, n) as u64)
-            .sum()
-        })
-    };
     let done = block(|| {
         wait_for(Duration::from_secs(120), || {
-            (seen(&svc.addr) >= summary.events_read).then_some(())
+            (events_read(&svc.addr) >= summary.events_read).then_some(())
         })
     });
     assert!(done.is_some(), "not everything read; log {}", log.display());
