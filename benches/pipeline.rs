@@ -89,13 +89,18 @@ fn busiest(
         .join(", ")
 }
 
-fn vm_rss_bytes() -> u64 {
+/// A `/proc/self/status` size in bytes (`VmRSS:`, `VmHWM:`).
+fn status_bytes(field: &str) -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .map_or(0, |kb| kb * 1024)
+}
+
+fn vm_rss_bytes() -> u64 {
+    status_bytes("VmRSS:")
 }
 
 fn config(brokers: &str, group: &str) -> Config {
@@ -323,12 +328,13 @@ fn memory_child(path: &str) {
         );
     }
     println!(
-        "{} {} {} {} {:.1}",
+        "{} {} {} {} {:.1} {}",
         before,
         after,
         engine.customer_count(),
         engine.state_bytes(),
-        started.elapsed().as_secs_f64()
+        started.elapsed().as_secs_f64(),
+        status_bytes("VmHWM:")
     );
 }
 
@@ -369,20 +375,21 @@ fn memory(customers: u32) {
         .split_whitespace()
         .filter_map(|x| x.parse().ok())
         .collect();
-    let [before, after, n, state, secs] = f[..] else {
+    let [before, after, n, state, secs, peak] = f[..] else {
         panic!(
             "memory child failed: {text} {}",
             String::from_utf8_lossy(&out.stderr)
         );
     };
     println!(
-        "memory (engine via the backtest path, one process): VmRSS {:.0} MB before, {:.0} MB after {} customers ({:.1} s); {:.0} bytes/customer RSS, {:.0} bytes/customer by state_bytes()",
+        "memory (engine via the backtest path, one process): VmRSS {:.0} MB before, {:.0} MB after {} customers ({:.1} s); {:.0} bytes/customer RSS, {:.0} bytes/customer by state_bytes(); peak (VmHWM, during a daily sweep) {:.0} bytes/customer",
         before / 1e6,
         after / 1e6,
         n,
         secs,
         (after - before) / n,
-        state / n
+        state / n,
+        (peak - before) / n
     );
 }
 

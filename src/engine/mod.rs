@@ -1386,7 +1386,10 @@ impl Engine {
                 self.dedup.remove(&key);
             }
         }
+        // The weekly totals are a sweep's only (~120 bytes per customer):
+        // not kept between sweeps.
         self.week_cache_day = i32::MIN;
+        self.week_cache = Vec::new();
     }
 
     /// Raw population values of this engine's customers for a sweep at `now`,

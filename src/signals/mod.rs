@@ -189,8 +189,9 @@ pub struct Ctx<'a> {
 /// window signals.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct WeekTotals {
-    /// Usage events per week.
-    pub events: [u64; 9],
+    /// Usage events per week (saturating: the sweep keeps one of these per
+    /// customer, so 32 bits, not 64).
+    pub events: [u32; 9],
     /// Distinct users per week, once any usage event named a user.
     pub seats: Option<[u32; 9]>,
 }
@@ -209,7 +210,8 @@ impl WeekTotals {
         Self {
             events: std::array::from_fn(|k| {
                 let k = k as i32;
-                c.activity.events(today - 7 * (k + 1), today - 7 * k)
+                let n = c.activity.events(today - 7 * (k + 1), today - 7 * k);
+                u32::try_from(n).unwrap_or(u32::MAX)
             }),
             seats: None,
         }
