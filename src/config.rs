@@ -251,8 +251,6 @@ pub struct Config {
     pub dunning_grace: Ts,
     /// Dormant after, ms (default 30d).
     pub dormant_after: Ts,
-    /// Key features (default none).
-    pub key_features: Vec<String>,
     /// Rolling window of business metrics, ms (default 30d).
     pub metrics_window: Ts,
     /// Risk `high` below (default 40).
@@ -278,6 +276,12 @@ impl Default for Config {
 }
 
 impl Config {
+    /// Key features (default none); kept in [`DecodeConfig::key_features`],
+    /// where decoding a usage event looks them up.
+    pub fn key_features(&self) -> &[String] {
+        &self.decode.key_features
+    }
+
     /// Tunables of `kind` for a customer on `plan`.
     pub fn alert(&self, kind: AlertKind, plan: Option<&str>) -> &AlertParams {
         if let Some(p) = plan.and_then(|p| self.plan_alerts.get(p)) {
@@ -594,13 +598,12 @@ impl RawConfig {
             decode: DecodeConfig {
                 reporting_currency,
                 currency_rates,
-                key_features: key_features.clone(),
+                key_features,
             },
             allowed_lateness,
             dedup_horizon,
             dunning_grace,
             dormant_after,
-            key_features,
             metrics_window,
             risk_high_below,
             risk_medium_below,
@@ -700,7 +703,7 @@ mod tests {
         assert_eq!(c.dedup_horizon, 24 * HOUR_MS);
         assert_eq!(c.dunning_grace, 14 * DAY_MS);
         assert_eq!(c.dormant_after, 30 * DAY_MS);
-        assert!(c.key_features.is_empty());
+        assert!(c.key_features().is_empty());
         assert_eq!(c.decode.reporting_currency, "USD");
         assert_eq!(c.kafka.usage_topic, "product.usage");
         assert_eq!(c.kafka.dlq_topic, "churnwatch.dlq");
@@ -792,8 +795,7 @@ mod tests {
         .unwrap();
         let c = raw.validate().unwrap();
         assert_eq!(c.kafka.rebuild_hold_max, 4096);
-        assert_eq!(c.key_features, vec!["reports", "exports"]);
-        assert_eq!(c.decode.key_features, c.key_features);
+        assert_eq!(c.key_features(), ["reports", "exports"]);
         assert_eq!(c.dunning_grace, 7 * DAY_MS);
         assert_eq!(c.decode.currency_rates.get("EUR"), Some(&1.08));
         assert_eq!(

@@ -1443,12 +1443,15 @@ async fn partitions_committed_at_different_event_times_sweep_together_after_a_re
     // Every backtest alert after the cuts (and the lateness that follows
     // them), exactly; none that the backtest did not raise; nothing from
     // before the cuts again.
-    let after = |customer: &str, time: i64| {
-        let c = if partition_of.get(customer) == Some(&0) {
+    let cut_of = |customer: &str| {
+        if partition_of.get(customer) == Some(&0) {
             cut0
         } else {
             cut1
-        };
+        }
+    };
+    let after = |customer: &str, time: i64| {
+        let c = cut_of(customer);
         time > c + cfg.allowed_lateness + HOUR_MS
     };
     let want: BTreeMap<String, serde_json::Value> = expected
@@ -1504,11 +1507,7 @@ async fn partitions_committed_at_different_event_times_sweep_together_after_a_re
     let before_cuts = got
         .values()
         .filter(|v| {
-            let c = if partition_of.get(v["subject"].as_str().unwrap_or_default()) == Some(&0) {
-                cut0
-            } else {
-                cut1
-            };
+            let c = cut_of(v["subject"].as_str().unwrap_or_default());
             time_of(v) < c - cfg.allowed_lateness - DAY_MS
         })
         .count();

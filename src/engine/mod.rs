@@ -888,7 +888,7 @@ impl Engine {
                 quantity,
             } => {
                 let kf_ix = key_feature.map(usize::from);
-                let n_kf = self.cfg.key_features.len();
+                let n_kf = self.cfg.key_features().len();
                 let c = &mut self.customers[ix as usize];
                 let before = (c.last_usage, c.gap_count);
                 c.record_usage(ts, quantity, user_hash, today);
@@ -1120,7 +1120,7 @@ impl Engine {
                 params,
                 firing,
                 dunning_grace: self.cfg.dunning_grace,
-                key_features: &self.cfg.key_features,
+                key_features: self.cfg.key_features(),
                 weeks,
             };
             let finding = if params.enabled {
@@ -1212,7 +1212,7 @@ impl Engine {
             params: self.cfg.alert(AlertKind::Inactivity, plan),
             firing: false,
             dunning_grace: self.cfg.dunning_grace,
-            key_features: &self.cfg.key_features,
+            key_features: self.cfg.key_features(),
             weeks: None,
         };
         health::score(
@@ -1258,7 +1258,7 @@ impl Engine {
                 params: inact,
                 firing: false,
                 dunning_grace: self.cfg.dunning_grace,
-                key_features: &self.cfg.key_features,
+                key_features: self.cfg.key_features(),
                 weeks: None,
             };
             let (allowed, _, _) = signals::inactivity::allowed_gap(c, &ctx);
@@ -1337,10 +1337,6 @@ impl Engine {
     /// Daily: population context, window signals, pruning.
     fn sweep(&mut self, now: Ts, pop: &InstancePopulation) {
         let today = day_of(now);
-        // Weekly totals sampled for another day (or dropped) are not used.
-        if self.week_cache_day != today {
-            self.week_cache_day = i32::MIN;
-        }
         self.set_population(pop);
         let kinds = [
             AlertKind::EngagementDrop,
@@ -1610,8 +1606,7 @@ impl Engine {
                     "from": format_ts(from as Ts * DAY_MS),
                     "to": format_ts(to as Ts * DAY_MS),
                     "events": c.activity.events(from, to),
-                    // `+ 0.0`: a sum that cancels out prints 0, not -0.
-                    "quantity": (c.activity.quantity(from, to) * 100.0).round() / 100.0 + 0.0,
+                    "quantity": crate::signals::r2(c.activity.quantity(from, to)),
                     "active_days": c.activity.active_days(from, to),
                     "active_users": c.seats().map_or(0, |s| s.distinct(from, to)),
                 })

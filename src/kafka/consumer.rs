@@ -72,7 +72,7 @@ use tokio_util::sync::CancellationToken;
 use crate::app::SharedState;
 use crate::config::Config;
 use crate::engine::Engine;
-use crate::engine::population::{force_next_sweep, release_sweeps};
+use crate::engine::population::release_sweeps;
 use crate::event::decode;
 use crate::kafka::producer::Outbox;
 use crate::kafka::worker::{self, Batch, Done, Work};
@@ -1111,15 +1111,7 @@ impl RebuildJob {
                     let mut engines: Vec<&mut Engine> =
                         out.values_mut().map(|r| &mut r.engine).collect();
                     release_sweeps(&mut engines, |i| fresh[i]);
-                    while engines.iter().any(|e| {
-                        e.sweep_pending().is_some() && e.buffered() >= super::worker::MAX_PARKED
-                    }) && force_next_sweep(&mut engines)
-                    {
-                        tracing::warn!(
-                            max_parked = super::worker::MAX_PARKED,
-                            "a partition buffered too much replaying while waiting at a daily sweep; released it without the partitions behind"
-                        );
-                    }
+                    worker::release_overfull(&mut engines, &[], "replay");
                     for e in engines {
                         drop(e.take_alerts());
                     }

@@ -40,6 +40,26 @@ use crate::metrics::Metrics;
 /// Tansu skipped messages).
 pub const MAX_PARKED: usize = 200_000;
 
+/// Releases, without the partitions behind, each sweep that an engine waits
+/// at with [`MAX_PARKED`] or more events buffered (plus `held[i]` events
+/// held outside engine `i`), warning each time; returns how many.
+pub(crate) fn release_overfull(engines: &mut [&mut Engine], held: &[usize], phase: &str) -> usize {
+    let mut released = 0;
+    while engines.iter().enumerate().any(|(i, e)| {
+        e.sweep_pending().is_some()
+            && e.buffered() + held.get(i).copied().unwrap_or(0) >= MAX_PARKED
+    }) && force_next_sweep(engines)
+    {
+        released += 1;
+        tracing::warn!(
+            max_parked = MAX_PARKED,
+            phase,
+            "a partition buffered too much waiting at a daily sweep; released it without the partitions behind"
+        );
+    }
+    released
+}
+
 /// One input message in a [`Batch`]: where it came from and what it holds.
 #[derive(Debug)]
 pub struct Msg {
@@ -495,18 +515,7 @@ impl Worker {
             if !self.rebuilding {
                 released = release_sweeps(&mut engines, |_| false);
             }
-            while engines
-                .iter()
-                .zip(&held)
-                .any(|(e, h)| e.sweep_pending().is_some() && e.buffered() + h >= MAX_PARKED)
-                && force_next_sweep(&mut engines)
-            {
-                released += 1;
-                tracing::warn!(
-                    max_parked = MAX_PARKED,
-                    "a partition buffered too much waiting at a daily sweep; released it without the partitions behind"
-                );
-            }
+            released += release_overfull(&mut engines, &held, "live");
             if released > 0 {
                 tracing::debug!(released, partitions = engines.len(), "sweeps released");
             }

@@ -249,6 +249,12 @@ pub(crate) fn r1(x: f64) -> f64 {
     (x * 10.0).round() / 10.0
 }
 
+/// Rounds to two decimals (`+ 0.0` turns -0.0 into 0.0: a sum that cancels
+/// out prints 0).
+pub(crate) fn r2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0 + 0.0
+}
+
 /// Rounds to three decimals for evidence (`+ 0.0` turns -0.0 into 0.0), so
 /// that values equal to three decimals print the same however they were summed.
 pub(crate) fn r3(x: f64) -> f64 {
