@@ -1478,8 +1478,13 @@ async fn partitions_committed_at_different_event_times_sweep_together_after_a_re
         .iter()
         .filter(|(id, v)| got.get(*id) != Some(v))
         .map(|(id, v)| {
+            let same: Vec<String> = got
+                .values()
+                .filter(|g| g["subject"] == v["subject"] && g["data"]["alert"] == v["data"]["alert"])
+                .map(|g| g.to_string())
+                .collect();
             format!(
-                "{id}: backtest {v}, service {:?}",
+                "{id}: backtest {v}, service {:?}; the service's alerts of that kind for that customer: {same:#?}",
                 got.get(id).map(|g| g.to_string())
             )
         })

@@ -299,6 +299,24 @@ pub const LIFECYCLES: [&str; 6] = [
 /// Risk bands.
 pub const RISKS: [&str; 3] = ["low", "medium", "high"];
 
+/// What a customer's timer evaluates: every alert but those judged at the
+/// daily sweep ([`SWEEP_KINDS`]).
+const TIMER_KINDS: [AlertKind; 6] = [
+    AlertKind::Inactivity,
+    AlertKind::KeyFeatureUnused,
+    AlertKind::Downgrade,
+    AlertKind::PaymentFailed,
+    AlertKind::Churned,
+    AlertKind::Detractor,
+];
+
+/// The window alerts, judged at the daily sweep.
+const SWEEP_KINDS: [AlertKind; 3] = [
+    AlertKind::EngagementDrop,
+    AlertKind::SeatContraction,
+    AlertKind::SupportSpike,
+];
+
 /// The engine.
 pub struct Engine {
     cfg: Arc<Config>,
@@ -1327,10 +1345,21 @@ impl Engine {
             }
         }
         let churn_ts = at;
+        // A churn ends every alert at once. Otherwise only the alerts that a
+        // deadline can change: the window alerts (engagement, seats, support
+        // load) change as days pass and are judged at the daily sweep and on
+        // their own events. Judging them at a timer too would tie them to when
+        // the timer was set, which depends on the population of that moment,
+        // and so on when the service last restarted.
+        let kinds: &[AlertKind] = if facts.is_empty() {
+            &TIMER_KINDS
+        } else {
+            &AlertKind::ALL
+        };
         for f in facts {
             self.ledger.record(churn_ts, ix, f);
         }
-        self.evaluate(ix, &AlertKind::ALL, at);
+        self.evaluate(ix, kinds, at);
         self.schedule(ix);
     }
 
@@ -1338,11 +1367,7 @@ impl Engine {
     fn sweep(&mut self, now: Ts, pop: &InstancePopulation) {
         let today = day_of(now);
         self.set_population(pop);
-        let kinds = [
-            AlertKind::EngagementDrop,
-            AlertKind::SeatContraction,
-            AlertKind::SupportSpike,
-        ];
+        let kinds = SWEEP_KINDS;
         let mut live_timers = 0;
         for ix in 0..self.customers.len() as u32 {
             let c = &self.customers[ix as usize];

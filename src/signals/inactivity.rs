@@ -10,28 +10,50 @@ use crate::event::{DAY_MS, Ts, format_ts};
 /// A gap this many times the longest recent one is always allowed.
 pub const LONGEST_GAP_FACTOR: f64 = 2.0;
 
+/// The gap the inactivity rhythm's prior adds to a customer's own ones.
+pub const PRIOR_GAP_DAYS: f64 = 3.0;
+
 /// The longest gap without usage that is still normal for `c`, in ms.
 ///
-/// Gaps between active days are modelled as geometric with the customer's
-/// mean recent gap (the population's 90th percentile, or what the customer
-/// showed so far if longer, while it has fewer than `min_baseline` gaps); the
-/// allowed gap is the one that a normal rhythm exceeds with probability
-/// 10^-`fire`. It is never below 1.5 x the longest recent gap the customer
-/// came back from (times [`LONGEST_GAP_FACTOR`]), nor below `window`; while the whole population is quiet it
-/// stretches by 1 / the population's activity factor.
+/// With at least `min_baseline` recent gaps between active days, the days
+/// beyond the first of a gap are modelled as exponential with a rate that is
+/// itself uncertain: a Gamma posterior from those gaps plus one gap of
+/// [`PRIOR_GAP_DAYS`] as the prior. The gap a normal rhythm
+/// exceeds with probability 10^-`fire` under that posterior predictive
+/// (Lomax: P(G - 1 > x) = (b / (b + x))^a, a = 1 + n, b = the gaps' days
+/// beyond the first + the prior's) is the allowed one. Twelve gaps do not pin
+/// a rhythm down, so this is longer than a point estimate would allow, more
+/// so for a customer whose gaps vary or who has few of them. With fewer gaps,
+/// the population's 90th percentile (or what the customer showed so far, if
+/// longer) is the mean of a geometric gap. It is never below
+/// [`LONGEST_GAP_FACTOR`] x the longest recent gap the customer came back
+/// from, nor below `window`; while the whole population is quiet it stretches
+/// by 1 / the population's activity factor.
 pub fn allowed_gap(c: &Customer, ctx: &Ctx<'_>) -> (Ts, f64, &'static str) {
     let p = ctx.params;
-    let (typical, basis) = match c.typical_gap_days(p.min_baseline as usize) {
-        Some(g) => (g, "own"),
-        None => (
-            ctx.pop.typical_gap_days.max(c.observed_gap_days(ctx.now)),
-            "population",
-        ),
-    };
-    let tail = if typical <= 1.0 {
-        1.0
-    } else {
-        1.0 + (p.fire * std::f64::consts::LN_10) / -(1.0 - 1.0 / typical).ln()
+    let odds = p.fire * std::f64::consts::LN_10;
+    // The prior's gap: a long weekend (3 days, 2 beyond the first), the same
+    // for every customer and moment, so a deadline does not move with the
+    // population (a restart must schedule what a replay schedules).
+    let prior = PRIOR_GAP_DAYS - 1.0;
+    let (tail, typical, basis) = match c.recent_gaps(p.min_baseline as usize) {
+        Some((n, beyond_first)) => {
+            let a = 1.0 + n as f64;
+            let b = beyond_first + prior;
+            // b (10^(fire / a) - 1), written with exp_m1 for small fire / a.
+            let x = b * (odds / a).exp_m1();
+            let typical = 1.0 + beyond_first / n as f64;
+            (1.0 + x, typical, "own")
+        }
+        None => {
+            let typical = ctx.pop.typical_gap_days.max(c.observed_gap_days(ctx.now));
+            let tail = if typical <= 1.0 {
+                1.0
+            } else {
+                1.0 + odds / -(1.0 - 1.0 / typical).ln()
+            };
+            (tail, typical, "population")
+        }
     };
     let longest = c.longest_recent_gap().unwrap_or(0.0);
     let quiet = ctx.pop.activity_factor.clamp(0.25, 1.0);
