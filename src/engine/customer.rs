@@ -420,12 +420,8 @@ impl Customer {
     /// Typical gap between active days, in days: the mean of the recent gaps.
     /// `None` with fewer than `min_gaps` gaps.
     pub fn typical_gap_days(&self, min_gaps: usize) -> Option<f64> {
-        let n = usize::from(self.gap_count).min(GAP_SLOTS);
-        if n < min_gaps.max(1) {
-            return None;
-        }
-        let sum: u32 = self.gaps[..n].iter().map(|g| u32::from(*g)).sum();
-        Some((f64::from(sum) / n as f64).max(1.0))
+        self.recent_gaps(min_gaps)
+            .map(|(n, beyond_first)| 1.0 + beyond_first / n as f64)
     }
 
     /// The recent gaps between active days, when there are at least

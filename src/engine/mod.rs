@@ -1367,14 +1367,13 @@ impl Engine {
     fn sweep(&mut self, now: Ts, pop: &InstancePopulation) {
         let today = day_of(now);
         self.set_population(pop);
-        let kinds = SWEEP_KINDS;
         let mut live_timers = 0;
         for ix in 0..self.customers.len() as u32 {
             let c = &self.customers[ix as usize];
             let active_recently =
                 c.last_usage != NEVER && day_of(c.last_usage) > today - window::HORIZON_DAYS;
             if active_recently || !c.firing.is_empty() || c.feedback.is_some() {
-                self.evaluate(ix, &kinds, now);
+                self.evaluate(ix, &SWEEP_KINDS, now);
             }
             let c = &mut self.customers[ix as usize];
             c.activity.prune(today);
@@ -1788,7 +1787,16 @@ fn resolved_summary(kind: AlertKind) -> &'static str {
 
 #[cfg(test)]
 mod storage_tests {
-    use super::{Ids, Timer};
+    use super::{Ids, SWEEP_KINDS, TIMER_KINDS, Timer};
+    use crate::signals::AlertKind;
+
+    #[test]
+    fn timer_and_sweep_kinds_are_every_alert_once_in_order() {
+        let mut both: Vec<AlertKind> = TIMER_KINDS.iter().chain(&SWEEP_KINDS).copied().collect();
+        both.sort_by_key(|k| *k as u8);
+        assert_eq!(both, AlertKind::ALL);
+        assert!(TIMER_KINDS.is_sorted_by_key(|k| *k as u8));
+    }
 
     #[test]
     fn timers_order_as_deadline_then_customer() {

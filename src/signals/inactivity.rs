@@ -42,8 +42,8 @@ pub fn allowed_gap(c: &Customer, ctx: &Ctx<'_>) -> (Ts, f64, &'static str) {
             let b = beyond_first + prior;
             // b (10^(fire / a) - 1), written with exp_m1 for small fire / a.
             let x = b * (odds / a).exp_m1();
-            let typical = 1.0 + beyond_first / n as f64;
-            (1.0 + x, typical, "own")
+            // The mean gap, as `Customer::typical_gap_days` gives it.
+            (1.0 + x, 1.0 + beyond_first / n as f64, "own")
         }
         None => {
             let typical = ctx.pop.typical_gap_days.max(c.observed_gap_days(ctx.now));
