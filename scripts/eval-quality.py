@@ -73,39 +73,81 @@ KINDS = ["engagement_drop", "inactivity", "seat_contraction", "key_feature_unuse
          "downgrade", "payment_failed", "churned", "detractor", "support_spike"]
 
 
-def precision_recall(alerts, labels):
+LEADING = {"engagement_drop", "inactivity", "seat_contraction", "key_feature_unused",
+           "detractor", "support_spike", "downgrade", "payment_failed"}
+EARLY_WARNING_DAYS = 60
+
+
+def pct(xs, q):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * (len(xs) - 1) + 0.5))] if xs else float("nan")
+
+
+def precision_recall(alerts, labels, show_fp=0):
+    """Per alert: precision, recall, healthy customers alerted, detection
+    delay. A firing is right when it is a labelled alert of the customer that
+    starts within the label's detect_within_days (default 14) after its onset
+    (churned: after churn_at), or an early warning: a leading signal of a
+    customer that churns within 60 days after it starts."""
     by_customer = defaultdict(list)
     for l in labels:
         by_customer[l["customer_id"]].append(l)
 
-    def hit(d):
+    def match(d):
         for l in by_customer.get(d["customer_id"], []):
             onset = ts(l["churn_at"]) if d["alert"] == "churned" and l["churn_at"] else ts(l["onset"])
-            if d["alert"] in l["alerts"] and onset <= ts(d["starts_at"]) <= onset + timedelta(days=14):
-                return True
+            within = timedelta(days=l.get("detect_within_days", 14))
+            if d["alert"] in l["alerts"] and onset <= ts(d["starts_at"]) <= onset + within:
+                return l, onset
+        return None, None
+
+    def early(d):
+        for l in by_customer.get(d["customer_id"], []):
+            if d["alert"] in LEADING and l["churn_at"]:
+                c = ts(l["churn_at"])
+                if c - timedelta(days=EARLY_WARNING_DAYS) <= ts(d["starts_at"]) <= c:
+                    return True
         return False
 
     worst = 1.0
+    rows = []
     for kind in KINDS:
         fired = [a["data"] for a in alerts
                  if a["data"]["alert"] == kind and a["data"]["status"] == "firing"]
-        hits = [d for d in fired if hit(d)]
+        matched = [(d, *match(d)) for d in fired]
+        right = [d for d, l, _ in matched if l is not None or early(d)]
+        wrong = [d for d, l, _ in matched if l is None and not early(d)]
         expected = [l for l in labels if kind in l["alerts"]]
-        found_ids = {d["customer_id"] for d in hits}
-        found = sum(1 for l in expected if l["customer_id"] in found_ids)
-        p = len(hits) / len(fired) if fired else 1.0
+        delay = {}
+        for d, l, onset in matched:
+            if l is not None:
+                key = (l["customer_id"], l["onset"])
+                dd = (ts(d["starts_at"]) - onset).total_seconds() / 86400
+                delay[key] = min(delay.get(key, dd), dd)
+        found = len(delay)
+        healthy = {d["customer_id"] for d in wrong if d["customer_id"] not in by_customer}
+        p = len(right) / len(fired) if fired else 1.0
         r = found / len(expected) if expected else 1.0
         worst = min(worst, p, r)
-        print(f"{kind:20} fired {len(fired):4} tp {len(hits):4} precision {p:.3f} | "
-              f"expected {len(expected):4} found {found:4} recall {r:.3f}")
+        ds = list(delay.values())
+        rows.append(healthy)
+        print(f"{kind:20} fired {len(fired):4} right {len(right):4} precision {p:.3f} | "
+              f"expected {len(expected):4} found {found:4} recall {r:.3f} | healthy alerted {len(healthy):3} | "
+              f"delay median {pct(ds, 0.5):5.1f} p90 {pct(ds, 0.9):5.1f} d")
+        for d in wrong[:show_fp]:
+            ls = by_customer.get(d["customer_id"], [])
+            print(f"    wrong: {d['customer_id']} {d['starts_at']} [{','.join(l['story'] for l in ls) or 'healthy'}] {d['summary']}")
+    any_healthy = set().union(*rows)
+    print(f"healthy customers with any wrong alert: {len(any_healthy)}")
     print(f"worst {worst:.3f}")
 
 
 def main(argv):
     if len(argv) >= 5 and argv[1] == "auc":
         health_auc(load(argv[2]), load(argv[3]), ts(argv[4]), "--by-story" in argv[5:])
-    elif len(argv) == 4 and argv[1] == "pr":
-        precision_recall(load(argv[2]), load(argv[3]))
+    elif len(argv) >= 4 and argv[1] == "pr":
+        show = int(argv[4]) if len(argv) > 4 else 0
+        precision_recall(load(argv[2]), load(argv[3]), show)
     else:
         sys.exit(__doc__)
 

@@ -1435,6 +1435,17 @@ impl Engine {
             let t = WeekTotals::of(c, today);
             cache[ix] = Some(t);
             let acc = per_plan.entry(Self::plan_of(c)).or_default();
+            let horizon = window::HORIZON_DAYS as usize - 2;
+            if acc.daily.is_empty() {
+                acc.daily.resize(horizon, 0);
+            }
+            for b in c.activity.buckets() {
+                if let Ok(i) = usize::try_from(today - 1 - b.day) {
+                    if i < horizon {
+                        acc.daily[i] += u64::from(b.events);
+                    }
+                }
+            }
             let current = t.events[0] as f64;
             acc.weekly.push(current);
             let mut w = c.baseline_weeks_by_index(today, |k| t.events[k] as f64);

@@ -35,6 +35,9 @@ pub(super) struct Acc {
     pub(super) fortnight_ratios: Vec<f64>,
     pub(super) gaps: Vec<f64>,
     pub(super) weekly: Vec<f64>,
+    /// Events of all sampled customers per day, index 0 = the day before
+    /// the sweep (integers: the sum does not depend on the order of merging).
+    pub(super) daily: Vec<u64>,
 }
 
 impl Acc {
@@ -44,6 +47,12 @@ impl Acc {
         self.fortnight_ratios.extend_from_slice(&o.fortnight_ratios);
         self.gaps.extend_from_slice(&o.gaps);
         self.weekly.extend_from_slice(&o.weekly);
+        if self.daily.len() < o.daily.len() {
+            self.daily.resize(o.daily.len(), 0);
+        }
+        for (a, b) in self.daily.iter_mut().zip(&o.daily) {
+            *a += b;
+        }
     }
 
     fn build(mut self) -> Population {
@@ -68,10 +77,32 @@ impl Acc {
                 d.typical_gap_days
             },
             weekly_events_quantiles: quantiles,
+            daily_factors: daily_factors(&self.daily),
             customers: n,
         }
     }
 }
+
+/// Per day (index 0 = yesterday, up to [`DAILY_FACTOR_DAYS`]) the base's
+/// events against the median of the same weekday in the (up to) five weeks
+/// before, capped at 1: a holiday that everyone shares shows as a factor
+/// below 1 on its days, whatever each customer's own rhythm.
+fn daily_factors(daily: &[u64]) -> Vec<f64> {
+    (0..DAILY_FACTOR_DAYS.min(daily.len()))
+        .map(|d| {
+            let mut refs: Vec<f64> = (1..=5)
+                .filter_map(|k| daily.get(d + 7 * k).map(|&x| x as f64))
+                .collect();
+            match median(&mut refs) {
+                Some(m) if m >= 1.0 && refs.len() >= 2 => (daily[d] as f64 / m).min(1.0),
+                _ => 1.0,
+            }
+        })
+        .collect()
+}
+
+/// Days of [`Population::daily_factors`].
+pub const DAILY_FACTOR_DAYS: usize = 28;
 
 fn quantile(v: &mut [f64], q: f64) -> Option<f64> {
     if v.is_empty() {

@@ -258,6 +258,25 @@ impl Seats {
         out
     }
 
+    /// Regular users at `today` and how many of them were away this week:
+    /// a user is regular when active in every one of the `weeks` baseline
+    /// weeks (`[today - 7 (k + 1), today - 7 k)` for `k` in `1..=weeks`), and
+    /// away when not active in the current week (`[today - 7, today)`).
+    pub fn regulars(&self, today: i32, weeks: usize) -> (u32, u32) {
+        let weeks = weeks.min(8);
+        let masks: [u64; 9] =
+            std::array::from_fn(|k| self.mask(today - 7 * (k as i32 + 1), today - 7 * k as i32));
+        let (mut regular, mut away) = (0, 0);
+        for (_, bits) in self.users() {
+            let present = masks[1..=weeks].iter().filter(|m| bits & **m != 0).count();
+            if weeks >= 1 && present == weeks {
+                regular += 1;
+                away += u32::from(bits & masks[0] == 0);
+            }
+        }
+        (regular, away)
+    }
+
     /// Distinct users active in days `[from, to)`.
     pub fn distinct(&self, from: i32, to: i32) -> u32 {
         let mask = self.mask(from, to);

@@ -11,16 +11,20 @@ use crate::event::DAY_MS;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AlertKind {
-    /// Recent activity well below the customer's own baseline.
-    /// `fire`/`resolve`: drop fraction (0.5 = 50% below expected); `min_baseline`:
-    /// weekly events a baseline needs; `window`: history needed before the own baseline is trusted.
+    /// A sustained fall of usage against the customer's own weekday rhythm.
+    /// `significance`: log10 evidence of the change detector needed to fire;
+    /// `fire`/`resolve`: how far the last 7 days must be below expected to
+    /// fire / to stay firing (0.4 = 40% below); `min_baseline`: weekly events a
+    /// baseline needs; `window`: history needed before the own baseline is trusted.
     EngagementDrop = 0,
     /// No usage for longer than the customer's usual gap allows.
     /// `fire`: -log10 of the chance that a normal rhythm has a gap this long (4 = 1 in 10,000);
     /// `window`: smallest allowed gap; `min_baseline`: gaps needed for an own rhythm.
     Inactivity = 1,
-    /// Distinct active users well below baseline.
-    /// `fire`/`resolve`: drop fraction; `min_baseline`: baseline seats needed.
+    /// Regular users (active in all baseline weeks but one) gone quiet.
+    /// `fire`/`resolve`: share of the regular users not active in the last 7
+    /// days; `significance`: -log10 of the chance that this many regular
+    /// users are away at once by luck; `min_baseline`: regular users needed.
     SeatContraction = 2,
     /// A key feature unused for `window`.
     KeyFeatureUnused = 3,
@@ -89,9 +93,9 @@ impl AlertKind {
             p
         };
         match self {
-            AlertKind::EngagementDrop => z(p("warning", 0.5, 0.3, 5.0, 42), 3.3),
+            AlertKind::EngagementDrop => z(p("warning", 0.4, 0.2, 5.0, 42), 3.0),
             AlertKind::Inactivity => p("warning", 4.0, 0.0, 4.0, 7),
-            AlertKind::SeatContraction => z(p("warning", 0.5, 0.25, 5.0, 42), 2.2),
+            AlertKind::SeatContraction => z(p("warning", 0.5, 0.25, 4.0, 42), 3.0),
             AlertKind::KeyFeatureUnused => p("info", 0.0, 0.0, 0.0, 14),
             AlertKind::Downgrade => p("warning", 0.01, 0.0, 0.0, 30),
             AlertKind::PaymentFailed => p("warning", 0.0, 0.0, 0.0, 0),
@@ -128,6 +132,11 @@ pub struct Population {
     pub typical_gap_days: f64,
     /// Quantiles (0%, 1%, ..., 100%) of current-week events across customers.
     pub weekly_events_quantiles: Vec<f64>,
+    /// How the base moved per day: index 0 is the day before the sweep, each
+    /// the day's events of all customers against the median of the same
+    /// weekday in the weeks before, capped at 1 (a shared holiday is below 1).
+    /// Empty before the first sweep.
+    pub daily_factors: Vec<f64>,
     /// Customers the context was computed from.
     pub customers: u64,
 }
@@ -143,12 +152,22 @@ impl Default for Population {
             fortnight_factor: 1.0,
             typical_gap_days: DEFAULT_TYPICAL_GAP_DAYS,
             weekly_events_quantiles: Vec::new(),
+            daily_factors: Vec::new(),
             customers: 0,
         }
     }
 }
 
 impl Population {
+    /// The base's factor on `day` when evaluating at `today` (1 when unknown).
+    pub fn daily_factor(&self, today: i32, day: i32) -> f64 {
+        usize::try_from(today - 1 - day)
+            .ok()
+            .and_then(|i| self.daily_factors.get(i))
+            .copied()
+            .unwrap_or(1.0)
+    }
+
     /// Fraction of the population whose weekly events are below `v` (0..=1),
     /// `None` without a population.
     pub fn percentile_of(&self, v: f64) -> Option<f64> {
