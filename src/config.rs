@@ -772,7 +772,7 @@ mod tests {
         let mut raw: RawConfig = toml::from_str(
             r#"
             [plans.enterprise.engagement_drop]
-            fire = 0.4
+            fire = 0.45
             "#,
         )
         .unwrap();
@@ -800,9 +800,9 @@ mod tests {
         assert_eq!(c.decode.currency_rates.get("EUR"), Some(&1.08));
         assert_eq!(
             c.alert(AlertKind::EngagementDrop, Some("enterprise")).fire,
-            0.4
+            0.45
         );
-        assert_ne!(c.alert(AlertKind::EngagementDrop, Some("pro")).fire, 0.4);
+        assert_ne!(c.alert(AlertKind::EngagementDrop, Some("pro")).fire, 0.45);
         let mut raw = RawConfig::default();
         let err = raw
             .apply_env([("CHURNWATCH_DUNING_GRACE".to_string(), "7d".to_string())])

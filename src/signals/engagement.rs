@@ -8,9 +8,9 @@
 use serde_json::json;
 
 use super::{Ctx, Finding, Population, WeekTotals, pct, r1, r3};
-use crate::engine::customer::Customer;
+use crate::engine::customer::{Customer, NEVER};
 use crate::engine::window::{day_of, median};
-use crate::event::{DAY_MS, format_ts};
+use crate::event::{DAY_MS, Ts, format_ts};
 
 /// A drop of `current` against `baseline * factor`.
 #[derive(Debug, Clone, Copy)]
@@ -156,7 +156,8 @@ impl Shift {
 /// against "normal" (Poisson, divided by the customer's own overdispersion,
 /// so an irregular rhythm needs more days), and the sum never goes below
 /// zero: a slow slide builds evidence day after day, an ordinary noisy week
-/// is cancelled by the normal days around it. `None` with less than three
+/// is cancelled by the normal days around it. The evidence is discounted for
+/// the baseline being a sample itself. `None` with less than three
 /// whole weeks of baseline before a week of scan.
 pub fn shift(c: &Customer, today: i32, pop: &Population) -> Option<Shift> {
     let first = day_of(c.first_seen) + 1; // the first day seen is partial
@@ -212,8 +213,14 @@ pub fn shift(c: &Customer, today: i32, pop: &Population) -> Option<Shift> {
             last_7d.1 += lambda;
         }
     }
+    // The expectation is itself estimated from the baseline's events, so the
+    // run is compared with a sample, not a known rate: the variance of the
+    // comparison grows by 1 + (expected in the run) / (events in the
+    // baseline), and the evidence shrinks by the same factor. A short or
+    // sparse baseline then needs a longer or deeper fall.
+    let estimated = 1.0 + run.1 / total;
     Some(Shift {
-        evidence: s / std::f64::consts::LN_10,
+        evidence: s / estimated / std::f64::consts::LN_10,
         since,
         run,
         last_7d,
@@ -288,12 +295,17 @@ pub fn population_week_factor(pop: &Population, today: i32, fallback: f64) -> f6
     (1..=7).map(|k| pop.daily_factor(today, today - k)).sum::<f64>() / 7.0
 }
 
+/// How recently an account must have been used for fewer active users to be
+/// seat loss rather than the whole account stopping (3 days: a weekend).
+const SEATS_STILL_IN_USE: Ts = 3 * DAY_MS;
+
 /// Fewer people using the product: of the customer's regular users (active
-/// in all of its baseline weeks but at most one), at least `fire` were not
+/// in every one of its baseline weeks), at least `fire` were not
 /// active in the last 7 days, with at least `min_baseline` regular users;
 /// holds while more than `resolve` stay away. Reported whether or not the
 /// usage also fell (then `engagement_drop` may fire too). While the whole
-/// base is in a quiet period, nothing new fires.
+/// base is in a quiet period, nothing new fires; an account that has stopped
+/// altogether is not seat loss.
 pub fn seat_contraction(c: &Customer, ctx: &Ctx<'_>) -> Option<Finding> {
     if c.is_churned() {
         return None;
@@ -313,8 +325,14 @@ pub fn seat_contraction(c: &Customer, ctx: &Ctx<'_>) -> Option<Finding> {
     if !has_history(c, ctx, weeks) {
         return None;
     }
-    // Nobody active at all is inactivity's business, not fewer seats.
-    if t.events[0] == 0 {
+    // Nobody active at all is inactivity's business, not fewer seats; nor is
+    // an account that has stopped altogether: seat loss is users leaving an
+    // account that is still in use (its last event within SEATS_STILL_IN_USE),
+    // while an account going silent is reported by engagement_drop and
+    // inactivity. A firing alert holds on.
+    if t.events[0] == 0
+        || (!ctx.firing && (c.last_usage == NEVER || ctx.now - c.last_usage > SEATS_STILL_IN_USE))
+    {
         return None;
     }
     let quiet = population_week_factor(ctx.pop, ctx.today, ctx.pop.seat_factor);

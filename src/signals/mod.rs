@@ -93,7 +93,7 @@ impl AlertKind {
             p
         };
         match self {
-            AlertKind::EngagementDrop => z(p("warning", 0.4, 0.2, 5.0, 42), 3.0),
+            AlertKind::EngagementDrop => z(p("warning", 0.4, 0.2, 5.0, 42), 2.0),
             AlertKind::Inactivity => p("warning", 4.0, 0.0, 4.0, 7),
             AlertKind::SeatContraction => z(p("warning", 0.5, 0.25, 4.0, 42), 3.0),
             AlertKind::KeyFeatureUnused => p("info", 0.0, 0.0, 0.0, 14),
