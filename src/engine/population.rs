@@ -94,12 +94,21 @@ fn daily_factors(daily: &[u64]) -> Vec<f64> {
                 .filter_map(|k| daily.get(d + 7 * k).map(|&x| x as f64))
                 .collect();
             match median(&mut refs) {
-                Some(m) if m >= 1.0 && refs.len() >= 2 => (daily[d] as f64 / m).min(1.0),
+                Some(m) if m >= 1.0 && refs.len() >= 2 => {
+                    // Only a real base-wide dip counts: the day-to-day wobble
+                    // of the base's totals (and what a restart's replay
+                    // changes in them) is not a holiday.
+                    let f = daily[d] as f64 / m;
+                    if f >= DAILY_FACTOR_NORMAL { 1.0 } else { f }
+                }
                 _ => 1.0,
             }
         })
         .collect()
 }
+
+/// A day at this share of the base's usual total or more counts as normal (1).
+const DAILY_FACTOR_NORMAL: f64 = 0.85;
 
 /// Days of [`Population::daily_factors`].
 pub const DAILY_FACTOR_DAYS: usize = 28;
