@@ -438,17 +438,6 @@ impl Customer {
         Some((n, f64::from(beyond)))
     }
 
-    /// The recent gaps between active days, when there are at least
-    /// `min_gaps`: how many, and their days beyond the first summed.
-    pub fn recent_gaps(&self, min_gaps: usize) -> Option<(usize, f64)> {
-        let n = usize::from(self.gap_count).min(GAP_SLOTS);
-        if n < min_gaps.max(1) {
-            return None;
-        }
-        let beyond: u32 = self.gaps[..n].iter().map(|g| u32::from(g.saturating_sub(1))).sum();
-        Some((n, f64::from(beyond)))
-    }
-
     /// Rough gap from what little was seen: days observed per active day.
     pub fn observed_gap_days(&self, now: Ts) -> f64 {
         let active_days = f64::from(self.gap_count.min(1000)) + 1.0;
