@@ -988,6 +988,11 @@ impl RebuildJob {
                     engine: {
                         let mut e = Engine::new(self.cfg.clone());
                         e.set_coordinated(true);
+                        // As live: each input topic is a source of its own, so
+                        // a small topic replayed ahead of a big one does not
+                        // move the watermark (and the daily sweeps) past
+                        // events the big one has not delivered yet.
+                        e.set_sources(self.topics.len());
                         e
                     },
                     committed: [None; 3],
@@ -1003,6 +1008,14 @@ impl RebuildJob {
                 r.committed[i] = Some(n);
                 if n > 0 {
                     ends.insert((i, e.partition()), n);
+                }
+            }
+        }
+        // A topic-partition with nothing to replay holds nothing back.
+        for (p, r) in out.iter_mut() {
+            for i in 0..self.topics.len() {
+                if !ends.contains_key(&(i, *p)) {
+                    r.engine.source_idle(i);
                 }
             }
         }
@@ -1081,7 +1094,7 @@ impl RebuildJob {
                         )
                     {
                         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
-                        r.engine.ingest(ev, seq);
+                        r.engine.ingest_from(i, ev, seq);
                         // Replayed effects were emitted before: drop them.
                         drop(r.engine.take_alerts());
                         replayed += 1;
@@ -1092,6 +1105,10 @@ impl RebuildJob {
                     }
                     if m.offset() + 1 >= *end {
                         remaining.remove(&key);
+                        if let Some(r) = out.get_mut(&key.1) {
+                            r.engine.source_idle(i);
+                            drop(r.engine.take_alerts());
+                        }
                         if !remaining.iter().any(|k| k.1 == key.1)
                             && let Some(r) = out.get_mut(&key.1)
                         {
