@@ -738,6 +738,10 @@ struct Customer {
     shift_h: u8,
     feat_cum: [f32; FEATURES.len()],
     kf_use: [bool; 2],
+    /// `reports` on a fixed rhythm instead of a habit: used once every
+    /// `period` days (on days `phase + k period`), each period skipped with
+    /// probability `skip` (three times that in the quiet week).
+    kf_periodic: Option<Periodic>,
     /// Billing anchor: renewals at anchor + k months.
     anchor: Ts,
     /// First k that is a renewal (0 for existing customers, 1 for new ones).
@@ -819,6 +823,37 @@ impl Customer {
             _ => true,
         }
     }
+}
+
+/// See [`Customer::kf_periodic`].
+#[derive(Debug, Clone, Copy)]
+struct Periodic {
+    period: u8,
+    phase: u8,
+    skip: f32,
+}
+
+/// One in four active customers exports a report on a fixed rhythm: weekly
+/// (half of them), fortnightly or monthly (28-31 days), skipping 1-12% of
+/// the periods.
+fn periodic_feature(seed: u64, idx: u32, rhythm: Rhythm) -> Option<Periodic> {
+    let mut rng = rng_for(seed, STREAM_PERIODIC, u64::from(idx), 0);
+    if matches!(rhythm, Rhythm::Bursty) || unit(&mut rng) >= 0.25 {
+        return None;
+    }
+    let r = unit(&mut rng);
+    let period: u8 = if r < 0.5 {
+        7
+    } else if r < 0.75 {
+        14
+    } else {
+        rng.random_range(28..=31)
+    };
+    Some(Periodic {
+        period,
+        phase: rng.random_range(0..period),
+        skip: rng.random_range(0.01f32..0.12),
+    })
 }
 
 fn add_months(ts: Ts, k: u32) -> Ts {
@@ -922,6 +957,8 @@ fn pick<T: Copy>(rng: &mut Rng, items: &[(T, f64)]) -> T {
 const STREAM_PROFILE: u64 = 1;
 const STREAM_STORY: u64 = 2;
 const STREAM_DAY: u64 = 3;
+/// Periodic key-feature use: its own stream, so the other draws stay put.
+const STREAM_PERIODIC: u64 = 4;
 
 /// Builds every customer's profile and story plan.
 fn build_customers(opts: &GenerateOptions) -> Vec<Customer> {
@@ -936,6 +973,15 @@ fn build_customers(opts: &GenerateOptions) -> Vec<Customer> {
                 if assign_story(opts, &mut c, story, end, &mut rng) {
                     story_counter += 1;
                 }
+            }
+            // Periodic use is a healthy archetype: the stories keep their
+            // habitual use, so their labelled delays hold.
+            if c.story.is_some() {
+                c.kf_periodic = None;
+            } else if c.kf_periodic.is_some() && c.lambda >= 0.3 {
+                c.kf_use[0] = true;
+            } else {
+                c.kf_periodic = None;
             }
             c
         })
@@ -1028,6 +1074,7 @@ fn base_customer(opts: &GenerateOptions, idx: u32) -> Customer {
         lambda,
         shift_h,
         feat_cum: [0.0; FEATURES.len()],
+        kf_periodic: periodic_feature(opts.seed, idx, rhythm),
         kf_use,
         anchor,
         first_k: if existing { 0 } else { 1 },
@@ -1775,11 +1822,34 @@ fn usage_day(
             _ => true,
         }
     });
+    let periodic = c.kf_periodic;
     for u in uses.iter_mut() {
         for k in 0..2 {
-            if u.feature == key_feature_index(k) && !c.uses_kf_at(k, u.ts) {
+            if u.feature == key_feature_index(k)
+                && (!c.uses_kf_at(k, u.ts) || (k == 0 && periodic.is_some()))
+            {
                 u.feature = F_DASHBOARD;
             }
+        }
+    }
+    // A report on a fixed rhythm: on its day, unless this period is skipped.
+    if let Some(p) = periodic {
+        let mut prng = rng_for(opts.seed, STREAM_PERIODIC, u64::from(c.idx), d as u64 + 1);
+        let skip = f64::from(p.skip) * if quiet { 3.0 } else { 1.0 };
+        let ts = day_start + time_of_day(&mut prng, c.shift_h);
+        if (d - i64::from(p.phase)).rem_euclid(i64::from(p.period)) == 0
+            && unit(&mut prng) >= skip
+            && !(c.weekend_idle && weekend)
+            && ts >= c.start
+            && ts < usage_end
+        {
+            let user = zipf_rank(&mut prng, c.seats);
+            uses.push(Use {
+                ts,
+                user,
+                light: false,
+                feature: key_feature_index(0),
+            });
         }
     }
     // Habit: a key-feature user touches it again once 2 days have passed,
@@ -1788,7 +1858,8 @@ fn usage_day(
     for k in 0..2 {
         let f = key_feature_index(k);
         let due = day_start - c.kf_last[k] >= 2 * DAY_MS;
-        if !due
+        if (k == 0 && periodic.is_some())
+            || !due
             || !may_use
             || !c.uses_kf_at(k, day_start + DAY_MS)
             || uses.iter().any(|u| u.feature == f)
@@ -2345,7 +2416,7 @@ mod tests {
             .iter()
             .map(|l| l.customer_id.as_str())
             .collect();
-        let mut checked = 0;
+        let (mut checked, mut periodic) = (0, 0);
         for c in &f.customers {
             let id = c.id();
             if storied.contains(id.as_str()) || !f.by_customer.contains_key(&id) {
@@ -2376,9 +2447,24 @@ mod tests {
             for w in opened.windows(2) {
                 assert!(w[1] - w[0] >= 10 * DAY_MS, "{id}: tickets too close");
             }
-            // Key features are used regularly or never (the key_feature_unused window is 14 days).
+            // Key features are used on a habit (again within days) or never,
+            // or `reports` on a fixed rhythm (checked below).
             let u = usage(&evs);
-            for k in KEY_FEATURES {
+            if let Some(p) = c.kf_periodic {
+                let days: Vec<i64> = u
+                    .iter()
+                    .filter(|e| matches!(e.kind, EventKind::Usage { key_feature: Some(0), .. }))
+                    .map(|e| (e.ts - f.opts.start).div_euclid(DAY_MS))
+                    .collect();
+                assert!(
+                    days.iter().all(|d| (d - i64::from(p.phase)).rem_euclid(i64::from(p.period)) == 0),
+                    "{id}: reports off its {}-day rhythm: {days:?}",
+                    p.period
+                );
+                periodic += 1;
+            }
+            for k in KEY_FEATURES.iter().skip(usize::from(c.kf_periodic.is_some())) {
+                let k = *k;
                 let ts: Vec<Ts> = u
                     .iter()
                     .filter(|e| matches!(e.kind, EventKind::Usage { key_feature: Some(f), .. } if KEY_FEATURES[usize::from(f)] == k))
@@ -2397,6 +2483,7 @@ mod tests {
             }
         }
         assert!(checked > 250);
+        assert!(periodic > 20, "periodic report users: {periodic}");
     }
 
     #[test]

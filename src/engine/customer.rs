@@ -302,21 +302,77 @@ impl<'a> IntoIterator for &'a FiringList {
     }
 }
 
-/// Per configured key feature: (last use, distinct days used, last day
-/// counted). Behind a second box so that customers without key features
-/// (all of them unless `key_features` is configured) spend one word on it.
+/// Recent gaps kept per key feature.
+pub const FEATURE_GAPS: usize = 8;
+
+/// One key feature's use by one customer.
+#[derive(Debug, Clone, Copy)]
+pub struct FeatureUse {
+    /// Last use ([`NEVER`] before the first).
+    pub last: Ts,
+    /// Distinct days it was used on (saturating).
+    pub days: u16,
+    /// The last day counted in `days`.
+    pub last_day: i32,
+    /// The most recent gaps between days of use, in days (newest first,
+    /// capped at 255), `gap_count` of them.
+    pub gaps: [u8; FEATURE_GAPS],
+    /// How many of `gaps` are set.
+    pub gap_count: u8,
+}
+
+impl FeatureUse {
+    const NONE: Self = Self {
+        last: NEVER,
+        days: 0,
+        last_day: i32::MIN,
+        gaps: [0; FEATURE_GAPS],
+        gap_count: 0,
+    };
+
+    /// Records a use at `ts`.
+    pub fn record(&mut self, ts: Ts) {
+        self.last = self.last.max(ts);
+        let day = day_of(ts);
+        if day == self.last_day {
+            return;
+        }
+        if self.last_day != i32::MIN && day > self.last_day {
+            let gap = (day - self.last_day).min(255) as u8;
+            self.gaps.copy_within(0..FEATURE_GAPS - 1, 1);
+            self.gaps[0] = gap;
+            self.gap_count = (self.gap_count + 1).min(FEATURE_GAPS as u8);
+        }
+        self.days = self.days.saturating_add(1);
+        self.last_day = self.last_day.max(day);
+    }
+
+    /// The recorded gaps, newest first.
+    pub fn recent_gaps(&self) -> &[u8] {
+        &self.gaps[..usize::from(self.gap_count)]
+    }
+}
+
+/// Per configured key feature, its [`FeatureUse`]. Behind a second box so
+/// that customers without key features (all of them unless `key_features`
+/// is configured) spend one word on it.
 #[derive(Debug, Clone)]
-pub struct KeyFeatureUse(Box<[(Ts, u16, i32)]>);
+pub struct KeyFeatureUse(Box<[FeatureUse]>);
 
 impl KeyFeatureUse {
     /// No use yet of any of `n` key features.
     pub fn new(n: usize) -> Self {
-        Self(vec![(NEVER, 0u16, i32::MIN); n].into())
+        Self(vec![FeatureUse::NONE; n].into())
+    }
+
+    /// Heap bytes of the features' records.
+    pub fn heap_bytes(&self) -> usize {
+        self.0.len() * std::mem::size_of::<FeatureUse>()
     }
 }
 
 impl std::ops::Deref for KeyFeatureUse {
-    type Target = [(Ts, u16, i32)];
+    type Target = [FeatureUse];
     fn deref(&self) -> &Self::Target {
         &self.0
     }
@@ -358,7 +414,7 @@ pub struct Customer {
     pub activity: Activity,
     /// Active users by day.
     pub seats: Seats,
-    /// Per configured key feature: (last use, distinct days used, last day counted).
+    /// Per configured key feature, how it was used.
     pub key_features: Option<Box<KeyFeatureUse>>,
     /// Recent gaps between active days, in days (ring).
     pub gaps: [u16; GAP_SLOTS],
@@ -538,7 +594,7 @@ impl Customer {
         std::mem::size_of::<Self>()
             + self.activity.heap_bytes()
             + self.seats.heap_bytes()
-            + self.key_features.as_ref().map_or(0, |k| 16 + k.len() * 16)
+            + self.key_features.as_ref().map_or(0, |k| 16 + k.heap_bytes())
             + self.billing.as_ref().map_or(0, Billing::heap_bytes)
             + self.feedback.as_ref().map_or(0, |f| {
                 std::mem::size_of::<Feedback>()

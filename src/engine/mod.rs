@@ -643,7 +643,7 @@ impl Engine {
                 add("seats", m(s.heap_bytes()), 1);
             }
             if let Some(k) = &c.key_features {
-                add("key_features", m(16) + m(k.len() * 16), 2);
+                add("key_features", m(16) + m(k.heap_bytes()), 2);
             }
             if let Some(b) = &c.billing {
                 add(
@@ -916,12 +916,7 @@ impl Engine {
                     let kf = c
                         .key_features
                         .get_or_insert_with(|| Box::new(customer::KeyFeatureUse::new(n_kf)));
-                    let (last, days, last_day) = &mut kf[k];
-                    *last = (*last).max(ts);
-                    if day_of(ts) != *last_day {
-                        *days = days.saturating_add(1);
-                        *last_day = day_of(ts);
-                    }
+                    kf[k].record(ts);
                 }
                 // Usage can only end these two; nothing to do unless one is firing.
                 if c.firing.is_empty() {
@@ -1282,11 +1277,19 @@ impl Engine {
             let (allowed, _, _) = signals::inactivity::allowed_gap(c, &ctx);
             consider(Some(c.last_usage + allowed));
         }
-        if !c.is_firing(AlertKind::KeyFeatureUnused) {
-            consider(signals::inactivity::key_feature_deadline(
-                c,
-                self.cfg.alert(AlertKind::KeyFeatureUnused, plan).window,
-            ));
+        let kfu = self.cfg.alert(AlertKind::KeyFeatureUnused, plan);
+        if c.key_features.is_some() && !c.is_firing(AlertKind::KeyFeatureUnused) && kfu.enabled {
+            let ctx = Ctx {
+                now: self.now().max(c.last_seen),
+                today: day_of(self.now().max(c.last_seen)),
+                pop: self.pop_for(plan_id),
+                params: kfu,
+                firing: false,
+                dunning_grace: self.cfg.dunning_grace,
+                key_features: self.cfg.key_features(),
+                weeks: None,
+            };
+            consider(signals::inactivity::key_feature_deadline(c, &ctx));
         }
         if c.is_firing(AlertKind::Detractor) {
             consider(signals::feedback::detractor_expiry(

@@ -133,16 +133,20 @@ pub fn score(c: &Customer, ctx: &Ctx<'_>, seats_min_baseline: f64) -> Health {
         d.push(("seats", w("seats") * ramp(drop, 0.3, 0.7)));
     }
 
-    // Key features: the share of regularly used ones that went quiet for a week.
+    // Key features: the share of regularly used ones that went quiet for
+    // longer than a week and one and a half of their own periods.
     if let Some(kf) = &c.key_features {
         let regular: Vec<_> = kf
             .iter()
-            .filter(|(l, n, _)| *n >= inactivity::KEY_FEATURE_MIN_DAYS && *l != NEVER)
+            .filter(|f| f.days >= inactivity::KEY_FEATURE_MIN_DAYS && f.last != NEVER)
             .collect();
         if !regular.is_empty() {
             let quiet = regular
                 .iter()
-                .filter(|(l, _, _)| ctx.now - l > 7 * DAY_MS)
+                .filter(|f| {
+                    let period = inactivity::feature_rhythm(f, 3.0).map_or(1.0, |r| r.period_days);
+                    ctx.now - f.last > ((1.5 * period).max(7.0) * DAY_MS as f64) as i64
+                })
                 .count();
             d.push((
                 "key_feature",

@@ -3,8 +3,8 @@
 
 use serde_json::json;
 
-use super::{Ctx, Finding, r1};
-use crate::engine::customer::{Customer, NEVER};
+use super::{Ctx, Finding, r1, r3};
+use crate::engine::customer::{Customer, FeatureUse, NEVER};
 use crate::event::{DAY_MS, Ts, format_ts};
 
 /// A gap this many times the longest recent one is always allowed.
@@ -95,52 +95,142 @@ pub fn inactivity(c: &Customer, ctx: &Ctx<'_>) -> Option<Finding> {
 /// Days a key feature must have been used on before its non-use counts.
 pub const KEY_FEATURE_MIN_DAYS: u16 = 3;
 
-/// A configured key feature, used regularly before, unused for `window`.
+/// Prior of a key feature's skip rate: as if `SKIP_PRIOR.0` skipped periods
+/// had been seen in `SKIP_PRIOR.1` (a rate of 1 in 10 until its own
+/// history says otherwise).
+const SKIP_PRIOR: (f64, f64) = (0.5, 5.0);
+
+/// How a customer uses one key feature, read from its recent gaps between
+/// days of use.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FeatureRhythm {
+    /// Its period, days: the (lower) median gap.
+    pub period_days: f64,
+    /// Share of its periods skipped (with the prior).
+    pub skip_rate: f64,
+    /// Periods in a row that must go unused before that is improbable.
+    pub periods_allowed: u32,
+    /// Gaps it was read from.
+    pub gaps: usize,
+    /// The longest of those gaps, days.
+    pub longest_days: f64,
+}
+
+/// The rhythm of a key feature with at least two gaps between days of use:
+/// its period is the median gap, each gap counts round(gap / period)
+/// periods of which all but one were skipped, and the skip rate is the
+/// share of skipped periods (Beta prior [`SKIP_PRIOR`]). A run of skipped
+/// periods is improbable once skip_rate^run < 10^-`fire`.
+pub fn feature_rhythm(f: &FeatureUse, fire: f64) -> Option<FeatureRhythm> {
+    let g = f.recent_gaps();
+    if g.len() < 2 {
+        return None;
+    }
+    let mut sorted: Vec<u8> = g.to_vec();
+    sorted.sort_unstable();
+    let period = f64::from(sorted[(sorted.len() - 1) / 2]).max(1.0);
+    let (mut skipped, mut periods) = (0.0, 0.0);
+    for &x in g {
+        let n = (f64::from(x) / period).round().max(1.0);
+        skipped += n - 1.0;
+        periods += n;
+    }
+    let skip_rate = ((skipped + SKIP_PRIOR.0) / (periods + SKIP_PRIOR.1)).min(0.95);
+    let run = (fire.max(0.5) * std::f64::consts::LN_10 / -skip_rate.ln()).ceil();
+    Some(FeatureRhythm {
+        period_days: period,
+        skip_rate,
+        periods_allowed: run as u32,
+        gaps: g.len(),
+        longest_days: f64::from(*sorted.last().unwrap_or(&0)),
+    })
+}
+
+/// The base's activity factor below which it is in a lull (a holiday).
+const QUIET_BASE: f64 = 0.85;
+
+/// How long key feature `f` may go unused, ms, and its rhythm if known:
+/// the customer's next use is due one period after the last, so `run`
+/// skipped periods in a row take (run + 1/2) periods (half a period of
+/// slack for an irregular day), at least the longest recent gap plus one
+/// period, stretched while the whole base is in a lull (activity factor
+/// below 0.85); never below `window`.
+pub fn feature_allowed(f: &FeatureUse, ctx: &Ctx<'_>) -> (Ts, Option<FeatureRhythm>) {
+    let window_days = ctx.params.window as f64 / DAY_MS as f64;
+    let rhythm = feature_rhythm(f, ctx.params.fire);
+    // Only a real base-wide lull stretches the rhythm; the configured
+    // window is a floor that never moves.
+    let quiet = match ctx.pop.activity_factor {
+        f if f < QUIET_BASE => f.max(0.25),
+        _ => 1.0,
+    };
+    let days = rhythm.map_or(window_days, |r| {
+        ((f64::from(r.periods_allowed) + 0.5) * r.period_days)
+            .max(r.longest_days + r.period_days)
+            / quiet
+    });
+    ((days.max(window_days) * DAY_MS as f64) as Ts, rhythm)
+}
+
+/// A configured key feature, used on at least [`KEY_FEATURE_MIN_DAYS`]
+/// days, unused for longer than its own rhythm allows ([`feature_allowed`]):
+/// a weekly report skipped once or twice is not a customer who stopped.
 pub fn key_feature_unused(c: &Customer, ctx: &Ctx<'_>) -> Option<Finding> {
     if c.is_churned() {
         return None;
     }
     let kf = c.key_features.as_ref()?;
-    let window = ctx.params.window;
-    let mut unused: Vec<(&str, Ts, u16)> = kf
+    let mut unused: Vec<(&str, &FeatureUse, Ts, Option<FeatureRhythm>)> = kf
         .iter()
         .zip(ctx.key_features)
-        .filter(|((last, days, _), _)| {
-            *days >= KEY_FEATURE_MIN_DAYS && *last != NEVER && ctx.now >= last + window
+        .filter(|(f, _)| f.days >= KEY_FEATURE_MIN_DAYS && f.last != NEVER)
+        .filter_map(|(f, name)| {
+            let (allowed, rhythm) = feature_allowed(f, ctx);
+            (ctx.now >= f.last + allowed).then_some((name.as_str(), f, allowed, rhythm))
         })
-        .map(|((last, days, _), name)| (name.as_str(), *last, *days))
         .collect();
     if unused.is_empty() {
         return None;
     }
-    unused.sort_by_key(|(name, last, _)| (*last, *name));
-    let (name, last, _) = unused[0];
-    let idle_days = (ctx.now - last) as f64 / DAY_MS as f64;
-    Some(Finding {
-        starts_at: last + window,
-        summary: format!(
-            "Key feature '{name}' not used for {} days (window {} days)",
-            r1(idle_days),
-            r1(window as f64 / DAY_MS as f64)
+    unused.sort_by_key(|(name, f, allowed, _)| (f.last + allowed, *name));
+    let (name, f, allowed, rhythm) = unused[0];
+    let idle_days = (ctx.now - f.last) as f64 / DAY_MS as f64;
+    let allowed_days = allowed as f64 / DAY_MS as f64;
+    let how = match rhythm {
+        Some(r) => format!(
+            "used about every {} days, {}% of periods skipped; more than {} days unused is unusual",
+            r1(r.period_days),
+            (r.skip_rate * 100.0).round(),
+            r1(allowed_days)
         ),
+        None => format!("window {} days", r1(allowed_days)),
+    };
+    Some(Finding {
+        starts_at: f.last + allowed,
+        summary: format!("Key feature '{name}' not used for {} days ({how})", r1(idle_days)),
         evidence: json!({
-            "features": unused.iter().map(|(n, l, d)| json!({
+            "features": unused.iter().map(|(n, f, allowed, r)| json!({
                 "feature": n,
-                "last_used": format_ts(*l),
-                "days_used_before": d,
-                "idle_days": r1((ctx.now - l) as f64 / DAY_MS as f64),
+                "last_used": format_ts(f.last),
+                "days_used_before": f.days,
+                "idle_days": r1((ctx.now - f.last) as f64 / DAY_MS as f64),
+                "allowed_gap_days": r1(*allowed as f64 / DAY_MS as f64),
+                "typical_gap_days": r.map(|r| r.period_days),
+                "skip_rate": r.map(|r| r3(r.skip_rate)),
+                "periods_allowed": r.map(|r| r.periods_allowed),
             })).collect::<Vec<_>>(),
-            "window_days": r1(window as f64 / DAY_MS as f64),
+            "window_days": r1(ctx.params.window as f64 / DAY_MS as f64),
+            "fire_log10": ctx.params.fire,
         }),
     })
 }
 
 /// When the earliest key feature of `c` will become unused, if any.
-pub fn key_feature_deadline(c: &Customer, window: Ts) -> Option<Ts> {
+pub fn key_feature_deadline(c: &Customer, ctx: &Ctx<'_>) -> Option<Ts> {
     c.key_features
         .as_ref()?
         .iter()
-        .filter(|(last, days, _)| *days >= KEY_FEATURE_MIN_DAYS && *last != NEVER)
-        .map(|(last, _, _)| last + window)
+        .filter(|f| f.days >= KEY_FEATURE_MIN_DAYS && f.last != NEVER)
+        .map(|f| f.last + feature_allowed(f, ctx).0)
         .min()
 }

@@ -96,7 +96,7 @@ impl AlertKind {
             AlertKind::EngagementDrop => z(p("warning", 0.4, 0.2, 5.0, 42), 2.0),
             AlertKind::Inactivity => p("warning", 4.0, 0.0, 4.0, 7),
             AlertKind::SeatContraction => z(p("warning", 0.5, 0.25, 4.0, 42), 3.0),
-            AlertKind::KeyFeatureUnused => p("info", 0.0, 0.0, 0.0, 14),
+            AlertKind::KeyFeatureUnused => p("info", 3.0, 0.0, 0.0, 14),
             AlertKind::Downgrade => p("warning", 0.01, 0.0, 0.0, 30),
             AlertKind::PaymentFailed => p("warning", 0.0, 0.0, 0.0, 0),
             AlertKind::Churned => p("critical", 0.0, 0.0, 0.0, 0),

@@ -266,6 +266,48 @@ fn key_feature_unused_fires_after_its_window_and_resolves_on_use() {
     assert_eq!(a[1].ends_at, Some(at(96.0) + 12 * HOUR_MS));
 }
 
+/// A customer in daily use that exports a report once every `period` days
+/// (on days `from + k period`), except in the periods `skip` names.
+fn periodic_feature_user(c: &str, period: i64, days: std::ops::Range<i64>, skip: impl Fn(i64) -> bool) -> Vec<Event> {
+    let mut evs = daily(c, days.clone(), |d| if is_weekend(d) { 1 } else { 5 });
+    for d in days.step_by(period as usize) {
+        if !skip(d / period) {
+            evs.push(usage(c, at(d as f64) + 14 * HOUR_MS, 1, Some("reports")));
+        }
+    }
+    evs
+}
+
+#[test]
+fn a_weekly_or_monthly_key_feature_user_who_skips_a_period_or_two_never_fires() {
+    for (period, skips) in [(7, vec![5, 9, 10]), (14, vec![3]), (28, vec![2])] {
+        let mut evs = peers(0..140, None);
+        evs.extend(periodic_feature_user("kf", period, 0..140, |k| skips.contains(&k)));
+        let cfg = config(|r| r.key_features = Some(vec!["reports".into()]));
+        let (_, alerts) = run_with(cfg, evs, at(140.0));
+        let a = of(&alerts, "kf", AlertKind::KeyFeatureUnused);
+        assert!(a.is_empty(), "period {period}, skipped {skips:?}: {a:#?}");
+    }
+}
+
+#[test]
+fn a_weekly_key_feature_user_who_stops_fires_once_the_run_of_skipped_weeks_is_improbable() {
+    let mut evs = peers(0..120, None);
+    evs.extend(periodic_feature_user("kf", 7, 0..120, |k| k >= 9 || k == 4));
+    let cfg = config(|r| r.key_features = Some(vec!["reports".into()]));
+    let (_, alerts) = run_with(cfg, evs, at(120.0));
+    let a = of(&alerts, "kf", AlertKind::KeyFeatureUnused);
+    assert_eq!(statuses(&a), vec![AlertStatus::Firing], "{a:#?}");
+    // Last use on day 56; skips 1 of 8 weeks (with the prior 1.5 / 13), so
+    // four weeks in a row are improbable: 4.5 weeks after the last use,
+    // not at the 14 days of a fixed window.
+    let last = at(56.0) + 14 * HOUR_MS;
+    assert_eq!(a[0].starts_at, last + (4.5 * 7.0 * DAY_MS as f64) as Ts, "{a:#?}");
+    let f = &a[0].evidence["features"][0];
+    assert_eq!(f["typical_gap_days"], 7.0);
+    assert_eq!(f["periods_allowed"], 4);
+}
+
 fn billing(c: &str, ts: Ts, kind: EventKind) -> Event {
     let mut e = ev(c, ts, kind);
     e.segment = Some("smb".into());
