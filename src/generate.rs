@@ -116,6 +116,11 @@ pub enum Profile {
     /// Few events per customer (about 10 over 4 weeks) for memory benchmarks
     /// with a million customers; 28 days by default, so no stories fit.
     Light,
+    /// A shop's purchase log (365 days by default): usage events only, one
+    /// per order; most customers order once, repeat buyers every few weeks
+    /// to months, and each may stop after any order. No stories and no
+    /// labels: who churned is read from what follows a cut-off.
+    Retail,
 }
 
 /// Command-line arguments of `churnwatch generate`.
@@ -242,6 +247,7 @@ impl GenerateArgs {
         let days = self.days.unwrap_or(match self.profile {
             Profile::Standard => 120,
             Profile::Light => 28,
+            Profile::Retail => 365,
         });
         if days == 0 {
             errors.push("--days: must be at least 1".to_string());
@@ -287,7 +293,7 @@ impl GenerateArgs {
             return Err(GenerateError::InvalidArgs(errors.join("; ")));
         }
         let profile_scale = match self.profile {
-            Profile::Standard => 1.0,
+            Profile::Standard | Profile::Retail => 1.0,
             Profile::Light => 0.06,
         };
         Ok(GenerateOptions {
@@ -1397,6 +1403,9 @@ fn billing_head(ty: &str, c: &Customer) -> String {
 /// Streams the generated events, one JSON object per call (no newline), in
 /// arrival order, and returns the labels and counts.
 pub fn generate(opts: &GenerateOptions, sink: &mut dyn FnMut(&str)) -> Generation {
+    if opts.profile == Profile::Retail {
+        return generate_retail(opts, sink);
+    }
     let mut customers = build_customers(opts);
     let mut labels: Vec<Label> = customers.iter().filter_map(label_of).collect();
     labels.sort_by(|a, b| a.customer_id.cmp(&b.customer_id));
@@ -1433,6 +1442,70 @@ pub fn generate(opts: &GenerateOptions, sink: &mut dyn FnMut(&str)) -> Generatio
     Generation {
         labels,
         stats: em.stats,
+    }
+}
+
+const STREAM_RETAIL: u64 = 5;
+
+/// [`Profile::Retail`]: each customer's first order falls anywhere in the
+/// period; after each order it stops for good with its own probability
+/// (1-95%, so most customers order once), otherwise orders again after a
+/// gamma-distributed gap (shape 1-4: from irregular to regular) with its own
+/// mean of 7-180 days (log-uniform). Shop hours, one line per order, in time
+/// order; no late lines or duplicates.
+fn generate_retail(opts: &GenerateOptions, sink: &mut dyn FnMut(&str)) -> Generation {
+    let end = opts.end();
+    let mut orders: Vec<(Ts, u32, u32)> = Vec::new();
+    for idx in 0..opts.customers {
+        let mut rng = rng_for(opts.seed, STREAM_RETAIL, u64::from(idx), 0);
+        let stop = rng.random_range(0.01..0.95);
+        let mean_gap = log_uniform(&mut rng, 7.0, 180.0);
+        let shape = rng.random_range(1.0..4.0);
+        let mut t = opts.start + secs(&mut rng, 0, end - opts.start);
+        let mut n = 0u32;
+        while t < end {
+            let day = t - t.rem_euclid(DAY_MS);
+            orders.push((day + time_of_day(&mut rng, 2), idx, n));
+            n += 1;
+            if unit(&mut rng) < stop {
+                break;
+            }
+            let gap = gamma(&mut rng, shape) * mean_gap / shape;
+            t = day + ((gap.max(1.0)) * DAY_MS as f64) as Ts;
+        }
+    }
+    orders.sort_unstable();
+    let mut stats = GenerateStats {
+        customers: u64::from(opts.customers),
+        ..GenerateStats::default()
+    };
+    for (ts, idx, n) in orders {
+        let mut rng = rng_for(opts.seed, STREAM_RETAIL, u64::from(idx), u64::from(n) + 1);
+        let items = 1 + ((-(1.0 - unit(&mut rng)).ln() * 2.0) as u32).min(40);
+        let line = format!(
+            "{{\"type\":\"usage\",\"customer_id\":\"r-{idx:06}\",\"user_id\":\"u-{idx:06}-1\",\"action\":\"order_placed\",\"feature\":\"checkout\",\"quantity\":{items},\"ts\":\"{}\",\"event_id\":\"o-{idx:06}-{n}\"}}",
+            format_ts(ts)
+        );
+        sink(&line);
+        stats.lines += 1;
+        stats.usage += 1;
+    }
+    Generation {
+        labels: Vec::new(),
+        stats,
+    }
+}
+
+/// Gamma(shape, 1) by Marsaglia-Tsang (shape >= 1).
+fn gamma(rng: &mut Rng, shape: f64) -> f64 {
+    let d = shape - 1.0 / 3.0;
+    let c = 1.0 / (9.0 * d).sqrt();
+    loop {
+        let x = normal(rng);
+        let v = (1.0 + c * x).powi(3);
+        if v > 0.0 && unit(rng).ln() < 0.5 * x * x + d - d * v + d * v.ln() {
+            return d * v;
+        }
     }
 }
 

@@ -1476,6 +1476,9 @@ impl Engine {
                 .typical_gap_days(min_gaps)
                 .unwrap_or_else(|| c.observed_gap_days(now));
             acc.gaps.push(g);
+            if let Some(r) = c.typical_gap_days(1) {
+                acc.repeat_gaps.push(r);
+            }
         }
         PopulationSamples {
             per_plan: per_plan
@@ -1592,6 +1595,9 @@ impl Engine {
             self.cfg.risk_medium_below,
         );
         let lifecycle = self.lifecycle(c, &h, now);
+        // A customer gone quiet for `dormant_after` is never low risk,
+        // whatever else its score says.
+        let risk = if lifecycle == "dormant" && risk == "low" { "medium" } else { risk };
         let mrr = c.mrr();
         let at_risk = risk == "high" || !c.firing.is_empty();
         CustomerRow {

@@ -34,6 +34,8 @@ pub(super) struct Acc {
     pub(super) seat_ratios: Vec<f64>,
     pub(super) fortnight_ratios: Vec<f64>,
     pub(super) gaps: Vec<f64>,
+    /// Mean gap between active days of each customer with at least one.
+    pub(super) repeat_gaps: Vec<f64>,
     pub(super) weekly: Vec<f64>,
     /// Events of all sampled customers per day, index 0 = the day before
     /// the sweep (integers: the sum does not depend on the order of merging).
@@ -46,6 +48,7 @@ impl Acc {
         self.seat_ratios.extend_from_slice(&o.seat_ratios);
         self.fortnight_ratios.extend_from_slice(&o.fortnight_ratios);
         self.gaps.extend_from_slice(&o.gaps);
+        self.repeat_gaps.extend_from_slice(&o.repeat_gaps);
         self.weekly.extend_from_slice(&o.weekly);
         if self.daily.len() < o.daily.len() {
             self.daily.resize(o.daily.len(), 0);
@@ -75,6 +78,11 @@ impl Acc {
                 quantile(&mut self.gaps, 0.9).unwrap_or(d.typical_gap_days)
             } else {
                 d.typical_gap_days
+            },
+            repeat_gap_days: if self.repeat_gaps.len() >= MIN_GAP_POPULATION {
+                median(&mut self.repeat_gaps).unwrap_or(d.repeat_gap_days)
+            } else {
+                d.repeat_gap_days
             },
             weekly_events_quantiles: quantiles,
             daily_factors: daily_factors(&self.daily),

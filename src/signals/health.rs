@@ -21,7 +21,9 @@ pub struct Health {
 
 /// Largest deduction per signal.
 pub const WEIGHTS: [(&str, f64); 11] = [
-    ("recency", 25.0),
+    // Above 30: a customer idle far beyond its rhythm (`inactivity` fires
+    // at the full deduction) is at most 69, `medium` risk by default.
+    ("recency", 31.0),
     ("frequency", 25.0),
     ("decline", 30.0),
     ("seats", 10.0),
@@ -56,14 +58,9 @@ pub fn score(c: &Customer, ctx: &Ctx<'_>, seats_min_baseline: f64) -> Health {
             .map_or(0.0, |(_, w)| *w)
     };
 
-    // Recency: idle time against the allowed gap (half of it is free).
+    // Recency: how improbable the idle time is for this customer's rhythm.
     if c.last_usage != NEVER {
-        let (allowed, _, _) = inactivity::allowed_gap(c, ctx);
-        let idle = (ctx.now - c.last_usage) as f64;
-        d.push((
-            "recency",
-            w("recency") * ramp(idle / allowed as f64, 0.5, 1.5),
-        ));
+        d.push(("recency", w("recency") * recency_loss(c, ctx)));
     } else if ctx.now - c.first_seen > 7 * DAY_MS {
         d.push(("recency", w("recency") * 0.6));
     }
@@ -93,7 +90,8 @@ pub fn score(c: &Customer, ctx: &Ctx<'_>, seats_min_baseline: f64) -> Health {
             "frequency",
             w("frequency") * ramp(drop, 0.15, 0.6) * confidence,
         ));
-    } else if c.last_usage != NEVER {
+    } else if current > 0.0 {
+        // (Not active at all this week is recency's business.)
         if let Some(p) = ctx.pop.percentile_of(current) {
             // Little history: only the bottom tenth of the plan's population.
             d.push((
@@ -110,7 +108,9 @@ pub fn score(c: &Customer, ctx: &Ctx<'_>, seats_min_baseline: f64) -> Health {
         let expected = rate
             * f64::from(engagement::FORTNIGHT_DAYS)
             * ctx.pop.fortnight_factor.clamp(0.05, 1.0);
-        if expected > 0.0 {
+        // Under 3 expected events, a quiet fortnight is ordinary (Poisson
+        // chance of none above 5%): that is recency's business.
+        if expected >= 3.0 {
             // The customer's own day-to-day spread when wider than Poisson
             // (an irregular rhythm), widened for the baseline's own error.
             let to = ctx.today - engagement::FORTNIGHT_DAYS;
@@ -241,6 +241,60 @@ pub fn score(c: &Customer, ctx: &Ctx<'_>, seats_min_baseline: f64) -> Health {
         breakdown,
     }
 }
+
+/// Share (0..=1) of the recency points `c` has lost at `ctx.now`, growing
+/// with its idle time, faster the more regular its rhythm.
+///
+/// The days beyond the first of a gap between active days are exponential
+/// with an uncertain rate, as for `inactivity` ([`inactivity::allowed_gap`]):
+/// with `n` recent gaps summing to `B` days beyond the first, the chance of
+/// a gap this long is S = (b / (b + x))^a, a = 1 + n, b = B + the prior's
+/// days. With at least the inactivity `min_baseline` gaps of its own (prior
+/// [`inactivity::PRIOR_GAP_DAYS`]) and a mean gap under a week, the loss
+/// ramps from nothing at S = 10^-1 to all at S = 10^-`fire`, where
+/// `inactivity` fires. A customer that comes back weekly or less often, or
+/// has little history (then the base's typical wait for a next event,
+/// `repeat_gap_days`, is the prior), may also have simply left after its
+/// last event (a one-time buyer): with a uniform prior on the chance of
+/// leaving after each event, it is still there with q = (1 + n) / (2 + n),
+/// and the loss is 1 - P(still there) = 1 - q S / (q S + 1 - q). While the
+/// whole base is quiet, idle days count for less.
+pub fn recency_loss(c: &Customer, ctx: &Ctx<'_>) -> f64 {
+    // The base's daily totals (robust where most customers are idle in any
+    // one week, as in a shop's purchase log), not the median customer.
+    let quiet = engagement::population_week_factor(ctx.pop, ctx.today, 1.0).clamp(0.25, 1.0);
+    let idle_days = (ctx.now - c.last_usage).max(0) as f64 / DAY_MS as f64;
+    let x = (idle_days - 1.0).max(0.0) * quiet;
+    let own = c.recent_gaps(ctx.params.min_baseline as usize);
+    match own {
+        // Back within days as a rule: the weekly cycle (a weekend) shapes
+        // its gaps more than any chance of leaving does.
+        Some((n, beyond)) if 1.0 + beyond / (n as f64) < WEEKLY_DAYS => {
+            let a = 1.0 + n as f64;
+            let b = beyond + inactivity::PRIOR_GAP_DAYS - 1.0;
+            let surprise = a * (1.0 + x / b).log10();
+            ramp(surprise, 1.0, ctx.params.fire.max(1.5))
+        }
+        _ => {
+            let (n, beyond, prior) = match own {
+                Some((n, beyond)) => (n, beyond, inactivity::PRIOR_GAP_DAYS - 1.0),
+                None => {
+                    let (n, beyond) = c.recent_gaps(1).unwrap_or((0, 0.0));
+                    (n, beyond, (ctx.pop.repeat_gap_days - 1.0).max(1.0))
+                }
+            };
+            let n = n as f64;
+            let b = beyond + prior;
+            let s = (b / (b + x)).powf(1.0 + n);
+            let q = (1.0 + n) / (2.0 + n);
+            1.0 - q * s / (q * s + 1.0 - q)
+        }
+    }
+}
+
+/// A mean gap of a week or more: a customer that comes back weekly or
+/// less often, where each gap is a chance it has left.
+const WEEKLY_DAYS: f64 = 7.0;
 
 /// Risk band of a score.
 pub fn risk(score: u8, high_below: u8, medium_below: u8) -> &'static str {

@@ -130,6 +130,11 @@ pub struct Population {
     /// for customers with few gaps, days observed per active day), in days:
     /// the rhythm assumed for a customer with too little history of its own.
     pub typical_gap_days: f64,
+    /// Median over customers with at least one gap between active days of
+    /// their mean gap, in days: the prior of a customer's rhythm while it
+    /// has shown little of its own (a one-time buyer's wait for a second
+    /// event).
+    pub repeat_gap_days: f64,
     /// Quantiles (0%, 1%, ..., 100%) of current-week events across customers.
     pub weekly_events_quantiles: Vec<f64>,
     /// How the base moved per day: index 0 is the day before the sweep, each
@@ -151,6 +156,7 @@ impl Default for Population {
             seat_factor: 1.0,
             fortnight_factor: 1.0,
             typical_gap_days: DEFAULT_TYPICAL_GAP_DAYS,
+            repeat_gap_days: DEFAULT_TYPICAL_GAP_DAYS,
             weekly_events_quantiles: Vec::new(),
             daily_factors: Vec::new(),
             customers: 0,

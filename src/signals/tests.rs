@@ -616,6 +616,60 @@ fn health_score_breakdown_sums_and_ranks_risk() {
     assert!(fading.breakdown.contains_key("frequency") && fading.breakdown.contains_key("nps"));
 }
 
+fn row_of(e: &Engine, id: &str) -> crate::engine::CustomerRow {
+    e.customers()
+        .into_iter()
+        .find(|c| &*c.customer_id == id)
+        .unwrap_or_else(|| panic!("no customer {id}"))
+}
+
+#[test]
+fn health_recency_falls_with_idle_time_against_the_own_rhythm_and_idle_for_10_gaps_is_not_low_risk() {
+    // Active every third day until day 60, then silent.
+    let mut evs = peers(0..120, None);
+    evs.extend(daily("every3", 0..61, |d| u32::from(d % 3 == 0) * 4));
+    let mut recency = Vec::new();
+    for day in [61, 63, 66, 70, 75, 80, 90] {
+        let (e, _) = run(evs.clone(), at(f64::from(day)));
+        let r = row_of(&e, "every3");
+        recency.push(r.breakdown.get("recency").copied().unwrap_or(0));
+        if day >= 90 {
+            // 30 days idle: ten times its 3-day rhythm.
+            assert_ne!(r.risk, "low", "{r:?}");
+        }
+    }
+    assert!(recency.windows(2).all(|w| w[0] <= w[1]), "recency not monotone: {recency:?}");
+    assert_eq!(recency[0], 0, "a day after its last use: {recency:?}");
+    assert_eq!(*recency.last().unwrap(), 31, "{recency:?}");
+}
+
+#[test]
+fn one_time_customers_are_ranked_by_idle_time_and_a_dormant_one_is_never_low_risk() {
+    // A base of repeat buyers (a purchase every 10-30 days) and one-time
+    // buyers at different ages.
+    let mut evs = peers(0..150, None);
+    for p in 0..40 {
+        let gap = 10 + p % 21;
+        for d in (p % 7..150).step_by(gap as usize) {
+            evs.push(usage(&format!("repeat-{p}"), at(d as f64) + 11 * HOUR_MS, 1, None));
+        }
+    }
+    for (id, day) in [("once-5", 145.0), ("once-20", 130.0), ("once-60", 90.0), ("once-120", 30.0)] {
+        evs.push(usage(id, at(day), 1, None));
+    }
+    let (e, _) = run(evs, at(150.0));
+    let scores: Vec<u8> = ["once-5", "once-20", "once-60", "once-120"]
+        .iter()
+        .map(|id| row_of(&e, id).health_score)
+        .collect();
+    assert!(scores.windows(2).all(|w| w[0] > w[1]), "not ranked by idle time: {scores:?}");
+    for id in ["once-60", "once-120"] {
+        let r = row_of(&e, id);
+        assert_eq!(r.lifecycle, "dormant", "{r:?}");
+        assert_ne!(r.risk, "low", "{r:?}");
+    }
+}
+
 #[test]
 fn health_sees_a_slow_slide_and_support_friction_that_raise_no_alert() {
     let mut evs = peers(0..100, None);
