@@ -76,8 +76,7 @@ async fn require_token(
         let given = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
+            .and_then(bearer_token);
         match given {
             Some(g) if constant_time_eq(g.as_bytes(), token.as_bytes()) => {}
             Some(_) => {
@@ -92,6 +91,13 @@ async fn require_token(
         }
     }
     next.run(req).await
+}
+
+/// The token of an `Authorization` value of the Bearer scheme, whose name
+/// is case-insensitive (RFC 9110 section 11.1): `bearer x` is `Bearer x`.
+fn bearer_token(v: &str) -> Option<&str> {
+    let (scheme, token) = v.trim_start().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
 }
 
 fn with_challenge(mut r: Response) -> Response {
@@ -244,6 +250,16 @@ async fn alerts(State(st): State<HttpState>, Query(q): Query<AlertsQuery>) -> Re
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for v in ["Bearer tok", "bearer tok", "BEARER  tok ", " bEaReR tok"] {
+            assert_eq!(super::bearer_token(v), Some("tok"), "{v:?}");
+        }
+        for v in ["Basic tok", "Bearertok", "tok", ""] {
+            assert_eq!(super::bearer_token(v), None, "{v:?}");
+        }
+    }
+
     use super::*;
 
     #[test]

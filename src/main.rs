@@ -77,8 +77,12 @@ fn init_tracing(default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CHURNWATCH_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     let json = std::env::var("CHURNWATCH_LOG_FORMAT").is_ok_and(|v| v == "json");
+    // Colour only for a person at a terminal: not in files, pipes or
+    // journald.
+    use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     if json {
         builder.json().init();

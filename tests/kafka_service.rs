@@ -1439,6 +1439,15 @@ async fn partitions_committed_at_different_event_times_sweep_together_after_a_re
         "partition 1 did not wait at the sweep (settling); log {}",
         log.display()
     );
+    // Logs for machines: no colour codes in a file, and reaching the end
+    // of a partition while replaying is not a warning.
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(!text.contains('\u{1b}'), "ANSI escapes in a log file: {}", log.display());
+    assert!(
+        !text.lines().any(|l| l.contains("WARN") && l.contains("PartitionEOF")),
+        "PartitionEOF logged as a warning: {}",
+        log.display()
+    );
 
     // Every backtest alert after the cuts (and the lateness that follows
     // them), exactly; none that the backtest did not raise; nothing from

@@ -62,7 +62,12 @@ pub struct ReaderContext;
 impl ClientContext for ReaderContext {
     fn error(&self, error: KafkaError, reason: &str) {
         match error {
-            KafkaError::PartitionEOF(_) => tracing::trace!(reason, "end of partition"),
+            // rdkafka reports the end of a partition through the error
+            // callback too, as a global error: not an error here either.
+            KafkaError::PartitionEOF(_)
+            | KafkaError::Global(rdkafka::types::RDKafkaErrorCode::PartitionEOF) => {
+                tracing::trace!(reason, "end of partition")
+            }
             e => tracing::warn!(error = %e, reason, "Kafka client error"),
         }
     }
