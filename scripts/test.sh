@@ -25,6 +25,18 @@ if ! python3 -c 'import yaml' >/dev/null 2>&1; then
     python3 -m pip install --quiet pyyaml >&2 || { command -v apt-get >/dev/null && apt-get install -y -qq python3-yaml >&2; }
 fi
 
+# tests/kafka_service.rs parses alerts with the official CloudEvents Python
+# SDK, from a venv of its own (pinned version).
+CE_SDK_VERSION=2.2.0
+if ! target/cevenv/bin/python -c "import cloudevents, sys; from importlib.metadata import version; sys.exit(version('cloudevents') != '$CE_SDK_VERSION')" >/dev/null 2>&1; then
+    echo "installing the CloudEvents Python SDK $CE_SDK_VERSION (once)..." >&2
+    mkdir -p target
+    python3 -m venv target/cevenv >&2 || {
+        command -v apt-get >/dev/null && apt-get install -y -qq python3-venv >&2 && python3 -m venv target/cevenv >&2
+    }
+    target/cevenv/bin/python -m pip install --quiet "cloudevents==$CE_SDK_VERSION" >&2
+fi
+
 if cargo nextest --version >/dev/null 2>&1; then
     # Doc tests first: nextest's summary line must close the output.
     cargo test --doc --quiet

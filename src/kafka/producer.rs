@@ -72,11 +72,10 @@ impl Output {
             topic: topic.to_string(),
             key: Some(a.customer_id.as_bytes().to_vec()),
             payload: a.to_json().into_bytes(),
-            headers: vec![
-                ("content-type".into(), CLOUDEVENTS_CONTENT_TYPE.into()),
-                ("ce_type".into(), a.event_type().into()),
-                ("ce_id".into(), a.id().into_bytes()),
-            ],
+            // Structured mode carries `content-type` only: a `ce_` header
+            // makes CloudEvents SDKs read the message as binary mode (the
+            // Python SDK then rejects it for a missing `source`).
+            headers: vec![("content-type".into(), CLOUDEVENTS_CONTENT_TYPE.into())],
             kind: OutputKind::Alert {
                 alert: a.alert.name(),
                 status,
