@@ -263,15 +263,26 @@ impl Seats {
     /// weeks (`[today - 7 (k + 1), today - 7 k)` for `k` in `1..=weeks`), and
     /// away when not active in the current week (`[today - 7, today)`).
     pub fn regulars(&self, today: i32, weeks: usize) -> (u32, u32) {
+        self.regulars_since(today, today, weeks)
+    }
+
+    /// [`Self::regulars`] with the baseline weeks taken before `base_today`
+    /// (e.g. the day a seat-loss alert fired, so that the users who left do
+    /// not stop being regulars as the weeks without them enter the baseline)
+    /// and the current week before `today`. Days older than the 64 the
+    /// record keeps count as inactive: a baseline that old has no regulars.
+    pub fn regulars_since(&self, base_today: i32, today: i32, weeks: usize) -> (u32, u32) {
         let weeks = weeks.min(8);
-        let masks: [u64; 9] =
-            std::array::from_fn(|k| self.mask(today - 7 * (k as i32 + 1), today - 7 * k as i32));
+        let base: [u64; 8] = std::array::from_fn(|k| {
+            self.mask(base_today - 7 * (k as i32 + 2), base_today - 7 * (k as i32 + 1))
+        });
+        let current = self.mask(today - 7, today);
         let (mut regular, mut away) = (0, 0);
         for (_, bits) in self.users() {
-            let present = masks[1..=weeks].iter().filter(|m| bits & **m != 0).count();
+            let present = base[..weeks].iter().filter(|m| bits & **m != 0).count();
             if weeks >= 1 && present == weeks {
                 regular += 1;
-                away += u32::from(bits & masks[0] == 0);
+                away += u32::from(bits & current == 0);
             }
         }
         (regular, away)

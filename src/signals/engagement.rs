@@ -339,7 +339,21 @@ pub fn seat_contraction(c: &Customer, ctx: &Ctx<'_>) -> Option<Finding> {
     if !ctx.firing && quiet < QUIET_POPULATION {
         return None;
     }
-    let (regular, away) = seats.regulars(ctx.today, weeks);
+    // While firing, the regulars are those of the baseline it fired on.
+    let base_today = c
+        .firing
+        .iter()
+        .find(|f| ctx.firing && f.kind == crate::signals::AlertKind::SeatContraction)
+        .map_or(ctx.today, |f| day_of(f.starts_at).min(ctx.today));
+    // Baseline weeks still within the 64 days of the seat record; with
+    // fewer than two left (about six weeks after it fired) the loss is the
+    // new normal and the alert resolves.
+    let fit = usize::try_from((base_today - ctx.today + 64) / 7 - 1).unwrap_or(0);
+    let weeks = if base_today < ctx.today { weeks.min(fit) } else { weeks };
+    if weeks < 2 {
+        return None;
+    }
+    let (regular, away) = seats.regulars_since(base_today, ctx.today, weeks);
     let p = ctx.params;
     if f64::from(regular) < p.min_baseline.max(1.0) {
         return None;

@@ -218,6 +218,48 @@ fn inactivity_fires_at_the_deadline_and_resolves_on_return() {
 }
 
 #[test]
+fn a_70_percent_slide_over_three_weeks_fires_engagement_drop_before_it_ends() {
+    for (level, start) in [(20.0, 63), (8.0, 70), (40.0, 77)] {
+        let mut evs = peers(0..120, None);
+        // Falls linearly from `level` to 30% of it over 21 days, then stays.
+        evs.extend(daily("slide", 0..120, |d| {
+            let f = ((d - start) as f64 / 21.0).clamp(0.0, 1.0);
+            let n = level * (1.0 - 0.7 * f);
+            if is_weekend(d) { (n / 3.0).round() as u32 } else { n.round() as u32 }
+        }));
+        let (_, alerts) = run(evs, at(120.0));
+        let a = of(&alerts, "slide", AlertKind::EngagementDrop);
+        assert!(!a.is_empty(), "level {level}: no engagement_drop");
+        assert!(
+            a[0].starts_at <= at((start + 21) as f64),
+            "level {level}: fired at {} after the slide ended (day {})",
+            crate::event::format_ts(a[0].starts_at),
+            start + 21
+        );
+        assert!(a[0].starts_at > at(start as f64), "not before the slide");
+    }
+}
+
+#[test]
+fn seat_loss_with_falling_activity_fires_seat_contraction() {
+    let mut evs = peers(0..120, None);
+    for d in 0..120i64 {
+        // 10 users, 3 events each a day; from day 70, 7 of them leave and
+        // the 3 who stay take on half of their work (activity -35%).
+        let (users, per_user) = if d >= 70 { (3u32, 6u32) } else { (10, 3) };
+        for u in 0..users {
+            for i in 0..per_user {
+                evs.push(usage("seats", at(d as f64) + (9 + i64::from(i)) * HOUR_MS, u, None));
+            }
+        }
+    }
+    let (_, alerts) = run(evs, at(100.0));
+    let a = of(&alerts, "seats", AlertKind::SeatContraction);
+    assert_eq!(statuses(&a), vec![AlertStatus::Firing], "{a:#?}");
+    assert!(a[0].starts_at <= at(77.0), "{a:#?}");
+}
+
+#[test]
 fn seat_contraction_fires_when_users_leave_and_resolves_when_back() {
     let mut evs = peers(0..120, None);
     for d in 0..120i64 {
@@ -243,6 +285,9 @@ fn seat_contraction_fires_when_users_leave_and_resolves_when_back() {
         "{a:#?}"
     );
     assert!(a[0].starts_at <= at(77.0));
+    // Firing while the users stay away (the departed do not stop being
+    // regulars as weeks without them enter the baseline); resolved when back.
+    assert!(a[1].ends_at.unwrap() >= at(90.0), "{a:#?}");
     assert!(of(&alerts, "seats", AlertKind::EngagementDrop).is_empty());
 }
 
