@@ -10,6 +10,7 @@ overrides instead of a rebuild of the tests. Standard library only.
   churnwatch generate --seed 7 --customers 1500 --days 120 --out p.jsonl --labels pl.jsonl
   churnwatch backtest --input p.jsonl --alerts-out a.jsonl
   scripts/eval-quality.py pr a.jsonl pl.jsonl
+  scripts/eval-quality.py table s7=a7.jsonl,l7.jsonl s1=a1.jsonl,l1.jsonl ...
 
 (both backtests with key_features = ["reports","exports"], as the test's config).
 `auc`: Mann-Whitney AUC of 100 - health score at T for churn in (T, T+60 d],
@@ -83,7 +84,7 @@ def pct(xs, q):
     return xs[min(len(xs) - 1, int(q * (len(xs) - 1) + 0.5))] if xs else float("nan")
 
 
-def precision_recall(alerts, labels, show_fp=0):
+def precision_recall(alerts, labels, show_fp=0, out=print):
     """Per alert: precision, recall, healthy customers alerted, detection
     delay. A firing is right when it is a labelled alert of the customer that
     starts within the label's detect_within_days (default 14) after its onset
@@ -111,6 +112,7 @@ def precision_recall(alerts, labels, show_fp=0):
 
     worst = 1.0
     rows = []
+    table = []
     for kind in KINDS:
         fired = [a["data"] for a in alerts
                  if a["data"]["alert"] == kind and a["data"]["status"] == "firing"]
@@ -131,20 +133,44 @@ def precision_recall(alerts, labels, show_fp=0):
         worst = min(worst, p, r)
         ds = list(delay.values())
         rows.append(healthy)
-        print(f"{kind:20} fired {len(fired):4} right {len(right):4} precision {p:.3f} | "
+        table.append((kind, p, r, len(healthy), pct(ds, 0.5), pct(ds, 0.9)))
+        out(f"{kind:20} fired {len(fired):4} right {len(right):4} precision {p:.3f} | "
               f"expected {len(expected):4} found {found:4} recall {r:.3f} | healthy alerted {len(healthy):3} | "
               f"delay median {pct(ds, 0.5):5.1f} p90 {pct(ds, 0.9):5.1f} d")
         for d in wrong[:show_fp]:
             ls = by_customer.get(d["customer_id"], [])
-            print(f"    wrong: {d['customer_id']} {d['starts_at']} [{','.join(l['story'] for l in ls) or 'healthy'}] {d['summary']}")
+            out(f"    wrong: {d['customer_id']} {d['starts_at']} [{','.join(l['story'] for l in ls) or 'healthy'}] {d['summary']}")
     any_healthy = set().union(*rows)
-    print(f"healthy customers with any wrong alert: {len(any_healthy)}")
-    print(f"worst {worst:.3f}")
+    out(f"healthy customers with any wrong alert: {len(any_healthy)}")
+    out(f"worst {worst:.3f}")
+    return table, len(any_healthy)
+
+
+def per_seed_table(runs):
+    """`table NAME=alerts.jsonl,labels.jsonl ...`: one markdown row per alert
+    and run (precision, recall, healthy customers alerted, median and p90
+    detection delay in days), then each run's healthy customers with any
+    wrong alert."""
+    print("| alert | run | precision | recall | healthy alerted | delay median | delay p90 |")
+    print("|---|---|---|---|---|---|---|")
+    results = []
+    for run in runs:
+        name, files = run.split("=", 1)
+        a, l = files.split(",")
+        results.append((name, *precision_recall(load(a), load(l), 0, out=lambda *_: None)))
+    for i, kind in enumerate(KINDS):
+        for name, table, _ in results:
+            _, p, r, h, med, p90 = table[i]
+            print(f"| {kind} | {name} | {p:.3f} | {r:.3f} | {h} | {med:.1f} | {p90:.1f} |")
+    for name, _, any_healthy in results:
+        print(f"{name}: healthy customers with any wrong alert: {any_healthy}")
 
 
 def main(argv):
     if len(argv) >= 5 and argv[1] == "auc":
         health_auc(load(argv[2]), load(argv[3]), ts(argv[4]), "--by-story" in argv[5:])
+    elif len(argv) >= 3 and argv[1] == "table":
+        per_seed_table(argv[2:])
     elif len(argv) >= 4 and argv[1] == "pr":
         show = int(argv[4]) if len(argv) > 4 else 0
         precision_recall(load(argv[2]), load(argv[3]), show)
