@@ -346,8 +346,10 @@ pub enum GenerateError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Story {
-    /// Usage decays exponentially from the onset instant to 10% within 14-21
-    /// days, then a voluntary `subscription_cancelled` 21-35 days after onset.
+    /// Usage decays exponentially from the onset instant toward 10-40% of
+    /// normal (a fall of 60-90%), nine tenths of the way within 14-28 days
+    /// (the label's `detect_within_days`), then a voluntary
+    /// `subscription_cancelled` 21-35 days after onset.
     /// Onset: the start of the decline (no event there). Alerts:
     /// `engagement_drop`, `churned` (at `churn_at` = the cancel).
     GradualDeclineCancel,
@@ -448,8 +450,9 @@ impl Story {
 ///
 /// `alerts` lists every alert of `EVENTS.md` the story causes, in the
 /// service's alert order; a sensible detector fires each of them with
-/// `starts_at` within 14 days (inclusive) after `onset`, except `churned`,
-/// which starts at `churn_at`. `churn_at` is when the customer churns in the
+/// `starts_at` within `detect_within_days` (inclusive; 14, or for a gradual
+/// decline the days it takes to fall most of its way, 14-28) after `onset`,
+/// except `churned`, which starts at `churn_at`. `churn_at` is when the customer churns in the
 /// data (the cancel's `ts`, or first failure + 14 days for
 /// `payment_not_recovered`), null when it does not churn within the period.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -464,6 +467,13 @@ pub struct Label {
     pub alerts: Vec<String>,
     /// When the customer churns, RFC 3339 UTC, or null.
     pub churn_at: Option<String>,
+    /// Days after `onset` by which the story's alerts should have fired.
+    #[serde(default = "default_detect_within_days")]
+    pub detect_within_days: u32,
+}
+
+fn default_detect_within_days() -> u32 {
+    14
 }
 
 impl Label {
@@ -716,6 +726,8 @@ struct StoryPlan {
     cancel_at: Option<Ts>,
     /// Gradual decline time constant, ms.
     tau: f64,
+    /// Gradual decline: the usage level it settles at (0.1-0.4 of normal).
+    floor: f64,
     /// Downgrade target plan.
     target_plan: u8,
     /// Payment recovery delay, ms.
@@ -1181,6 +1193,7 @@ fn assign_story(
         churn_at: None,
         cancel_at: None,
         tau: 0.0,
+        floor: 0.1,
         target_plan: c.plan,
         recover_after: 0,
         dropped_kf: 0,
@@ -1188,8 +1201,11 @@ fn assign_story(
     };
     match story {
         Story::GradualDeclineCancel => {
-            let days_to_10pct = rng.random_range(14.0..21.0);
-            plan.tau = days_to_10pct * DAY_MS as f64 / std::f64::consts::LN_10;
+            // Usage falls 60-90% (to `floor`), most of the way (nine tenths
+            // of the fall) in 14-28 days.
+            let days_to_most = rng.random_range(14.0..28.0);
+            plan.tau = days_to_most * DAY_MS as f64 / std::f64::consts::LN_10;
+            plan.floor = rng.random_range(0.1..0.4);
             let cancel = onset + secs(rng, 21 * DAY_MS, 35 * DAY_MS);
             plan.cancel_at = Some(cancel);
             plan.churn_at = Some(cancel);
@@ -1300,6 +1316,13 @@ fn label_of(c: &Customer) -> Option<Label> {
         onset: format_ts(s.onset),
         alerts: alerts.into_iter().map(String::from).collect(),
         churn_at: s.churn_at.map(format_ts),
+        // Inside the slide: the days it takes to fall nine tenths of its way.
+        detect_within_days: match s.story {
+            Story::GradualDeclineCancel => {
+                ((s.tau * std::f64::consts::LN_10 / DAY_MS as f64).ceil() as u32).max(14)
+            }
+            _ => 14,
+        },
     })
 }
 
@@ -1883,8 +1906,8 @@ fn usage_day(
         match s.story {
             Story::GradualDeclineCancel if u.ts > s.onset => {
                 // The decline continues from where the pre-churn drift left it.
-                let f = (pre_churn_level(s, s.onset) * (-((u.ts - s.onset) as f64) / s.tau).exp())
-                    .max(0.1);
+                let decay = (-((u.ts - s.onset) as f64) / s.tau).exp();
+                let f = pre_churn_level(s, s.onset) * (s.floor + (1.0 - s.floor) * decay);
                 !seat_left(c.seats, s, u.user, u.ts) && unit(rng) < f
             }
             Story::SeatLoss => !(u.light && u.ts >= s.onset),
@@ -2366,10 +2389,13 @@ mod tests {
             let u = usage(&evs);
             let before = count(&u, onset - 14 * DAY_MS, onset) / 2.0;
             let week2 = count(&u, onset + 7 * DAY_MS, onset + 14 * DAY_MS);
+            // Falls 60-90%, nine tenths of the way within 14-28 days (the
+            // label's detect_within_days); the cancel comes from day 21.
             let week3 = count(&u, onset + 14 * DAY_MS, onset + 21 * DAY_MS);
             assert!(before >= 30.0, "{l:?}: {before}");
-            assert!(week2 < 0.5 * before, "{l:?}: {before} -> {week2}");
-            assert!(week3 < 0.4 * before, "{l:?}: {before} -> {week3}");
+            assert!(week2 < 0.9 * before, "{l:?}: {before} -> {week2}");
+            assert!(week3 < 0.75 * before, "{l:?}: {before} -> {week3}");
+            assert!((14..=28).contains(&l.detect_within_days), "{l:?}");
             let churn = l.churn_at_ts().unwrap();
             assert!((21 * DAY_MS..=35 * DAY_MS).contains(&(churn - onset)));
             assert!(evs.iter().any(|e| e.ts == churn

@@ -78,7 +78,7 @@ const EARLY_WARNING_DAYS: Ts = 60;
 /// Per alert type on one generated period: precision, recall and the share
 /// of healthy customers (no story) it alerted, against the labels. A firing
 /// is right when it is one of the customer's labelled alerts and starts
-/// within 14 days after the story's onset (`churned`: after the churn), or
+/// within the label's `detect_within_days` (14, or for a gradual decline the length of its slide) after the story's onset (`churned`: after the churn), or
 /// when it is a leading signal that starts within [`EARLY_WARNING_DAYS`]
 /// before the customer churns (an early warning is what the product is for).
 /// Returns the report and what failed the gates: precision and recall >= 0.9,
@@ -103,7 +103,7 @@ fn quality(g: &Generated, customers: usize, alerts: &[AlertEvent]) -> (String, V
                 };
                 l.alerts.iter().any(|x| x == a.alert.name())
                     && a.starts_at >= onset
-                    && a.starts_at <= onset + 14 * DAY_MS
+                    && a.starts_at <= onset + i64::from(l.detect_within_days) * DAY_MS
             })
         })
     };
