@@ -23,6 +23,11 @@ pub struct BacktestArgs {
     /// RFC 3339 instant: later events are not applied; the clock runs to it at the end.
     #[arg(long)]
     pub until: Option<String>,
+    /// Accept events dated more than `max_future_skew` ahead of this
+    /// machine's clock (a synthetic file dated ahead); by default they are
+    /// rejected as `ts_in_future`, as the service does.
+    #[arg(long)]
+    pub allow_future: bool,
     /// TOML config file (env `CHURNWATCH_*` also applies).
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -226,7 +231,11 @@ fn summarize(
 
 /// Runs the `backtest` command.
 pub fn run(args: &BacktestArgs) -> Result<Summary, BacktestError> {
-    let cfg = Arc::new(crate::config::load(args.config.as_deref())?);
+    let mut cfg = crate::config::load(args.config.as_deref())?;
+    if args.allow_future {
+        cfg.decode.max_future_skew = None;
+    }
+    let cfg = Arc::new(cfg);
     let until = args
         .until
         .as_deref()

@@ -155,6 +155,8 @@ pub struct RawConfig {
     pub dunning_grace: Option<String>,
     /// Without usage this long, a customer is `dormant`.
     pub dormant_after: Option<String>,
+    /// Events further ahead of the machine's clock are rejected (`ts_in_future`).
+    pub max_future_skew: Option<String>,
     /// Features tracked for non-use.
     pub key_features: Option<Vec<String>>,
     /// Rolling window of the business metrics.
@@ -350,6 +352,7 @@ impl RawConfig {
                 "dedup_horizon" => self.dedup_horizon = Some(v.clone()),
                 "dunning_grace" => self.dunning_grace = Some(v.clone()),
                 "dormant_after" => self.dormant_after = Some(v.clone()),
+                "max_future_skew" => self.max_future_skew = Some(v.clone()),
                 "key_features" => self.key_features = Some(env_list(&v)),
                 "metrics_window" => self.metrics_window = Some(v.clone()),
                 "risk_high_below" => {
@@ -418,6 +421,7 @@ impl RawConfig {
         let dedup_horizon = dur("dedup_horizon", &self.dedup_horizon, "24h", 0);
         let dunning_grace = dur("dunning_grace", &self.dunning_grace, "14d", 1);
         let dormant_after = dur("dormant_after", &self.dormant_after, "30d", DAY_MS);
+        let max_future_skew = dur("max_future_skew", &self.max_future_skew, "1h", 0);
         let metrics_window = dur("metrics_window", &self.metrics_window, "30d", DAY_MS);
         let shutdown_grace = dur("shutdown_grace", &self.shutdown_grace, "30s", 0);
         let commit_interval = dur(
@@ -599,6 +603,7 @@ impl RawConfig {
                 reporting_currency,
                 currency_rates,
                 key_features,
+                max_future_skew: Some(max_future_skew),
             },
             allowed_lateness,
             dedup_horizon,

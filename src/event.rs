@@ -318,6 +318,19 @@ pub enum RejectReason {
         "currency {0:?} has no configured rate to the reporting currency; add it to `currency_rates`"
     )]
     UnknownCurrency(String),
+    /// Event time further ahead of the clock than `max_future_skew`: a
+    /// producer with a broken clock. Never applied, so it cannot move the
+    /// watermark (and event time) ahead for everyone.
+    #[error(
+        "ts {} is more than the allowed skew ahead of the clock ({}); fix the producer's clock, or raise `max_future_skew` (backtest: --allow-future for a file dated ahead)",
+        format_ts(*ts), format_ts(*clock)
+    )]
+    TsInFuture {
+        /// The event's time.
+        ts: Ts,
+        /// The clock it was compared with.
+        clock: Ts,
+    },
     /// A field with a value outside its allowed set.
     #[error("field `{field}` has invalid value {value:?}; expected {expected}")]
     InvalidValue {
@@ -348,11 +361,12 @@ impl RejectReason {
             RejectReason::OutOfRange { .. } => "out_of_range",
             RejectReason::UnknownCurrency(_) => "unknown_currency",
             RejectReason::InvalidValue { .. } => "invalid_value",
+            RejectReason::TsInFuture { .. } => "ts_in_future",
         }
     }
 
     /// Every code, for pre-registering metric series.
-    pub const CODES: [&'static str; 14] = [
+    pub const CODES: [&'static str; 15] = [
         "not_utf8",
         "invalid_json",
         "not_an_object",
@@ -367,6 +381,7 @@ impl RejectReason {
         "out_of_range",
         "unknown_currency",
         "invalid_value",
+        "ts_in_future",
     ];
 }
 
@@ -380,6 +395,9 @@ pub struct DecodeConfig {
     /// The configured key features (`Config::key_features`), at most
     /// [`MAX_KEY_FEATURES`]: a usage event keeps which of them it used.
     pub key_features: Vec<String>,
+    /// Events more than this far ahead of the machine's clock are rejected
+    /// (`ts_in_future`); `None`: no guard (unit tests, `--allow-future`).
+    pub max_future_skew: Option<Ts>,
 }
 
 /// Most key features a config may name (a usage event keeps the index in a `u8`).
@@ -391,6 +409,7 @@ impl Default for DecodeConfig {
             reporting_currency: "USD".into(),
             currency_rates: FxHashMap::default(),
             key_features: Vec::new(),
+            max_future_skew: None,
         }
     }
 }
@@ -614,6 +633,13 @@ pub fn decode(bytes: &[u8], cfg: &DecodeConfig) -> Result<Event, RejectReason> {
     decode_str(text, cfg)
 }
 
+/// The machine's clock, ms since the epoch.
+fn wall_clock_ms() -> Ts {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as Ts)
+}
+
 /// Decodes one JSON object.
 pub fn decode_str(text: &str, cfg: &DecodeConfig) -> Result<Event, RejectReason> {
     let trimmed = text.trim_start();
@@ -636,6 +662,12 @@ pub fn decode_str(text: &str, cfg: &DecodeConfig) -> Result<Event, RejectReason>
     }
     let ty = req_str(&raw.ty, "type")?;
     let ts = parse_ts(req_str(&raw.ts, "ts")?)?;
+    if let Some(skew) = cfg.max_future_skew {
+        let clock = wall_clock_ms();
+        if ts > clock.saturating_add(skew) {
+            return Err(RejectReason::TsInFuture { ts, clock });
+        }
+    }
     let event_id = opt_str(&raw.event_id, "event_id")?;
     let segment = opt_str(&raw.segment, "segment")?;
 
@@ -788,6 +820,24 @@ fn decode_billing(ty: &str, raw: &Raw<'_>, cfg: &DecodeConfig) -> Result<EventKi
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_event_dated_ahead_of_the_clock_is_rejected_when_the_guard_is_on() {
+        let now = super::wall_clock_ms();
+        let line = |ts: Ts| format!(r#"{{"type":"usage","customer_id":"c","action":"a","ts":"{}"}}"#, format_ts(ts));
+        let cfg = DecodeConfig {
+            max_future_skew: Some(3_600_000),
+            ..DecodeConfig::default()
+        };
+        let far = parse_ts("2099-01-01T00:00:00Z").unwrap();
+        let err = decode_str(&line(far), &cfg).unwrap_err();
+        assert_eq!(err.code(), "ts_in_future");
+        assert!(err.to_string().contains("2099-01-01T00:00:00"), "{err}");
+        assert_eq!(decode_str(&line(now + 2 * 3_600_000), &cfg).unwrap_err().code(), "ts_in_future");
+        assert!(decode_str(&line(now + 1_800_000), &cfg).is_ok(), "within the skew");
+        assert!(decode_str(&line(now - 86_400_000), &cfg).is_ok(), "the past is fine");
+        assert!(decode_str(&line(far), &DecodeConfig::default()).is_ok(), "guard off");
+    }
+
     use super::*;
     use proptest::prelude::*;
 

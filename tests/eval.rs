@@ -399,6 +399,51 @@ fn on_a_purchase_log_health_beats_recency_and_frequency() {
     }
 }
 
+/// One event dated 2099 in the middle of a file (a producer with a broken
+/// clock) is rejected as `ts_in_future` and changes no alert: without the
+/// guard, event time jumped to 2099 and every customer went inactive.
+#[test]
+fn an_event_from_2099_is_rejected_and_changes_no_alert() {
+    let g = generate_to_vec(&GenerateOptions {
+        customers: 300,
+        ..opts()
+    });
+    let (clean_engine, clean) = replay(&g.lines, None);
+    let mut hostile = g.lines.clone();
+    let mid = hostile.len() / 2;
+    hostile.insert(
+        mid,
+        r#"{"type":"usage","customer_id":"c-000001","action":"login","ts":"2099-01-01T00:00:00Z"}"#.into(),
+    );
+    let mut bytes = Vec::new();
+    for l in &hostile {
+        bytes.extend_from_slice(l.as_bytes());
+        bytes.push(b'\n');
+    }
+    let mut alerts = Vec::new();
+    let mut rejected = Vec::new();
+    let (engine, summary) = backtest::replay(
+        cfg(),
+        Cursor::new(bytes),
+        None,
+        |a| {
+            alerts.push(a.clone());
+            Ok(())
+        },
+        |line, reason, _| {
+            rejected.push((line, reason.code()));
+            Ok(())
+        },
+        |_| {},
+    )
+    .expect("in-memory replay");
+    assert_eq!(rejected, vec![(mid as u64 + 1, "ts_in_future")]);
+    assert_eq!(summary.rejected_by_reason.get("ts_in_future"), Some(&1));
+    assert_eq!(engine.stats().late, clean_engine.stats().late, "no more events counted late");
+    let json = |v: &[AlertEvent]| v.iter().map(AlertEvent::to_json).collect::<Vec<_>>();
+    assert_eq!(json(&alerts), json(&clean), "alerts differ with the 2099 event");
+}
+
 fn ts_of(line: &str) -> Ts {
     let v: serde_json::Value = serde_json::from_str(line).expect("generated JSON");
     parse_ts(v["ts"].as_str().expect("ts")).expect("valid ts")

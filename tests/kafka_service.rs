@@ -93,19 +93,28 @@ async fn rejected_events_go_to_the_dlq_and_valid_ones_raise_alerts() {
             ],
         )
         .await;
+    // A producer with a broken clock: dated 2099, it must not move event
+    // time (and so every deadline) forward for everyone.
+    let from_2099 = usage("c-9", churnwatch::event::parse_ts("2099-01-01T00:00:00Z").expect("ts"));
     broker
-        .produce("product.usage", Some(0), &[(None, &empty_id)])
+        .produce("product.usage", Some(0), &[(None, &empty_id), (Some("c-9"), &from_2099)])
         .await;
     broker
         .produce("customer.feedback", Some(0), &[(Some("c-3"), &bad_score)])
         .await;
 
-    let dlq = block(|| broker.read_all("churnwatch.dlq", 3, Duration::from_secs(30)));
-    assert_eq!(dlq.len(), 3, "dead letters: {dlq:#?}");
+    let dlq = block(|| broker.read_all("churnwatch.dlq", 4, Duration::from_secs(30)));
+    assert_eq!(dlq.len(), 4, "dead letters: {dlq:#?}");
     let by_reason: BTreeMap<&str, &common::Record> = dlq
         .iter()
         .map(|r| (r.header("reason").expect("reason header"), r))
         .collect();
+    let future = by_reason["ts_in_future"];
+    assert_eq!(future.payload, from_2099.as_bytes());
+    assert!(
+        future.header("error").is_some_and(|e| e.contains("2099-01-01")),
+        "{future:?}"
+    );
     let json = by_reason["invalid_json"];
     assert_eq!(json.payload, bad_json.as_bytes(), "original bytes kept");
     assert_eq!(json.key.as_deref(), Some("c-1"), "original key kept");
