@@ -12,6 +12,10 @@ overrides instead of a rebuild of the tests. Standard library only.
   scripts/eval-quality.py pr a.jsonl pl.jsonl
   scripts/eval-quality.py table s7=a7.jsonl,l7.jsonl s1=a1.jsonl,l1.jsonl ...
 
+  churnwatch generate --profile retail --seed 1 --customers 12000 --out r.jsonl
+  churnwatch backtest --input r.jsonl --until 2026-10-02T00:00:00Z --customers-out rc.jsonl
+  scripts/eval-quality.py retail r.jsonl rc.jsonl 2026-10-02T00:00:00Z
+
 (both backtests with key_features = ["reports","exports"], as the test's config).
 `auc`: Mann-Whitney AUC of 100 - health score at T for churn in (T, T+60 d],
 customers churned by T left out. `pr`: per alert, precision and recall, a hit
@@ -166,9 +170,41 @@ def per_seed_table(runs):
         print(f"{name}: healthy customers with any wrong alert: {any_healthy}")
 
 
+def retail_auc(events_path, customers, t, horizon_days=90):
+    """`retail g.jsonl c.jsonl T`: on a purchase log (`generate --profile
+    retail`, backtest --until T --customers-out c.jsonl), "churned" = no
+    event in (T, T + 90 d]; AUC of 100 - health against days since the last
+    event alone and event count alone, on the same customers (as
+    tests/eval.rs does)."""
+    last, count, later = {}, defaultdict(int), set()
+    with open(events_path) as f:
+        for line in f:
+            e = json.loads(line)
+            at, cid = ts(e["ts"]), e["customer_id"]
+            if at < t:
+                last[cid] = max(last.get(cid, at), at)
+                count[cid] += 1
+            elif at < t + timedelta(days=horizon_days):
+                later.add(cid)
+    scores = {"health": ([], []), "recency": ([], []), "frequency": ([], [])}
+    for row in customers:
+        cid = row["customer_id"]
+        if cid not in last:
+            continue
+        side = 0 if cid in later else 1
+        scores["health"][side].append(100 - row["health_score"])
+        scores["recency"][side].append((t - last[cid]).total_seconds())
+        scores["frequency"][side].append(-count[cid])
+    churners, retained = len(scores["health"][1]), len(scores["health"][0])
+    print(" ".join(f"{k} {auc(v[1], v[0]):.3f}" for k, v in scores.items())
+          + f" over {churners} churners and {retained} retained")
+
+
 def main(argv):
     if len(argv) >= 5 and argv[1] == "auc":
         health_auc(load(argv[2]), load(argv[3]), ts(argv[4]), "--by-story" in argv[5:])
+    elif len(argv) >= 5 and argv[1] == "retail":
+        retail_auc(argv[2], load(argv[3]), ts(argv[4]))
     elif len(argv) >= 3 and argv[1] == "table":
         per_seed_table(argv[2:])
     elif len(argv) >= 4 and argv[1] == "pr":
