@@ -104,6 +104,9 @@ def precision_recall(alerts, labels, show_fp=0, out=print):
             within = timedelta(days=l.get("detect_within_days", 14))
             if d["alert"] in l["alerts"] and onset <= ts(d["starts_at"]) <= onset + within:
                 return l, onset
+            # An alert the story may also cause (its effect lasts): any time after.
+            if d["alert"] in l.get("may_fire", []) and onset <= ts(d["starts_at"]):
+                return l, onset
         return None, None
 
     def early(d):
@@ -126,7 +129,7 @@ def precision_recall(alerts, labels, show_fp=0, out=print):
         expected = [l for l in labels if kind in l["alerts"]]
         delay = {}
         for d, l, onset in matched:
-            if l is not None:
+            if l is not None and kind in l["alerts"]:
                 key = (l["customer_id"], l["onset"])
                 dd = (ts(d["starts_at"]) - onset).total_seconds() / 86400
                 delay[key] = min(delay.get(key, dd), dd)

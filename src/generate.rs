@@ -78,6 +78,8 @@ pub const DUNNING_GRACE_MS: Ts = 14 * DAY_MS;
 const MIN_HISTORY_MS: Ts = 68 * DAY_MS;
 
 /// Share of a seat-loss customer's events made by the seats it loses.
+/// Share of a seat-loss customer's events its leaving seats carry, unless
+/// its story says otherwise.
 const SEAT_LOSS_LIGHT_SHARE: f64 = 0.15;
 
 /// Usage features: (feature, actions, base weight). Index 0 is a plain login.
@@ -470,6 +472,11 @@ pub struct Label {
     /// Days after `onset` by which the story's alerts should have fired.
     #[serde(default = "default_detect_within_days")]
     pub detect_within_days: u32,
+    /// Alerts the story may also cause, in the same window, without being
+    /// required to (seat loss: `engagement_drop`, when the activity falls
+    /// with the seats).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub may_fire: Vec<String>,
 }
 
 fn default_detect_within_days() -> u32 {
@@ -728,6 +735,8 @@ struct StoryPlan {
     tau: f64,
     /// Gradual decline: the usage level it settles at (0.1-0.4 of normal).
     floor: f64,
+    /// Seat loss: share of the events the leaving seats carried (0.15-0.45).
+    light_share: f64,
     /// Downgrade target plan.
     target_plan: u8,
     /// Payment recovery delay, ms.
@@ -1194,6 +1203,7 @@ fn assign_story(
         cancel_at: None,
         tau: 0.0,
         floor: 0.1,
+        light_share: SEAT_LOSS_LIGHT_SHARE,
         target_plan: c.plan,
         recover_after: 0,
         dropped_kf: 0,
@@ -1221,12 +1231,15 @@ fn assign_story(
         }
         Story::SeatLoss => {
             c.seats = log_uniform(rng, 10.0, 30.0).round() as u16;
-            c.core = (f64::from(c.seats) * 0.35).floor() as u16;
+            // 60-80% of the seats leave, carrying 15-45% of the events:
+            // activity falls with the seats, more or less.
+            c.core = (f64::from(c.seats) * rng.random_range(0.2..0.4)).floor().max(1.0) as u16;
+            plan.light_share = rng.random_range(0.15..0.45);
             c.plan = c.plan.max(2);
             // Each light seat gets >= 1 event per active weekday on average,
             // so every seat shows up in a week before the onset.
             let light = f64::from(c.seats - c.core);
-            c.lambda = c.lambda.max(light / SEAT_LOSS_LIGHT_SHARE).max(10.0);
+            c.lambda = c.lambda.max(light / plan.light_share).max(10.0);
         }
         Story::KeyFeatureDropped => {
             let k = rng.random_range(0..2usize);
@@ -1322,6 +1335,10 @@ fn label_of(c: &Customer) -> Option<Label> {
                 ((s.tau * std::f64::consts::LN_10 / DAY_MS as f64).ceil() as u32).max(14)
             }
             _ => 14,
+        },
+        may_fire: match s.story {
+            Story::SeatLoss => vec!["engagement_drop".into()],
+            _ => Vec::new(),
         },
     })
 }
@@ -1875,7 +1892,8 @@ fn usage_day(
     for _ in 0..n {
         let ts = day_start + time_of_day(rng, c.shift_h);
         let (user, light) = if c.core > 0 {
-            if unit(rng) < 1.0 - SEAT_LOSS_LIGHT_SHARE {
+            let light_share = story.map_or(SEAT_LOSS_LIGHT_SHARE, |s| s.light_share);
+            if unit(rng) < 1.0 - light_share {
                 (zipf_rank(rng, c.core), false)
             } else {
                 (rng.random_range(c.core + 1..=c.seats), true)
@@ -2379,9 +2397,10 @@ mod tests {
             let before = count(&u, onset - 14 * DAY_MS, onset) / 2.0;
             let after = count(&u, onset, onset + 14 * DAY_MS) / 2.0;
             assert!(
-                after > 0.7 * before,
+                after > 0.45 * before,
                 "{l:?}: {before} -> {after} events/week"
             );
+            assert_eq!(l.may_fire, ["engagement_drop"], "{l:?}");
         }
         for l in labels_of(f, Story::GradualDeclineCancel) {
             let onset = l.onset_ts().unwrap();

@@ -101,9 +101,13 @@ fn quality(g: &Generated, customers: usize, alerts: &[AlertEvent]) -> (String, V
                     (AlertKind::Churned, Some(c)) => c,
                     _ => l.onset_ts().expect("onset"),
                 };
-                l.alerts.iter().any(|x| x == a.alert.name())
+                let name = a.alert.name();
+                // A required alert within the label's window; one the story
+                // may also cause (its effect lasts) any time after the onset.
+                (l.alerts.iter().any(|x| x == name)
                     && a.starts_at >= onset
-                    && a.starts_at <= onset + i64::from(l.detect_within_days) * DAY_MS
+                    && a.starts_at <= onset + i64::from(l.detect_within_days) * DAY_MS)
+                    || (l.may_fire.iter().any(|x| x == name) && a.starts_at >= onset)
             })
         })
     };
