@@ -331,6 +331,18 @@ pub enum RejectReason {
         /// The clock it was compared with.
         clock: Ts,
     },
+    /// The Kafka key names another customer than the body: the producer
+    /// routes by something else, and the event would land on a stray
+    /// customer (or another partition's).
+    #[error(
+        "message key {key:?} is not the event's customer_id {customer_id:?}; key messages by customer_id"
+    )]
+    KeyMismatch {
+        /// The key (lossy UTF-8, at most 100 characters).
+        key: String,
+        /// The body's `customer_id`.
+        customer_id: String,
+    },
     /// A field with a value outside its allowed set.
     #[error("field `{field}` has invalid value {value:?}; expected {expected}")]
     InvalidValue {
@@ -362,11 +374,12 @@ impl RejectReason {
             RejectReason::UnknownCurrency(_) => "unknown_currency",
             RejectReason::InvalidValue { .. } => "invalid_value",
             RejectReason::TsInFuture { .. } => "ts_in_future",
+            RejectReason::KeyMismatch { .. } => "key_mismatch",
         }
     }
 
     /// Every code, for pre-registering metric series.
-    pub const CODES: [&'static str; 15] = [
+    pub const CODES: [&'static str; 16] = [
         "not_utf8",
         "invalid_json",
         "not_an_object",
@@ -382,6 +395,7 @@ impl RejectReason {
         "unknown_currency",
         "invalid_value",
         "ts_in_future",
+        "key_mismatch",
     ];
 }
 
@@ -633,6 +647,20 @@ pub fn decode(bytes: &[u8], cfg: &DecodeConfig) -> Result<Event, RejectReason> {
     decode_str(text, cfg)
 }
 
+/// [`decode`] for a Kafka message: a key, when there is one, must be the
+/// event's `customer_id` (`key_mismatch` otherwise). A message without a
+/// key is accepted.
+pub fn decode_keyed(key: Option<&[u8]>, bytes: &[u8], cfg: &DecodeConfig) -> Result<Event, RejectReason> {
+    let ev = decode(bytes, cfg)?;
+    match key {
+        Some(k) if k != ev.customer_id.as_bytes() => Err(RejectReason::KeyMismatch {
+            key: String::from_utf8_lossy(k).chars().take(100).collect(),
+            customer_id: ev.customer_id.to_string(),
+        }),
+        _ => Ok(ev),
+    }
+}
+
 /// The machine's clock, ms since the epoch.
 fn wall_clock_ms() -> Ts {
     std::time::SystemTime::now()
@@ -820,6 +848,17 @@ fn decode_billing(ty: &str, raw: &Raw<'_>, cfg: &DecodeConfig) -> Result<EventKi
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_key_that_is_not_the_customer_id_is_rejected() {
+        let line = br#"{"type":"usage","customer_id":"c-7","action":"a","ts":"2026-01-05T00:00:00Z"}"#;
+        let cfg = DecodeConfig::default();
+        assert!(decode_keyed(Some(b"c-7"), line, &cfg).is_ok());
+        assert!(decode_keyed(None, line, &cfg).is_ok(), "no key: accepted");
+        let err = decode_keyed(Some(b"c-1"), line, &cfg).unwrap_err();
+        assert_eq!(err.code(), "key_mismatch");
+        assert!(err.to_string().contains("\"c-1\"") && err.to_string().contains("\"c-7\""), "{err}");
+    }
+
     #[test]
     fn an_event_dated_ahead_of_the_clock_is_rejected_when_the_guard_is_on() {
         let now = super::wall_clock_ms();

@@ -99,16 +99,24 @@ async fn rejected_events_go_to_the_dlq_and_valid_ones_raise_alerts() {
     broker
         .produce("product.usage", Some(0), &[(None, &empty_id), (Some("c-9"), &from_2099)])
         .await;
+    // Keyed by another customer than its body: no stray customer.
+    let wrong_key = usage("c-7", T0);
+    broker
+        .produce("product.usage", Some(0), &[(Some("c-1"), &wrong_key)])
+        .await;
     broker
         .produce("customer.feedback", Some(0), &[(Some("c-3"), &bad_score)])
         .await;
 
-    let dlq = block(|| broker.read_all("churnwatch.dlq", 4, Duration::from_secs(30)));
-    assert_eq!(dlq.len(), 4, "dead letters: {dlq:#?}");
+    let dlq = block(|| broker.read_all("churnwatch.dlq", 5, Duration::from_secs(30)));
+    assert_eq!(dlq.len(), 5, "dead letters: {dlq:#?}");
     let by_reason: BTreeMap<&str, &common::Record> = dlq
         .iter()
         .map(|r| (r.header("reason").expect("reason header"), r))
         .collect();
+    let mismatch = by_reason["key_mismatch"];
+    assert_eq!(mismatch.payload, wrong_key.as_bytes());
+    assert_eq!(mismatch.key.as_deref(), Some("c-1"));
     let future = by_reason["ts_in_future"];
     assert_eq!(future.payload, from_2099.as_bytes());
     assert!(

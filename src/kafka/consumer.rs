@@ -73,7 +73,7 @@ use crate::app::SharedState;
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::engine::population::release_sweeps;
-use crate::event::decode;
+use crate::event::decode_keyed;
 use crate::kafka::producer::Outbox;
 use crate::kafka::worker::{self, Batch, Done, Work};
 use crate::lock;
@@ -1089,7 +1089,7 @@ impl RebuildJob {
                     }
                     if m.offset() < *end
                         && let (Ok(ev), Some(r)) = (
-                            decode(m.payload().unwrap_or(&[]), &self.cfg.decode),
+                            decode_keyed(m.key(), m.payload().unwrap_or(&[]), &self.cfg.decode),
                             out.get_mut(&m.partition()),
                         )
                     {

@@ -29,7 +29,7 @@ use crate::config::Config;
 use crate::engine::population::{force_next_sweep, release_sweeps};
 use crate::engine::{Disposition, Engine};
 use crate::event::Ts;
-use crate::event::{EVENT_TYPES, Event, RejectReason, decode};
+use crate::event::{EVENT_TYPES, Event, RejectReason, decode_keyed};
 use crate::kafka::producer::{Output, OutputKind};
 use crate::lock;
 use crate::metrics::Metrics;
@@ -143,7 +143,7 @@ impl Batch {
         decode: Option<&crate::event::DecodeConfig>,
     ) {
         self.held += payload.len() + std::mem::size_of::<Msg>();
-        let item = match decode.map(|cfg| crate::event::decode(payload, cfg)) {
+        let item = match decode.map(|cfg| decode_keyed(key, payload, cfg)) {
             Some(Ok(ev)) => Item::Event(ev),
             Some(Err(reason)) => Item::Rejected {
                 reason,
@@ -422,8 +422,12 @@ impl Worker {
         tp.next_offset = Some(m.offset + 1);
         let decoded = match m.item {
             Item::Event(ev) => Ok(ev),
-            Item::Raw { key, payload } => decode(batch.bytes_of(payload), &self.cfg.decode)
-                .map_err(|reason| (reason, key, payload)),
+            Item::Raw { key, payload } => decode_keyed(
+                key.map(|k| batch.bytes_of(k)),
+                batch.bytes_of(payload),
+                &self.cfg.decode,
+            )
+            .map_err(|reason| (reason, key, payload)),
             Item::Rejected {
                 reason,
                 key,
@@ -655,7 +659,7 @@ mod tests {
         let mut e = Engine::new(cfg.clone());
         e.set_coordinated(true);
         for l in lines {
-            let ev = decode(l.as_bytes(), &cfg.decode).expect("valid");
+            let ev = crate::event::decode(l.as_bytes(), &cfg.decode).expect("valid");
             e.ingest(ev, seq.fetch_add(1, Ordering::Relaxed));
         }
         e.finish_replay();
