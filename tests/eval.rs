@@ -46,13 +46,24 @@ fn generated() -> &'static Generated {
 }
 
 fn replay(lines: &[String], until: Option<Ts>) -> (Engine, Vec<AlertEvent>) {
+    let (engine, alerts, _, _) = replay_with_rejects(lines, until);
+    (engine, alerts)
+}
+
+/// [`replay`], also returning the rejected lines as (line number, reason
+/// code) and the summary.
+fn replay_with_rejects(
+    lines: &[String],
+    until: Option<Ts>,
+) -> (Engine, Vec<AlertEvent>, Vec<(u64, &'static str)>, backtest::Summary) {
     let mut bytes = Vec::new();
     for l in lines {
         bytes.extend_from_slice(l.as_bytes());
         bytes.push(b'\n');
     }
     let mut alerts = Vec::new();
-    let (engine, _) = backtest::replay(
+    let mut rejected = Vec::new();
+    let (engine, summary) = backtest::replay(
         cfg(),
         Cursor::new(bytes),
         until,
@@ -60,11 +71,14 @@ fn replay(lines: &[String], until: Option<Ts>) -> (Engine, Vec<AlertEvent>) {
             alerts.push(a.clone());
             Ok(())
         },
-        |_, _, _| Ok(()),
+        |line, reason, _| {
+            rejected.push((line, reason.code()));
+            Ok(())
+        },
         |_| {},
     )
     .expect("in-memory replay");
-    (engine, alerts)
+    (engine, alerts, rejected, summary)
 }
 
 fn full_run() -> &'static (Engine, Vec<AlertEvent>) {
@@ -419,28 +433,7 @@ fn an_event_from_2099_is_rejected_and_changes_no_alert() {
         mid,
         r#"{"type":"usage","customer_id":"c-000001","action":"login","ts":"2099-01-01T00:00:00Z"}"#.into(),
     );
-    let mut bytes = Vec::new();
-    for l in &hostile {
-        bytes.extend_from_slice(l.as_bytes());
-        bytes.push(b'\n');
-    }
-    let mut alerts = Vec::new();
-    let mut rejected = Vec::new();
-    let (engine, summary) = backtest::replay(
-        cfg(),
-        Cursor::new(bytes),
-        None,
-        |a| {
-            alerts.push(a.clone());
-            Ok(())
-        },
-        |line, reason, _| {
-            rejected.push((line, reason.code()));
-            Ok(())
-        },
-        |_| {},
-    )
-    .expect("in-memory replay");
+    let (engine, alerts, rejected, summary) = replay_with_rejects(&hostile, None);
     assert_eq!(rejected, vec![(mid as u64 + 1, "ts_in_future")]);
     assert_eq!(summary.rejected_by_reason.get("ts_in_future"), Some(&1));
     assert_eq!(engine.stats().late, clean_engine.stats().late, "no more events counted late");

@@ -1262,34 +1262,26 @@ impl Engine {
         if c.is_churned() {
             return d;
         }
+        // The context a deadline is computed in: now, for an alert not firing.
+        let now = self.now().max(c.last_seen);
+        let ctx_for = |params| Ctx {
+            now,
+            today: day_of(now),
+            pop: self.pop_for(plan_id),
+            params,
+            firing: false,
+            dunning_grace: self.cfg.dunning_grace,
+            key_features: self.cfg.key_features(),
+            weeks: None,
+        };
         let inact = self.cfg.alert(AlertKind::Inactivity, plan);
         if c.last_usage != NEVER && !c.is_firing(AlertKind::Inactivity) && inact.enabled {
-            let ctx = Ctx {
-                now: self.now().max(c.last_seen),
-                today: day_of(self.now().max(c.last_seen)),
-                pop: self.pop_for(plan_id),
-                params: inact,
-                firing: false,
-                dunning_grace: self.cfg.dunning_grace,
-                key_features: self.cfg.key_features(),
-                weeks: None,
-            };
-            let (allowed, _, _) = signals::inactivity::allowed_gap(c, &ctx);
+            let (allowed, _, _) = signals::inactivity::allowed_gap(c, &ctx_for(inact));
             consider(Some(c.last_usage + allowed));
         }
         let kfu = self.cfg.alert(AlertKind::KeyFeatureUnused, plan);
         if c.key_features.is_some() && !c.is_firing(AlertKind::KeyFeatureUnused) && kfu.enabled {
-            let ctx = Ctx {
-                now: self.now().max(c.last_seen),
-                today: day_of(self.now().max(c.last_seen)),
-                pop: self.pop_for(plan_id),
-                params: kfu,
-                firing: false,
-                dunning_grace: self.cfg.dunning_grace,
-                key_features: self.cfg.key_features(),
-                weeks: None,
-            };
-            consider(signals::inactivity::key_feature_deadline(c, &ctx));
+            consider(signals::inactivity::key_feature_deadline(c, &ctx_for(kfu)));
         }
         if c.is_firing(AlertKind::Detractor) {
             consider(signals::feedback::detractor_expiry(

@@ -340,11 +340,10 @@ pub fn seat_contraction(c: &Customer, ctx: &Ctx<'_>) -> Option<Finding> {
         return None;
     }
     // While firing, the regulars are those of the baseline it fired on.
-    let base_today = c
-        .firing
-        .iter()
-        .find(|f| ctx.firing && f.kind == crate::signals::AlertKind::SeatContraction)
-        .map_or(ctx.today, |f| day_of(f.starts_at).min(ctx.today));
+    let base_today = match c.firing.iter().find(|f| f.kind == crate::signals::AlertKind::SeatContraction) {
+        Some(f) if ctx.firing => day_of(f.starts_at).min(ctx.today),
+        _ => ctx.today,
+    };
     // Baseline weeks still within the 64 days of the seat record; with
     // fewer than two left (about six weeks after it fired) the loss is the
     // new normal and the alert resolves.

@@ -144,7 +144,7 @@ pub fn score(c: &Customer, ctx: &Ctx<'_>, seats_min_baseline: f64) -> Health {
             let quiet = regular
                 .iter()
                 .filter(|f| {
-                    let period = inactivity::feature_rhythm(f, 3.0).map_or(1.0, |r| r.period_days);
+                    let period = inactivity::feature_period_days(f).unwrap_or(1.0);
                     ctx.now - f.last > ((1.5 * period).max(7.0) * DAY_MS as f64) as i64
                 })
                 .count();
@@ -266,30 +266,23 @@ pub fn recency_loss(c: &Customer, ctx: &Ctx<'_>) -> f64 {
     let idle_days = (ctx.now - c.last_usage).max(0) as f64 / DAY_MS as f64;
     let x = (idle_days - 1.0).max(0.0) * quiet;
     let own = c.recent_gaps(ctx.params.min_baseline as usize);
-    match own {
-        // Back within days as a rule: the weekly cycle (a weekend) shapes
-        // its gaps more than any chance of leaving does.
-        Some((n, beyond)) if 1.0 + beyond / (n as f64) < WEEKLY_DAYS => {
-            let a = 1.0 + n as f64;
-            let b = beyond + inactivity::PRIOR_GAP_DAYS - 1.0;
-            let surprise = a * (1.0 + x / b).log10();
-            ramp(surprise, 1.0, ctx.params.fire.max(1.5))
+    let (n, beyond, prior) = match own {
+        Some((n, beyond)) => (n as f64, beyond, inactivity::PRIOR_GAP_DAYS - 1.0),
+        None => {
+            let (n, beyond) = c.recent_gaps(1).unwrap_or((0, 0.0));
+            (n as f64, beyond, (ctx.pop.repeat_gap_days - 1.0).max(1.0))
         }
-        _ => {
-            let (n, beyond, prior) = match own {
-                Some((n, beyond)) => (n, beyond, inactivity::PRIOR_GAP_DAYS - 1.0),
-                None => {
-                    let (n, beyond) = c.recent_gaps(1).unwrap_or((0, 0.0));
-                    (n, beyond, (ctx.pop.repeat_gap_days - 1.0).max(1.0))
-                }
-            };
-            let n = n as f64;
-            let b = beyond + prior;
-            let s = (b / (b + x)).powf(1.0 + n);
-            let q = (1.0 + n) / (2.0 + n);
-            1.0 - q * s / (q * s + 1.0 - q)
-        }
+    };
+    let b = beyond + prior;
+    // Back within days as a rule: the weekly cycle (a weekend) shapes its
+    // gaps more than any chance of leaving does.
+    if own.is_some() && 1.0 + beyond / n < WEEKLY_DAYS {
+        let surprise = (1.0 + n) * (1.0 + x / b).log10();
+        return ramp(surprise, 1.0, ctx.params.fire.max(1.5));
     }
+    let s = (b / (b + x)).powf(1.0 + n);
+    let q = (1.0 + n) / (2.0 + n);
+    1.0 - q * s / (q * s + 1.0 - q)
 }
 
 /// A mean gap of a week or more: a customer that comes back weekly or

@@ -4,7 +4,7 @@
 use serde_json::json;
 
 use super::{Ctx, Finding, r1, r3};
-use crate::engine::customer::{Customer, FeatureUse, NEVER};
+use crate::engine::customer::{Customer, FEATURE_GAPS, FeatureUse, NEVER};
 use crate::event::{DAY_MS, Ts, format_ts};
 
 /// A gap this many times the longest recent one is always allowed.
@@ -123,12 +123,7 @@ pub struct FeatureRhythm {
 /// periods is improbable once skip_rate^run < 10^-`fire`.
 pub fn feature_rhythm(f: &FeatureUse, fire: f64) -> Option<FeatureRhythm> {
     let g = f.recent_gaps();
-    if g.len() < 2 {
-        return None;
-    }
-    let mut sorted: Vec<u8> = g.to_vec();
-    sorted.sort_unstable();
-    let period = f64::from(sorted[(sorted.len() - 1) / 2]).max(1.0);
+    let period = feature_period_days(f)?;
     let (mut skipped, mut periods) = (0.0, 0.0);
     for &x in g {
         let n = (f64::from(x) / period).round().max(1.0);
@@ -142,8 +137,23 @@ pub fn feature_rhythm(f: &FeatureUse, fire: f64) -> Option<FeatureRhythm> {
         skip_rate,
         periods_allowed: run as u32,
         gaps: g.len(),
-        longest_days: f64::from(*sorted.last().unwrap_or(&0)),
+        longest_days: f64::from(g.iter().copied().max().unwrap_or(0)),
     })
+}
+
+/// A key feature's period, days: the (lower) median of its recent gaps
+/// between days of use, once it has at least two.
+pub fn feature_period_days(f: &FeatureUse) -> Option<f64> {
+    let g = f.recent_gaps();
+    if g.len() < 2 {
+        return None;
+    }
+    // Sorted on the stack: this runs whenever a deadline is scheduled.
+    let mut buf = [0u8; FEATURE_GAPS];
+    let sorted = &mut buf[..g.len()];
+    sorted.copy_from_slice(g);
+    sorted.sort_unstable();
+    Some(f64::from(sorted[(sorted.len() - 1) / 2]).max(1.0))
 }
 
 /// The base's activity factor below which it is in a lull (a holiday).

@@ -225,20 +225,12 @@ impl WeekTotals {
     /// The totals of `c` at `today`.
     pub fn of(c: &Customer, today: i32) -> Self {
         Self {
-            seats: c.seats().map(|s| s.distinct_weeks(today)),
-            ..Self::events_of(c, today)
-        }
-    }
-
-    /// [`Self::of`] without the seats (left `None`).
-    pub fn events_of(c: &Customer, today: i32) -> Self {
-        Self {
             events: std::array::from_fn(|k| {
                 let k = k as i32;
                 let n = c.activity.events(today - 7 * (k + 1), today - 7 * k);
                 u32::try_from(n).unwrap_or(u32::MAX)
             }),
-            seats: None,
+            seats: c.seats().map(|s| s.distinct_weeks(today)),
         }
     }
 }
