@@ -121,8 +121,10 @@ def precision_recall(alerts, labels, show_fp=0, out=print):
     rows = []
     table = []
     for kind in KINDS:
+        # An update (reasons changed; its time is not its starts_at) is not a new alert.
         fired = [a["data"] for a in alerts
-                 if a["data"]["alert"] == kind and a["data"]["status"] == "firing"]
+                 if a["data"]["alert"] == kind and a["data"]["status"] == "firing"
+                 and a["time"] == a["data"]["starts_at"]]
         matched = [(d, *match(d)) for d in fired]
         right = [d for d, l, _ in matched if l is not None or early(d)]
         wrong = [d for d, l, _ in matched if l is None and not early(d)]

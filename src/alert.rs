@@ -46,6 +46,11 @@ pub struct AlertEvent {
     pub starts_at: Ts,
     /// Event-time instant it ended (resolved only).
     pub ends_at: Option<Ts>,
+    /// For a firing alert re-emitted because its reasons changed (e.g. one
+    /// of two unused key features used again): when they changed. Such an
+    /// event has the first one's `starts_at`, the current evidence, this as
+    /// its `time`, and so an id of its own.
+    pub updated_at: Option<Ts>,
     /// Health score at the transition.
     pub health_score: u8,
     /// MRR at stake (minor units), null without billing.
@@ -64,13 +69,16 @@ const ID_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6c1f_3a52_9d0e_4b7a_8e2
 impl AlertEvent {
     /// Deterministic id: same customer, alert, start time and status give the same id.
     pub fn id(&self) -> String {
-        let name = format!(
+        let mut name = format!(
             "{}\u{0}{}\u{0}{}\u{0}{}",
             self.customer_id,
             self.alert.name(),
             self.starts_at,
             self.status.as_str()
         );
+        if let Some(u) = self.updated_at {
+            name.push_str(&format!("\u{0}updated\u{0}{u}"));
+        }
         uuid::Uuid::new_v5(&ID_NAMESPACE, name.as_bytes()).to_string()
     }
 
@@ -82,9 +90,10 @@ impl AlertEvent {
         }
     }
 
-    /// Event time of the transition: `starts_at` when firing, `ends_at` when resolved.
+    /// Event time of the transition: `starts_at` when firing (`updated_at`
+    /// for an update), `ends_at` when resolved.
     pub fn time(&self) -> Ts {
-        self.ends_at.unwrap_or(self.starts_at)
+        self.ends_at.or(self.updated_at).unwrap_or(self.starts_at)
     }
 
     /// `customer/alert`, stable across transitions.
@@ -143,6 +152,7 @@ mod tests {
             segment: Some("smb".into()),
             starts_at: t,
             ends_at: (status == AlertStatus::Resolved).then_some(t + 3_600_000),
+            updated_at: None,
             health_score: 41,
             mrr_at_risk: Some(4900),
             currency: "USD".into(),

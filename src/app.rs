@@ -196,7 +196,7 @@ pub async fn start(cfg: Config, cancel: CancellationToken) -> Result<Running, Ap
             .map_err(|e| AppError::Task(e.to_string()))??;
     tracing::info!(partitions, "input topics are co-partitioned");
 
-    let metrics = Metrics::new()?;
+    let metrics = Metrics::new()?.with_max_label_values(cfg.max_label_values);
     metrics.register_input_topics(&[
         cfg.kafka.usage_topic.as_str(),
         cfg.kafka.billing_topic.as_str(),

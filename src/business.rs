@@ -1144,7 +1144,39 @@ fn merge_groups(
         .collect()
 }
 
+/// Keeps the `cap` largest groups of `groups` (by customers at the start
+/// and end) and merges the rest into [`OTHER_GROUP`].
+fn fold_groups(groups: &mut BTreeMap<String, Metrics>, cap: usize, period_ms: f64) {
+    if groups.keys().filter(|n| n.as_str() != OTHER_GROUP).count() <= cap {
+        return;
+    }
+    let mut by_size: Vec<(i64, String)> = groups
+        .iter()
+        .filter(|(n, _)| n.as_str() != OTHER_GROUP)
+        .map(|(n, m)| (-(m.customers_start + m.customers_end), n.clone()))
+        .collect();
+    by_size.sort();
+    let mut folded: Vec<Metrics> = Vec::new();
+    for (_, n) in by_size.iter().skip(cap) {
+        folded.extend(groups.remove(n));
+    }
+    folded.extend(groups.remove(OTHER_GROUP));
+    groups.insert(OTHER_GROUP.into(), merge_metrics(&folded, period_ms));
+}
+
 impl PeriodReport {
+    /// Keeps at most `cap` plans and `cap` segments (the largest; the rest
+    /// merged into [`OTHER_GROUP`], which is not counted): each is a label
+    /// value of every business gauge.
+    pub fn fold_groups(&mut self, cap: usize) {
+        let period_ms = match (parse_ts(&self.start), parse_ts(&self.end)) {
+            (Ok(s), Ok(e)) => (e - s) as f64,
+            _ => 0.0,
+        };
+        fold_groups(&mut self.by_plan, cap, period_ms);
+        fold_groups(&mut self.by_segment, cap, period_ms);
+    }
+
     /// Combines reports on disjoint sets of customers (one per partition's
     /// ledger) into one: every count, stock and amount is summed, per group
     /// and overall, and every ratio is recomputed from the sums (`None` when

@@ -34,15 +34,10 @@ pub fn parse_duration(s: &str) -> Result<Ts, String> {
     Ok((n * mult).round() as Ts)
 }
 
-/// Formats milliseconds back into the largest exact unit.
+/// Formats milliseconds back into the largest exact unit up to days (as the
+/// README's defaults are written: `14d`, `42d`, not `2w`, `6w`).
 pub fn format_duration(ms: Ts) -> String {
-    for (unit, size) in [
-        ("w", 7 * DAY_MS),
-        ("d", DAY_MS),
-        ("h", HOUR_MS),
-        ("m", 60_000),
-        ("s", 1000),
-    ] {
+    for (unit, size) in [("d", DAY_MS), ("h", HOUR_MS), ("m", 60_000), ("s", 1000)] {
         if ms != 0 && ms % size == 0 {
             return format!("{}{unit}", ms / size);
         }
@@ -75,7 +70,7 @@ pub struct AlertParams {
 }
 
 /// Partial [`AlertParams`] as written in a file.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAlertParams {
     /// See [`AlertParams::enabled`].
@@ -95,7 +90,7 @@ pub struct RawAlertParams {
 }
 
 /// Kafka connection and topics.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawKafka {
     /// `bootstrap.servers`.
@@ -128,7 +123,7 @@ pub struct RawKafka {
 }
 
 /// HTTP server.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawHttp {
     /// Listen address, `host:port`.
@@ -140,7 +135,7 @@ pub struct RawHttp {
 }
 
 /// Everything a user can set, all optional; see [`Config`] for defaults.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     /// ISO 4217 code money is reported in.
@@ -157,6 +152,14 @@ pub struct RawConfig {
     pub dormant_after: Option<String>,
     /// Events further ahead of the machine's clock are rejected (`ts_in_future`).
     pub max_future_skew: Option<String>,
+    /// Larger messages (or JSONL lines) are rejected unread (`too_large`).
+    pub max_message_bytes: Option<u64>,
+    /// Distinct plan names, and distinct segment names, kept and exported;
+    /// later ones are counted under `(other)`.
+    pub max_label_values: Option<u32>,
+    /// A warning is logged when more customers than this are first seen in
+    /// one minute of event time (per partition).
+    pub new_customers_warn_per_minute: Option<u64>,
     /// Features tracked for non-use.
     pub key_features: Option<Vec<String>>,
     /// Rolling window of the business metrics.
@@ -255,6 +258,12 @@ pub struct Config {
     pub dormant_after: Ts,
     /// Rolling window of business metrics, ms (default 30d).
     pub metrics_window: Ts,
+    /// Distinct plan names, and segment names, kept per engine and exported
+    /// to Prometheus; the rest are `(other)`.
+    pub max_label_values: usize,
+    /// Customers first seen in one minute of event time above which a
+    /// warning is logged (per engine, i.e. per partition).
+    pub new_customers_warn_per_minute: u64,
     /// Risk `high` below (default 40).
     pub risk_high_below: u8,
     /// Risk `medium` below (default 70).
@@ -290,6 +299,83 @@ impl Config {
             return &p[kind as usize];
         }
         &self.alerts[kind as usize]
+    }
+}
+
+impl Config {
+    /// Every effective value, in the form of a config file (durations as a
+    /// user writes them, alerts by name, per-plan tunables fully resolved):
+    /// what `check-config` prints. Validating it gives this configuration
+    /// again, except `http.api_token`, which is left out.
+    pub fn effective(&self) -> RawConfig {
+        let d = format_duration;
+        let params = |p: &AlertParams| RawAlertParams {
+            enabled: Some(p.enabled),
+            severity: Some(p.severity.clone()),
+            fire: Some(p.fire),
+            resolve: Some(p.resolve),
+            min_baseline: Some(p.min_baseline),
+            significance: Some(p.significance),
+            // A window of 0 is that of an alert without one (`churned`,
+            // `payment_failed`), which a file cannot set.
+            window: (p.window > 0).then(|| d(p.window)),
+        };
+        let by_name = |ps: &[AlertParams]| -> BTreeMap<String, RawAlertParams> {
+            AlertKind::ALL
+                .iter()
+                .map(|k| (k.name().to_string(), params(&ps[*k as usize])))
+                .collect()
+        };
+        let k = &self.kafka;
+        RawConfig {
+            reporting_currency: Some(self.decode.reporting_currency.clone()),
+            currency_rates: Some(
+                self.decode
+                    .currency_rates
+                    .iter()
+                    .map(|(c, r)| (c.clone(), *r))
+                    .collect(),
+            ),
+            allowed_lateness: Some(d(self.allowed_lateness)),
+            dedup_horizon: Some(d(self.dedup_horizon)),
+            dunning_grace: Some(d(self.dunning_grace)),
+            dormant_after: Some(d(self.dormant_after)),
+            max_future_skew: self.decode.max_future_skew.map(d),
+            max_message_bytes: Some(self.decode.max_message_bytes as u64),
+            max_label_values: Some(self.max_label_values as u32),
+            new_customers_warn_per_minute: Some(self.new_customers_warn_per_minute),
+            key_features: Some(self.decode.key_features.clone()),
+            metrics_window: Some(d(self.metrics_window)),
+            risk_high_below: Some(self.risk_high_below),
+            risk_medium_below: Some(self.risk_medium_below),
+            alerts: by_name(&self.alerts),
+            plans: self
+                .plan_alerts
+                .iter()
+                .map(|(plan, ps)| (plan.clone(), by_name(ps)))
+                .collect(),
+            kafka: RawKafka {
+                brokers: Some(k.brokers.clone()),
+                group_id: Some(k.group_id.clone()),
+                usage_topic: Some(k.usage_topic.clone()),
+                billing_topic: Some(k.billing_topic.clone()),
+                feedback_topic: Some(k.feedback_topic.clone()),
+                alerts_topic: Some(k.alerts_topic.clone()),
+                dlq_topic: Some(k.dlq_topic.clone()),
+                fetch_wait_max_ms: Some(k.fetch_wait_max_ms),
+                fetch_queue_backoff_ms: Some(k.fetch_queue_backoff_ms),
+                commit_interval: Some(d(k.commit_interval)),
+                idle_timeout: Some(d(k.idle_timeout)),
+                rebuild_hold_max: Some(k.rebuild_hold_max),
+                properties: k.properties.clone(),
+            },
+            http: RawHttp {
+                listen: Some(self.http.listen.clone()),
+                api_token: None,
+                ready_max_lag: Some(self.http.ready_max_lag),
+            },
+            shutdown_grace: Some(d(self.shutdown_grace)),
+        }
     }
 }
 
@@ -354,6 +440,14 @@ impl RawConfig {
                 "dormant_after" => self.dormant_after = Some(v.clone()),
                 "max_future_skew" => self.max_future_skew = Some(v.clone()),
                 "key_features" => self.key_features = Some(env_list(&v)),
+                "max_message_bytes" => self.max_message_bytes = num(&mut errors),
+                "max_label_values" => {
+                    self.max_label_values =
+                        num(&mut errors).map(|n| n.min(u64::from(u32::MAX)) as u32)
+                }
+                "new_customers_warn_per_minute" => {
+                    self.new_customers_warn_per_minute = num(&mut errors)
+                }
                 "metrics_window" => self.metrics_window = Some(v.clone()),
                 "risk_high_below" => {
                     self.risk_high_below = num(&mut errors).map(|n| n.min(255) as u8)
@@ -461,6 +555,27 @@ impl RawConfig {
             errors.push(format!(
                 "risk_high_below = {risk_high_below}, risk_medium_below = {risk_medium_below}: need risk_high_below <= risk_medium_below <= 100"
             ));
+        }
+
+        let max_message_bytes = self
+            .max_message_bytes
+            .map_or(crate::event::DEFAULT_MAX_MESSAGE_BYTES, |n| {
+                usize::try_from(n).unwrap_or(usize::MAX)
+            });
+        if max_message_bytes < 1024 {
+            errors.push(format!(
+                "max_message_bytes = {max_message_bytes}: must be at least 1024"
+            ));
+        }
+        let max_label_values = self.max_label_values.unwrap_or(100);
+        if !(1..=10_000).contains(&max_label_values) {
+            errors.push(format!(
+                "max_label_values = {max_label_values}: must be 1 to 10000 (each value is a Prometheus series per gauge)"
+            ));
+        }
+        let new_customers_warn_per_minute = self.new_customers_warn_per_minute.unwrap_or(1000);
+        if new_customers_warn_per_minute == 0 {
+            errors.push("new_customers_warn_per_minute: must be at least 1".into());
         }
 
         let key_features = self.key_features.clone().unwrap_or_default();
@@ -604,7 +719,10 @@ impl RawConfig {
                 currency_rates,
                 key_features,
                 max_future_skew: Some(max_future_skew),
+                max_message_bytes,
             },
+            max_label_values: max_label_values as usize,
+            new_customers_warn_per_minute,
             allowed_lateness,
             dedup_horizon,
             dunning_grace,
@@ -697,8 +815,63 @@ mod tests {
         assert_eq!(parse_duration("500ms"), Ok(500));
         assert!(parse_duration("14").is_err());
         assert!(parse_duration("soon").is_err());
-        assert_eq!(format_duration(14 * DAY_MS), "2w");
+        assert_eq!(format_duration(14 * DAY_MS), "14d");
         assert_eq!(format_duration(2 * HOUR_MS), "2h");
+    }
+
+    /// `check-config` prints [`Config::effective`] as TOML: every value, in
+    /// a user's units, and reading it back gives the same configuration.
+    #[test]
+    fn the_effective_config_reads_back_as_the_same_configuration() {
+        let text = r#"
+key_features = ["reports", "exports"]
+reporting_currency = "EUR"
+currency_rates = { USD = 0.92 }
+dunning_grace = "10d"
+max_label_values = 50
+[alerts.inactivity]
+fire = 5
+[plans.enterprise.engagement_drop]
+window = "56d"
+[kafka]
+brokers = "k:9092"
+commit_interval = "500ms"
+[kafka.properties]
+"session.timeout.ms" = "6000"
+[http]
+api_token = "0123456789abcdef0123"
+"#;
+        let raw: RawConfig = toml::from_str(text).expect("parses");
+        let cfg = raw.validate().expect("valid");
+        let out = toml::to_string(&cfg.effective()).expect("serialises");
+        for want in [
+            r#"dunning_grace = "10d""#,
+            r#"dedup_horizon = "1d""#,
+            r#"allowed_lateness = "2h""#,
+            r#"key_features = ["reports", "exports"]"#,
+            r#"reporting_currency = "EUR""#,
+            "USD = 0.92",
+            "max_label_values = 50",
+            "[alerts.engagement_drop]",
+            r#"window = "42d""#,
+            "[plans.enterprise.engagement_drop]",
+            r#"window = "56d""#,
+            "fire = 5.0",
+            r#"commit_interval = "500ms""#,
+            r#""session.timeout.ms" = "6000""#,
+        ] {
+            assert!(out.contains(want), "{want} missing in:\n{out}");
+        }
+        assert!(
+            !out.contains("0123456789abcdef"),
+            "the token is never printed"
+        );
+        let again: RawConfig = toml::from_str(&out).expect("the output parses as a config");
+        let cfg2 = again.validate().expect("the output is valid");
+        assert_eq!(toml::to_string(&cfg2.effective()).expect("serialises"), out);
+        assert_eq!(cfg2.alerts, cfg.alerts);
+        assert_eq!(cfg2.plan_alerts, cfg.plan_alerts);
+        assert_eq!(cfg2.decode.currency_rates, cfg.decode.currency_rates);
     }
 
     #[test]

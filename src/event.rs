@@ -343,6 +343,38 @@ pub enum RejectReason {
         /// The body's `customer_id`.
         customer_id: String,
     },
+    /// A message larger than `max_message_bytes`, rejected unread.
+    #[error("message is {len} bytes; at most {max} are accepted (`max_message_bytes`)")]
+    TooLarge {
+        /// Its size.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// JSON nested deeper than [`MAX_DEPTH`] arrays and objects.
+    #[error("JSON nested deeper than {MAX_DEPTH} arrays or objects")]
+    TooDeep,
+    /// `plan`, `previous_plan` or `segment` that cannot be a label value:
+    /// longer than [`MAX_LABEL_BYTES`] or with a control character.
+    #[error(
+        "field `{field}` {why}; plan and segment names are labels: at most {MAX_LABEL_BYTES} bytes, printable"
+    )]
+    InvalidLabel {
+        /// Field name.
+        field: &'static str,
+        /// What is wrong.
+        why: String,
+    },
+    /// A quantity or amount above its bound (see [`MAX_QUANTITY`], [`MAX_MONEY`]).
+    #[error("field `{field}` = {value} is above its bound {max}")]
+    ValueTooLarge {
+        /// Field name.
+        field: &'static str,
+        /// Value seen.
+        value: f64,
+        /// The bound.
+        max: f64,
+    },
     /// A field with a value outside its allowed set.
     #[error("field `{field}` has invalid value {value:?}; expected {expected}")]
     InvalidValue {
@@ -375,11 +407,15 @@ impl RejectReason {
             RejectReason::InvalidValue { .. } => "invalid_value",
             RejectReason::TsInFuture { .. } => "ts_in_future",
             RejectReason::KeyMismatch { .. } => "key_mismatch",
+            RejectReason::TooLarge { .. } => "too_large",
+            RejectReason::TooDeep => "too_deep",
+            RejectReason::InvalidLabel { .. } => "invalid_label",
+            RejectReason::ValueTooLarge { .. } => "value_too_large",
         }
     }
 
     /// Every code, for pre-registering metric series.
-    pub const CODES: [&'static str; 16] = [
+    pub const CODES: [&'static str; 20] = [
         "not_utf8",
         "invalid_json",
         "not_an_object",
@@ -396,6 +432,10 @@ impl RejectReason {
         "invalid_value",
         "ts_in_future",
         "key_mismatch",
+        "too_large",
+        "too_deep",
+        "invalid_label",
+        "value_too_large",
     ];
 }
 
@@ -412,7 +452,22 @@ pub struct DecodeConfig {
     /// Events more than this far ahead of the machine's clock are rejected
     /// (`ts_in_future`); `None`: no guard (unit tests, `--allow-future`).
     pub max_future_skew: Option<Ts>,
+    /// Larger messages are rejected unread (`too_large`).
+    pub max_message_bytes: usize,
 }
+
+/// Default of `max_message_bytes`: 1 MiB.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1 << 20;
+/// Deepest nesting of arrays and objects accepted (`too_deep` beyond).
+pub const MAX_DEPTH: usize = 32;
+/// Longest `plan`, `previous_plan` or `segment`, in bytes (`invalid_label` beyond).
+pub const MAX_LABEL_BYTES: usize = 64;
+/// Largest `quantity` of one usage event (`value_too_large` beyond).
+pub const MAX_QUANTITY: f64 = 1e6;
+/// Largest `mrr`, `previous_mrr` or `amount`, in minor units (about 11
+/// billion in major units; `value_too_large` beyond), so that sums over
+/// millions of customers stay exact in `i64`.
+pub const MAX_MONEY: i64 = 1 << 40;
 
 /// Most key features a config may name (a usage event keeps the index in a `u8`).
 pub const MAX_KEY_FEATURES: usize = 64;
@@ -424,6 +479,7 @@ impl Default for DecodeConfig {
             currency_rates: FxHashMap::default(),
             key_features: Vec::new(),
             max_future_skew: None,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
         }
     }
 }
@@ -568,6 +624,63 @@ fn req_str<'a, 'b>(v: &'b Option<Val<'a>>, field: &'static str) -> Result<&'b st
     }
 }
 
+/// Whether `b` nests arrays and objects deeper than [`MAX_DEPTH`] (brackets
+/// inside strings do not count). Most messages have fewer brackets than that
+/// in all, which a vectorised count tells without the scan.
+fn too_deep(b: &[u8]) -> bool {
+    if b.iter().filter(|&&c| c == b'[' || c == b'{').count() <= MAX_DEPTH {
+        return false;
+    }
+    let (mut depth, mut in_str, mut esc) = (0usize, false, false);
+    for &c in b {
+        if in_str {
+            if esc {
+                esc = false;
+            } else if c == b'\\' {
+                esc = true;
+            } else if c == b'"' {
+                in_str = false;
+            }
+        } else {
+            match c {
+                b'"' => in_str = true,
+                b'[' | b'{' => {
+                    depth += 1;
+                    if depth > MAX_DEPTH {
+                        return true;
+                    }
+                }
+                b']' | b'}' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+    }
+    false
+}
+
+/// A plan or segment name: it becomes a Prometheus label value and an API key.
+fn label<'b>(s: &'b str, field: &'static str) -> Result<&'b str, RejectReason> {
+    if s.len() > MAX_LABEL_BYTES {
+        return Err(RejectReason::InvalidLabel {
+            field,
+            why: format!("is {} bytes long", s.len()),
+        });
+    }
+    if s.chars().any(char::is_control) {
+        return Err(RejectReason::InvalidLabel {
+            field,
+            why: "contains a control character".into(),
+        });
+    }
+    Ok(s)
+}
+
+fn opt_label(v: &Option<Val<'_>>, field: &'static str) -> Result<Option<Box<str>>, RejectReason> {
+    opt_borrowed_str(v, field)?
+        .map(|s| label(s, field).map(Box::from))
+        .transpose()
+}
+
 fn opt_str(v: &Option<Val<'_>>, field: &'static str) -> Result<Option<Box<str>>, RejectReason> {
     Ok(opt_borrowed_str(v, field)?.map(Box::from))
 }
@@ -614,6 +727,13 @@ fn opt_money(v: &Option<Val<'_>>, field: &'static str) -> Result<Option<i64>, Re
     if n < 0 {
         return Err(RejectReason::Negative(field));
     }
+    if n > MAX_MONEY {
+        return Err(RejectReason::ValueTooLarge {
+            field,
+            value: n as f64,
+            max: MAX_MONEY as f64,
+        });
+    }
     Ok(Some(n))
 }
 
@@ -643,6 +763,12 @@ fn score(v: &Option<Val<'_>>, min: u8, max: u8) -> Result<u8, RejectReason> {
 
 /// Decodes one message or JSONL line.
 pub fn decode(bytes: &[u8], cfg: &DecodeConfig) -> Result<Event, RejectReason> {
+    if bytes.len() > cfg.max_message_bytes {
+        return Err(RejectReason::TooLarge {
+            len: bytes.len(),
+            max: cfg.max_message_bytes,
+        });
+    }
     let text = std::str::from_utf8(bytes).map_err(|_| RejectReason::NotUtf8)?;
     decode_str(text, cfg)
 }
@@ -650,7 +776,11 @@ pub fn decode(bytes: &[u8], cfg: &DecodeConfig) -> Result<Event, RejectReason> {
 /// [`decode`] for a Kafka message: a key, when there is one, must be the
 /// event's `customer_id` (`key_mismatch` otherwise). A message without a
 /// key is accepted.
-pub fn decode_keyed(key: Option<&[u8]>, bytes: &[u8], cfg: &DecodeConfig) -> Result<Event, RejectReason> {
+pub fn decode_keyed(
+    key: Option<&[u8]>,
+    bytes: &[u8],
+    cfg: &DecodeConfig,
+) -> Result<Event, RejectReason> {
     let ev = decode(bytes, cfg)?;
     match key {
         Some(k) if k != ev.customer_id.as_bytes() => Err(RejectReason::KeyMismatch {
@@ -678,6 +808,9 @@ pub fn decode_str(text: &str, cfg: &DecodeConfig) -> Result<Event, RejectReason>
             Err(e) => Err(RejectReason::InvalidJson(e.to_string())),
         };
     }
+    if too_deep(text.as_bytes()) {
+        return Err(RejectReason::TooDeep);
+    }
     let raw: Raw<'_> =
         serde_json::from_str(text).map_err(|e| RejectReason::InvalidJson(e.to_string()))?;
 
@@ -697,13 +830,20 @@ pub fn decode_str(text: &str, cfg: &DecodeConfig) -> Result<Event, RejectReason>
         }
     }
     let event_id = opt_str(&raw.event_id, "event_id")?;
-    let segment = opt_str(&raw.segment, "segment")?;
+    let segment = opt_label(&raw.segment, "segment")?;
 
     let kind = match ty {
         "usage" => {
             let quantity = opt_num(&raw.quantity, "quantity")?.unwrap_or(1.0);
             if quantity < 0.0 {
                 return Err(RejectReason::Negative("quantity"));
+            }
+            if quantity > MAX_QUANTITY {
+                return Err(RejectReason::ValueTooLarge {
+                    field: "quantity",
+                    value: quantity,
+                    max: MAX_QUANTITY,
+                });
             }
             req_str(&raw.action, "action")?;
             let feature = opt_borrowed_str(&raw.feature, "feature")?;
@@ -788,17 +928,17 @@ fn decode_billing(ty: &str, raw: &Raw<'_>, cfg: &DecodeConfig) -> Result<EventKi
     let conv = |m: Option<i64>| m.map(|m| (m as f64 * rate).round() as i64);
     Ok(match ty {
         "subscription_started" => EventKind::SubscriptionStarted {
-            plan: Box::from(req_str(&raw.plan, "plan")?),
+            plan: Box::from(label(req_str(&raw.plan, "plan")?, "plan")?),
             mrr: conv(Some(req_money(&raw.mrr, "mrr")?)).unwrap_or(0),
         },
         "subscription_renewed" => EventKind::SubscriptionRenewed {
-            plan: opt_str(&raw.plan, "plan")?,
+            plan: opt_label(&raw.plan, "plan")?,
             mrr: conv(opt_money(&raw.mrr, "mrr")?),
         },
         "plan_changed" => EventKind::PlanChanged {
-            plan: Box::from(req_str(&raw.plan, "plan")?),
+            plan: Box::from(label(req_str(&raw.plan, "plan")?, "plan")?),
             mrr: conv(Some(req_money(&raw.mrr, "mrr")?)).unwrap_or(0),
-            previous_plan: opt_str(&raw.previous_plan, "previous_plan")?,
+            previous_plan: opt_label(&raw.previous_plan, "previous_plan")?,
             previous_mrr: conv(opt_money(&raw.previous_mrr, "previous_mrr")?),
         },
         "payment_failed" => {
@@ -850,19 +990,28 @@ fn decode_billing(ty: &str, raw: &Raw<'_>, cfg: &DecodeConfig) -> Result<EventKi
 mod tests {
     #[test]
     fn a_key_that_is_not_the_customer_id_is_rejected() {
-        let line = br#"{"type":"usage","customer_id":"c-7","action":"a","ts":"2026-01-05T00:00:00Z"}"#;
+        let line =
+            br#"{"type":"usage","customer_id":"c-7","action":"a","ts":"2026-01-05T00:00:00Z"}"#;
         let cfg = DecodeConfig::default();
         assert!(decode_keyed(Some(b"c-7"), line, &cfg).is_ok());
         assert!(decode_keyed(None, line, &cfg).is_ok(), "no key: accepted");
         let err = decode_keyed(Some(b"c-1"), line, &cfg).unwrap_err();
         assert_eq!(err.code(), "key_mismatch");
-        assert!(err.to_string().contains("\"c-1\"") && err.to_string().contains("\"c-7\""), "{err}");
+        assert!(
+            err.to_string().contains("\"c-1\"") && err.to_string().contains("\"c-7\""),
+            "{err}"
+        );
     }
 
     #[test]
     fn an_event_dated_ahead_of_the_clock_is_rejected_when_the_guard_is_on() {
         let now = super::wall_clock_ms();
-        let line = |ts: Ts| format!(r#"{{"type":"usage","customer_id":"c","action":"a","ts":"{}"}}"#, format_ts(ts));
+        let line = |ts: Ts| {
+            format!(
+                r#"{{"type":"usage","customer_id":"c","action":"a","ts":"{}"}}"#,
+                format_ts(ts)
+            )
+        };
         let cfg = DecodeConfig {
             max_future_skew: Some(3_600_000),
             ..DecodeConfig::default()
@@ -871,10 +1020,24 @@ mod tests {
         let err = decode_str(&line(far), &cfg).unwrap_err();
         assert_eq!(err.code(), "ts_in_future");
         assert!(err.to_string().contains("2099-01-01T00:00:00"), "{err}");
-        assert_eq!(decode_str(&line(now + 2 * 3_600_000), &cfg).unwrap_err().code(), "ts_in_future");
-        assert!(decode_str(&line(now + 1_800_000), &cfg).is_ok(), "within the skew");
-        assert!(decode_str(&line(now - 86_400_000), &cfg).is_ok(), "the past is fine");
-        assert!(decode_str(&line(far), &DecodeConfig::default()).is_ok(), "guard off");
+        assert_eq!(
+            decode_str(&line(now + 2 * 3_600_000), &cfg)
+                .unwrap_err()
+                .code(),
+            "ts_in_future"
+        );
+        assert!(
+            decode_str(&line(now + 1_800_000), &cfg).is_ok(),
+            "within the skew"
+        );
+        assert!(
+            decode_str(&line(now - 86_400_000), &cfg).is_ok(),
+            "the past is fine"
+        );
+        assert!(
+            decode_str(&line(far), &DecodeConfig::default()).is_ok(),
+            "guard off"
+        );
     }
 
     use super::*;
@@ -1128,6 +1291,94 @@ mod tests {
         assert!(e.to_string().contains("add `Z`"), "{e}");
         let e = d(r#"{"type":"subscription_started","customer_id":"c","ts":"2026-11-24T10:00:00Z","plan":"p","mrr":5,"currency":"XYZ"}"#).unwrap_err();
         assert!(e.to_string().contains("currency_rates"), "{e}");
+    }
+
+    /// Issue 12: valid JSON, wrong values, each with its own reason.
+    #[test]
+    fn hostile_values_get_their_own_reason() {
+        let ts = r#""ts":"2026-11-24T10:00:00Z""#;
+        // Too large: rejected before it is read as UTF-8 or JSON.
+        let cfg = DecodeConfig {
+            max_message_bytes: 2048,
+            ..DecodeConfig::default()
+        };
+        let mut big =
+            format!(r#"{{"type":"usage","customer_id":"c","action":"a",{ts},"pad":""#).into_bytes();
+        big.resize(2049, b'x');
+        let e = decode(&big, &cfg).unwrap_err();
+        assert_eq!(e.code(), "too_large", "{e}");
+        assert!(e.to_string().contains("2049 bytes"), "{e}");
+        // Nesting: counted outside strings only.
+        let nest = |n: usize| {
+            format!(
+                r#"{{"type":"usage","customer_id":"c","action":"a",{ts},"x":{}1{}}}"#,
+                "[".repeat(n),
+                "]".repeat(n)
+            )
+        };
+        assert!(
+            d(&nest(MAX_DEPTH - 1)).is_ok(),
+            "the object itself is one level"
+        );
+        assert_eq!(code(&nest(MAX_DEPTH)), "too_deep");
+        let in_string = format!(
+            r#"{{"type":"usage","customer_id":"c","action":"{}\"{{",{ts}}}"#,
+            "[".repeat(100)
+        );
+        assert!(d(&in_string).is_ok(), "brackets inside strings do not nest");
+        // Labels: plan, previous_plan, segment.
+        let long = "p".repeat(MAX_LABEL_BYTES + 1);
+        let e = d(&format!(
+            r#"{{"type":"subscription_started","customer_id":"c","plan":"{long}","mrr":5,{ts}}}"#
+        ))
+        .unwrap_err();
+        assert_eq!(e.code(), "invalid_label");
+        assert!(e.to_string().contains("`plan` is 65 bytes long"), "{e}");
+        let ok = "p".repeat(MAX_LABEL_BYTES);
+        assert!(
+            d(&format!(
+                r#"{{"type":"subscription_started","customer_id":"c","plan":"{ok}","mrr":5,{ts}}}"#
+            ))
+            .is_ok()
+        );
+        assert_eq!(
+            code(&format!(
+                r#"{{"type":"usage","customer_id":"c","action":"a","segment":"s\u0007",{ts}}}"#
+            )),
+            "invalid_label"
+        );
+        assert_eq!(
+            code(&format!(
+                r#"{{"type":"plan_changed","customer_id":"c","plan":"a","mrr":5,"previous_plan":"{long}",{ts}}}"#
+            )),
+            "invalid_label"
+        );
+        // Bounds.
+        let e = d(&format!(
+            r#"{{"type":"subscription_started","customer_id":"c","plan":"p","mrr":1e15,{ts}}}"#
+        ))
+        .unwrap_err();
+        assert_eq!(e.code(), "value_too_large", "{e}");
+        assert!(d(&format!(r#"{{"type":"subscription_started","customer_id":"c","plan":"p","mrr":{MAX_MONEY},{ts}}}"#)).is_ok());
+        assert_eq!(
+            code(&format!(
+                r#"{{"type":"refund_issued","customer_id":"c","amount":{},{ts}}}"#,
+                MAX_MONEY + 1
+            )),
+            "value_too_large"
+        );
+        assert_eq!(
+            code(&format!(
+                r#"{{"type":"usage","customer_id":"c","action":"a","quantity":1e9,{ts}}}"#
+            )),
+            "value_too_large"
+        );
+        assert!(
+            d(&format!(
+                r#"{{"type":"usage","customer_id":"c","action":"a","quantity":1e6,{ts}}}"#
+            ))
+            .is_ok()
+        );
     }
 
     const VALID: &str = r#"{"type":"usage","customer_id":"c-1","user_id":"u-7","action":"login","feature":"reports","quantity":2.5,"ts":"2026-11-24T10:00:00Z","event_id":"e-1"}"#;

@@ -1233,7 +1233,9 @@ fn assign_story(
             c.seats = log_uniform(rng, 10.0, 30.0).round() as u16;
             // 60-80% of the seats leave, carrying 15-45% of the events:
             // activity falls with the seats, more or less.
-            c.core = (f64::from(c.seats) * rng.random_range(0.2..0.4)).floor().max(1.0) as u16;
+            c.core = (f64::from(c.seats) * rng.random_range(0.2..0.4))
+                .floor()
+                .max(1.0) as u16;
             plan.light_share = rng.random_range(0.15..0.45);
             c.plan = c.plan.max(2);
             // Each light seat gets >= 1 event per active weekday on average,
@@ -2571,17 +2573,29 @@ mod tests {
             if let Some(p) = c.kf_periodic {
                 let days: Vec<i64> = u
                     .iter()
-                    .filter(|e| matches!(e.kind, EventKind::Usage { key_feature: Some(0), .. }))
+                    .filter(|e| {
+                        matches!(
+                            e.kind,
+                            EventKind::Usage {
+                                key_feature: Some(0),
+                                ..
+                            }
+                        )
+                    })
                     .map(|e| (e.ts - f.opts.start).div_euclid(DAY_MS))
                     .collect();
                 assert!(
-                    days.iter().all(|d| (d - i64::from(p.phase)).rem_euclid(i64::from(p.period)) == 0),
+                    days.iter()
+                        .all(|d| (d - i64::from(p.phase)).rem_euclid(i64::from(p.period)) == 0),
                     "{id}: reports off its {}-day rhythm: {days:?}",
                     p.period
                 );
                 periodic += 1;
             }
-            for k in KEY_FEATURES.iter().skip(usize::from(c.kf_periodic.is_some())) {
+            for k in KEY_FEATURES
+                .iter()
+                .skip(usize::from(c.kf_periodic.is_some()))
+            {
                 let k = *k;
                 let ts: Vec<Ts> = u
                     .iter()

@@ -97,7 +97,9 @@ async fn require_token(
 /// is case-insensitive (RFC 9110 section 11.1): `bearer x` is `Bearer x`.
 fn bearer_token(v: &str) -> Option<&str> {
     let (scheme, token) = v.trim_start().split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
 }
 
 fn with_challenge(mut r: Response) -> Response {

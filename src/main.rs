@@ -190,8 +190,13 @@ async fn dispatch(cmd: Commands) -> anyhow::Result<ExitCode> {
         Commands::CheckConfig { config } => {
             match app::load_config(config.as_deref(), std::env::vars(), &Overrides::default()) {
                 Ok(c) => {
-                    println!("configuration OK");
-                    println!("{}", serde_json::to_string_pretty(&c)?);
+                    println!(
+                        "# configuration OK; every effective value (this file gives the same configuration)"
+                    );
+                    if c.http.api_token.is_some() {
+                        println!("# http.api_token is set (not shown)");
+                    }
+                    print!("{}", toml::to_string(&c.effective())?);
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(e) => {

@@ -12,8 +12,8 @@ use prometheus::{
     IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::business::{Metrics as BizMetrics, PeriodReport};
-use crate::engine::Snapshot;
+use crate::business::{Metrics as BizMetrics, OTHER_GROUP, PeriodReport};
+use crate::engine::{GroupSnapshot, Snapshot};
 use crate::event::parse_ts;
 
 /// Events read from an input topic, by topic and event type.
@@ -49,6 +49,12 @@ pub const PARTITIONS_LIVE: &str = "churnwatch_partitions_live";
 pub const CUSTOMERS_TRACKED: &str = "churnwatch_customers_tracked";
 /// Approximate bytes of customer state held by this instance.
 pub const STATE_BYTES: &str = "churnwatch_state_bytes";
+/// Events whose plan or segment was counted as `(other)` (past
+/// `max_label_values`), by label, since the partitions' state was built.
+pub const LABEL_VALUES_FOLDED: &str = "churnwatch_label_values_folded";
+/// Customers first seen in the last complete minute of event time, summed
+/// over this instance's partitions.
+pub const NEW_CUSTOMERS_PER_MINUTE: &str = "churnwatch_new_customers_per_minute";
 /// Customers per plan, segment and lifecycle stage.
 pub const CUSTOMERS: &str = "churnwatch_customers";
 /// Customers per plan, segment and risk level.
@@ -194,6 +200,13 @@ pub struct Metrics {
     pub customers_tracked: IntGauge,
     /// See [`STATE_BYTES`].
     pub state_bytes: IntGauge,
+    /// See [`LABEL_VALUES_FOLDED`].
+    pub label_values_folded: IntGaugeVec,
+    /// See [`NEW_CUSTOMERS_PER_MINUTE`].
+    pub new_customers_per_minute: IntGauge,
+    /// Distinct plans, and segments, exported (`max_label_values`); the
+    /// rest are summed under `(other)`.
+    max_label_values: usize,
     customers: IntGaugeVec,
     customers_by_risk: IntGaugeVec,
     alerts_firing: IntGaugeVec,
@@ -238,6 +251,12 @@ fn help(name: &str) -> &'static str {
         PARTITIONS_LIVE => "Partition numbers assigned, rebuilt and live.",
         CUSTOMERS_TRACKED => "Customers tracked by this instance.",
         STATE_BYTES => "Approximate bytes of customer state held by this instance.",
+        LABEL_VALUES_FOLDED => {
+            "Events whose plan or segment was counted as (other), past max_label_values, since the state was built."
+        }
+        NEW_CUSTOMERS_PER_MINUTE => {
+            "Customers first seen in the last complete minute of event time (a flood means a producer writes other ids into customer_id)."
+        }
         CUSTOMERS => "Customers per plan, segment and lifecycle stage.",
         CUSTOMERS_BY_RISK => "Customers per plan, segment and risk level.",
         ALERTS_FIRING => "Alerts currently firing per plan, segment and alert.",
@@ -349,6 +368,9 @@ impl Metrics {
             partitions_live: scalar(PARTITIONS_LIVE)?,
             customers_tracked: scalar(CUSTOMERS_TRACKED)?,
             state_bytes: scalar(STATE_BYTES)?,
+            label_values_folded: gauge(LABEL_VALUES_FOLDED, &["label"])?,
+            new_customers_per_minute: scalar(NEW_CUSTOMERS_PER_MINUTE)?,
+            max_label_values: 100,
             customers: gauge(CUSTOMERS, &["plan", "segment", "lifecycle"])?,
             customers_by_risk: gauge(CUSTOMERS_BY_RISK, &["plan", "segment", "risk"])?,
             alerts_firing: gauge(ALERTS_FIRING, &["plan", "segment", "alert"])?,
@@ -362,12 +384,21 @@ impl Metrics {
         for reason in crate::event::RejectReason::CODES {
             m.dlq_produced.with_label_values(&[reason]);
         }
+        for label in ["plan", "segment"] {
+            m.label_values_folded.with_label_values(&[label]);
+        }
         for kind in crate::signals::AlertKind::ALL {
             for status in ["firing", "resolved"] {
                 m.alerts_produced.with_label_values(&[kind.name(), status]);
             }
         }
         Ok(m)
+    }
+
+    /// Exports at most `n` plans and `n` segments (`max_label_values`).
+    pub fn with_max_label_values(mut self, n: usize) -> Self {
+        self.max_label_values = n.max(1);
+        self
     }
 
     /// The registry, for code that registers its own collectors (e.g. business metrics).
@@ -386,10 +417,40 @@ impl Metrics {
             mrr: i64,
             mrr_at_risk: i64,
         }
+        // The plans and segments exported: the largest `max_label_values`
+        // of each over every partition (each partition's engine keeps that
+        // many too); the rest are summed as `(other)`.
+        let keep = |name: fn(&GroupSnapshot) -> &str| -> BTreeSet<&str> {
+            let mut size: BTreeMap<&str, u64> = BTreeMap::new();
+            for g in snapshots.iter().flat_map(|s| &s.groups) {
+                *size.entry(name(g)).or_default() += g.customers;
+            }
+            let mut by_size: Vec<(u64, &str)> = size
+                .into_iter()
+                .filter(|(n, _)| *n != OTHER_GROUP)
+                .map(|(n, c)| (c, n))
+                .collect();
+            by_size.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
+            by_size
+                .into_iter()
+                .take(self.max_label_values)
+                .map(|(_, n)| n)
+                .collect()
+        };
+        let (plans, segments) = (keep(|g| &g.plan), keep(|g| &g.segment));
+        let folded = |keep: &BTreeSet<&str>, n: &str| -> String {
+            if keep.contains(n) { n } else { OTHER_GROUP }.to_string()
+        };
         let mut sum: BTreeMap<(String, String), Sum> = BTreeMap::new();
+        let mut labels_folded = [0u64; 2];
+        let mut new_customers = 0u64;
         for s in snapshots {
+            labels_folded[0] += s.folded[0];
+            labels_folded[1] += s.folded[1];
+            new_customers += s.new_customers_last_minute;
             for g in &s.groups {
-                let e = sum.entry((g.plan.clone(), g.segment.clone())).or_default();
+                let key = (folded(&plans, &g.plan), folded(&segments, &g.segment));
+                let e = sum.entry(key).or_default();
                 for (k, v) in &g.by_lifecycle {
                     *e.by_lifecycle.entry(k).or_default() += v;
                 }
@@ -413,6 +474,12 @@ impl Metrics {
             g.reset();
         }
         let as_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        for (label, n) in ["plan", "segment"].into_iter().zip(labels_folded) {
+            self.label_values_folded
+                .with_label_values(&[label])
+                .set(as_i64(n));
+        }
+        self.new_customers_per_minute.set(as_i64(new_customers));
         for ((plan, segment), g) in &sum {
             for (l, v) in &g.by_lifecycle {
                 self.customers
@@ -451,7 +518,8 @@ impl Metrics {
             .max();
         self.business_window
             .set(window_ms.map_or(0.0, |ms| ms as f64 / 1000.0));
-        if let Some(merged) = PeriodReport::merge(reports) {
+        if let Some(mut merged) = PeriodReport::merge(reports) {
+            merged.fold_groups(self.max_label_values);
             let groups = std::iter::once((ALL, ALL, &merged.overall))
                 .chain(merged.by_plan.iter().map(|(p, m)| (p.as_str(), ALL, m)))
                 .chain(merged.by_segment.iter().map(|(s, m)| (ALL, s.as_str(), m)));
@@ -576,9 +644,11 @@ mod tests {
         m.set_engine(&[
             Snapshot {
                 groups: vec![g("pro", 2)],
+                ..Default::default()
             },
             Snapshot {
                 groups: vec![g("pro", 3), g("free", 1)],
+                ..Default::default()
             },
         ]);
         let text = m.encode();
@@ -589,10 +659,48 @@ mod tests {
         assert!(text.contains(r#"churnwatch_mrr{plan="pro",segment="smb"} 200"#));
         m.set_engine(&[Snapshot {
             groups: vec![g("pro", 1)],
+            ..Default::default()
         }]);
         let text = m.encode();
         assert!(!text.contains(r#"plan="free""#), "{text}");
         assert!(!text.contains("customer_id="), "{text}");
+    }
+
+    #[test]
+    fn plans_past_max_label_values_are_summed_as_other_over_partitions() {
+        let m = Metrics::new()
+            .expect("metrics register")
+            .with_max_label_values(2);
+        let g = |plan: &str, n: u64| GroupSnapshot {
+            plan: plan.into(),
+            segment: "smb".into(),
+            customers: n,
+            mrr: 10 * n as i64,
+            ..Default::default()
+        };
+        // Each partition has two plans; over both there are four.
+        m.set_engine(&[
+            Snapshot {
+                groups: vec![g("a", 5), g("b", 1)],
+                folded: [3, 0],
+                ..Default::default()
+            },
+            Snapshot {
+                groups: vec![g("c", 4), g("d", 2)],
+                folded: [1, 0],
+                ..Default::default()
+            },
+        ]);
+        let text = m.encode();
+        let has = |s: &str| assert!(text.contains(s), "{s} missing in {text}");
+        has(r#"churnwatch_mrr{plan="a",segment="smb"} 50"#);
+        has(r#"churnwatch_mrr{plan="c",segment="smb"} 40"#);
+        has(r#"churnwatch_mrr{plan="(other)",segment="smb"} 30"#);
+        has(r#"churnwatch_label_values_folded{label="plan"} 4"#);
+        assert!(
+            !text.contains(r#"plan="b""#) && !text.contains(r#"plan="d""#),
+            "{text}"
+        );
     }
 
     fn ledger_report(

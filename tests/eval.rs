@@ -55,7 +55,12 @@ fn replay(lines: &[String], until: Option<Ts>) -> (Engine, Vec<AlertEvent>) {
 fn replay_with_rejects(
     lines: &[String],
     until: Option<Ts>,
-) -> (Engine, Vec<AlertEvent>, Vec<(u64, &'static str)>, backtest::Summary) {
+) -> (
+    Engine,
+    Vec<AlertEvent>,
+    Vec<(u64, &'static str)>,
+    backtest::Summary,
+) {
     let mut bytes = Vec::new();
     for l in lines {
         bytes.extend_from_slice(l.as_bytes());
@@ -128,9 +133,9 @@ fn quality(g: &Generated, customers: usize, alerts: &[AlertEvent]) -> (String, V
     let early = |a: &AlertEvent| {
         a.alert != AlertKind::Churned
             && by_customer.get(&*a.customer_id).is_some_and(|ls| {
-                ls.iter().filter_map(|l| l.churn_at_ts()).any(|c| {
-                    a.starts_at <= c && a.starts_at >= c - EARLY_WARNING_DAYS * DAY_MS
-                })
+                ls.iter()
+                    .filter_map(|l| l.churn_at_ts())
+                    .any(|c| a.starts_at <= c && a.starts_at >= c - EARLY_WARNING_DAYS * DAY_MS)
             })
     };
     let mut report = Vec::new();
@@ -140,7 +145,10 @@ fn quality(g: &Generated, customers: usize, alerts: &[AlertEvent]) -> (String, V
         let name = kind.name();
         let fired: Vec<&AlertEvent> = alerts
             .iter()
-            .filter(|a| a.alert == kind && a.status == AlertStatus::Firing)
+            // An alert re-emitted because its reasons changed is not a new one.
+            .filter(|a| {
+                a.alert == kind && a.status == AlertStatus::Firing && a.updated_at.is_none()
+            })
             .collect();
         let wrong: Vec<&&AlertEvent> = fired.iter().filter(|a| !labelled(a) && !early(a)).collect();
         let expected: Vec<&Label> = labels
@@ -210,7 +218,10 @@ fn quality(g: &Generated, customers: usize, alerts: &[AlertEvent]) -> (String, V
         100.0 * any_share
     ));
     if any_share > 0.02 {
-        failures.push(format!("{:.2}% of healthy customers alerted", 100.0 * any_share));
+        failures.push(format!(
+            "{:.2}% of healthy customers alerted",
+            100.0 * any_share
+        ));
     }
     (report.join("\n"), failures)
 }
@@ -321,10 +332,17 @@ fn health_and_baseline_aucs(
 ) -> (f64, f64, f64, usize, usize) {
     let (engine, _) = replay(lines, Some(t));
     let rf = recency_frequency(lines, t);
-    let (mut pos, mut neg) = ([Vec::new(), Vec::new(), Vec::new()], [Vec::new(), Vec::new(), Vec::new()]);
+    let (mut pos, mut neg) = (
+        [Vec::new(), Vec::new(), Vec::new()],
+        [Vec::new(), Vec::new(), Vec::new()],
+    );
     for row in engine.customers() {
-        let Some(&(last, n)) = rf.get(&*row.customer_id) else { continue };
-        let Some(churned) = churns(&row.customer_id) else { continue };
+        let Some(&(last, n)) = rf.get(&*row.customer_id) else {
+            continue;
+        };
+        let Some(churned) = churns(&row.customer_id) else {
+            continue;
+        };
         let side = if churned { &mut pos } else { &mut neg };
         side[0].push(f64::from(100 - row.health_score));
         side[1].push((t - last) as f64);
@@ -337,7 +355,10 @@ fn health_and_baseline_aucs(
 /// The health score ranks customers who churn in the 60 days after day 100
 /// with an AUC of at least 0.8, and better than recency or frequency alone.
 fn assert_health_ranks_churners(seed: u64) {
-    let o = GenerateOptions { seed, ..long_opts() };
+    let o = GenerateOptions {
+        seed,
+        ..long_opts()
+    };
     let g = &generate_to_vec(&o);
     let t = o.start + 100 * DAY_MS;
     let churn_at: BTreeMap<&str, Ts> = g
@@ -350,10 +371,15 @@ fn assert_health_ranks_churners(seed: u64) {
         Some(&c) => Some(c <= t + 60 * DAY_MS),
         None => Some(false),
     });
-    println!("seed {seed}: AUC health {h:.3}, recency {r:.3}, frequency {f:.3} over {pos} churners and {neg} others");
+    println!(
+        "seed {seed}: AUC health {h:.3}, recency {r:.3}, frequency {f:.3} over {pos} churners and {neg} others"
+    );
     assert!(pos >= 20, "too few churners in (T, T+60d]: {pos}");
     assert!(h >= 0.8, "seed {seed}: health AUC {h:.3} < 0.8");
-    assert!(h >= r + 0.01 && h >= f + 0.01, "seed {seed}: health {h:.3} does not beat recency {r:.3} and frequency {f:.3}");
+    assert!(
+        h >= r + 0.01 && h >= f + 0.01,
+        "seed {seed}: health {h:.3} does not beat recency {r:.3} and frequency {f:.3}"
+    );
 }
 
 #[test]
@@ -408,7 +434,9 @@ fn on_a_purchase_log_health_beats_recency_and_frequency() {
             .collect();
         let (h, r, f, pos, neg) =
             health_and_baseline_aucs(&g.lines, t, |id| Some(!later.contains(id)));
-        println!("retail seed {seed}: AUC health {h:.3}, recency {r:.3}, frequency {f:.3} over {pos} churners and {neg} retained");
+        println!(
+            "retail seed {seed}: AUC health {h:.3}, recency {r:.3}, frequency {f:.3} over {pos} churners and {neg} retained"
+        );
         assert!(pos > 1000 && neg > 300, "{pos} churners, {neg} retained");
         assert!(
             h >= r + 0.01 && h >= f + 0.01,
@@ -431,14 +459,180 @@ fn an_event_from_2099_is_rejected_and_changes_no_alert() {
     let mid = hostile.len() / 2;
     hostile.insert(
         mid,
-        r#"{"type":"usage","customer_id":"c-000001","action":"login","ts":"2099-01-01T00:00:00Z"}"#.into(),
+        r#"{"type":"usage","customer_id":"c-000001","action":"login","ts":"2099-01-01T00:00:00Z"}"#
+            .into(),
     );
     let (engine, alerts, rejected, summary) = replay_with_rejects(&hostile, None);
     assert_eq!(rejected, vec![(mid as u64 + 1, "ts_in_future")]);
     assert_eq!(summary.rejected_by_reason.get("ts_in_future"), Some(&1));
-    assert_eq!(engine.stats().late, clean_engine.stats().late, "no more events counted late");
+    assert_eq!(
+        engine.stats().late,
+        clean_engine.stats().late,
+        "no more events counted late"
+    );
     let json = |v: &[AlertEvent]| v.iter().map(AlertEvent::to_json).collect::<Vec<_>>();
-    assert_eq!(json(&alerts), json(&clean), "alerts differ with the 2099 event");
+    assert_eq!(
+        json(&alerts),
+        json(&clean),
+        "alerts differ with the 2099 event"
+    );
+}
+
+/// Valid JSON with wrong values in the middle of a file (issue 12): each is
+/// rejected with its own reason, counted, and changes no alert.
+#[test]
+fn oversized_deep_and_out_of_bound_events_are_rejected_and_change_no_alert() {
+    let g = generate_to_vec(&GenerateOptions {
+        customers: 300,
+        ..opts()
+    });
+    let (_, clean) = replay(&g.lines, None);
+    let ts = format!(
+        r#""ts":"{}""#,
+        churnwatch::event::format_ts(ts_of(&g.lines[g.lines.len() / 2]))
+    );
+    let hostile_lines = [
+        (
+            format!(
+                r#"{{"type":"usage","customer_id":"c-000001","action":"a",{ts},"pad":"{}"}}"#,
+                "x".repeat(1 << 20)
+            ),
+            "too_large",
+        ),
+        (
+            format!(
+                r#"{{"type":"usage","customer_id":"c-000002","action":"a",{ts},"x":{}{}}}"#,
+                "[".repeat(40),
+                "]".repeat(40)
+            ),
+            "too_deep",
+        ),
+        (
+            format!(
+                r#"{{"type":"plan_changed","customer_id":"c-000003","plan":"{}","mrr":100,{ts}}}"#,
+                "c-000003/".repeat(20)
+            ),
+            "invalid_label",
+        ),
+        (
+            format!(
+                r#"{{"type":"subscription_started","customer_id":"c-000004","plan":"pro","mrr":1000000000000000,{ts}}}"#
+            ),
+            "value_too_large",
+        ),
+        (
+            format!(
+                r#"{{"type":"usage","customer_id":"c-000005","action":"a","quantity":1e12,{ts}}}"#
+            ),
+            "value_too_large",
+        ),
+    ];
+    let mut hostile = g.lines.clone();
+    let mid = hostile.len() / 2;
+    let mut want = Vec::new();
+    for (i, (line, reason)) in hostile_lines.iter().enumerate() {
+        hostile.insert(mid + i, line.clone());
+        want.push((mid as u64 + i as u64 + 1, *reason));
+    }
+    let (_, alerts, rejected, summary) = replay_with_rejects(&hostile, None);
+    assert_eq!(rejected, want);
+    assert_eq!(summary.rejected_by_reason.get("value_too_large"), Some(&2));
+    assert_eq!(summary.rejected_by_reason.get("too_large"), Some(&1));
+    let json = |v: &[AlertEvent]| v.iter().map(AlertEvent::to_json).collect::<Vec<_>>();
+    assert_eq!(
+        json(&alerts),
+        json(&clean),
+        "alerts differ with the hostile events"
+    );
+}
+
+/// A producer that writes ids into `plan` (and floods new customer ids):
+/// past `max_label_values` distinct plans the rest are counted as
+/// `(other)`, in the customer view and the business report alike; the
+/// configured plans always keep their name; every other customer's alerts
+/// are those of a run without the flood.
+#[test]
+fn a_flood_of_plan_names_and_new_ids_is_bounded_and_changes_no_other_alert() {
+    let g = generate_to_vec(&GenerateOptions {
+        customers: 300,
+        ..opts()
+    });
+    let raw = RawConfig {
+        key_features: Some(vec!["reports".into(), "exports".into()]),
+        max_label_values: Some(20),
+        plans: [("enterprise".to_string(), BTreeMap::new())]
+            .into_iter()
+            .collect(),
+        ..Default::default()
+    };
+    let cfg = Arc::new(raw.validate().expect("valid config"));
+    let run = |lines: &[String]| {
+        let mut alerts = Vec::new();
+        let (engine, _) = backtest::replay(
+            cfg.clone(),
+            Cursor::new(lines.join("\n").into_bytes()),
+            None,
+            |a| {
+                alerts.push(a.clone());
+                Ok(())
+            },
+            |_, r, _| panic!("rejected: {r}"),
+            |_| {},
+        )
+        .expect("replay");
+        (engine, alerts)
+    };
+    let (_, clean) = run(&g.lines);
+    let mut hostile = g.lines.clone();
+    let mid = hostile.len() / 2;
+    let t = ts_of(&hostile[mid]);
+    for i in 0..2_000 {
+        hostile.insert(
+            mid,
+            format!(
+                r#"{{"type":"subscription_started","customer_id":"flood-{i}","plan":"user-{i}","mrr":100,"ts":"{}"}}"#,
+                churnwatch::event::format_ts(t)
+            ),
+        );
+    }
+    let (engine, alerts) = run(&hostile);
+    let mut plans = std::collections::BTreeSet::new();
+    for c in engine.customers() {
+        plans.insert(c.plan.clone());
+    }
+    assert!(plans.len() <= 20 + 3, "{} plans: {plans:?}", plans.len());
+    assert!(plans.contains(&Some("(other)".into())), "{plans:?}");
+    let report = engine.business_rolling();
+    assert!(
+        report.by_plan.len() <= 20 + 2,
+        "{:?}",
+        report.by_plan.keys()
+    );
+    assert!(
+        engine.snapshot().folded[0] > 1_900,
+        "{:?}",
+        engine.snapshot().folded
+    );
+    // "enterprise" is configured: it keeps its name even past the cap.
+    let late = format!(
+        r#"{{"type":"subscription_started","customer_id":"flood-x","plan":"enterprise","mrr":100,"ts":"{}"}}"#,
+        churnwatch::event::format_ts(t)
+    );
+    hostile.insert(mid + 2_000, late);
+    let (engine2, _) = run(&hostile);
+    let ent = engine2.customer("flood-x").expect("flood-x");
+    assert_eq!(ent["plan"], "enterprise", "{ent}");
+    let json = |v: &[AlertEvent]| {
+        v.iter()
+            .filter(|a| !a.customer_id.starts_with("flood-"))
+            .map(AlertEvent::to_json)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        json(&alerts),
+        json(&clean),
+        "other customers' alerts differ with the flood"
+    );
 }
 
 fn ts_of(line: &str) -> Ts {

@@ -65,13 +65,40 @@ async fn rejected_events_go_to_the_dlq_and_valid_ones_raise_alerts() {
     let broker = TestBroker::start();
     broker.create_default_topics(1).await;
     let cancel = CancellationToken::new();
-    let running = app::start(config(&broker, ""), cancel.clone())
-        .await
-        .expect("service starts");
+    let running = app::start(
+        config(&broker, "max_message_bytes = 4096\nmax_label_values = 2"),
+        cancel.clone(),
+    )
+    .await
+    .expect("service starts");
     let addr = running.http_addr().to_string();
     let service = tokio::spawn(running.wait());
 
     let bad_json = "{not json";
+    // Valid JSON, wrong values (issue 12).
+    let ts = format_ts(T0);
+    let too_large = format!(
+        r#"{{"type":"usage","customer_id":"c-4","action":"a","ts":"{ts}","pad":"{}"}}"#,
+        "x".repeat(5000)
+    );
+    let too_deep = format!(
+        r#"{{"type":"usage","customer_id":"c-4","action":"a","ts":"{ts}","x":{}{}}}"#,
+        "[".repeat(40),
+        "]".repeat(40)
+    );
+    let long_plan = format!(
+        r#"{{"type":"subscription_started","customer_id":"c-4","plan":"{}","mrr":100,"ts":"{ts}"}}"#,
+        "c-4".repeat(30)
+    );
+    let huge_mrr = format!(
+        r#"{{"type":"subscription_started","customer_id":"c-4","plan":"pro","mrr":1000000000000000,"ts":"{ts}"}}"#
+    );
+    // Three plans where two label values are allowed: the third is "(other)".
+    let plan = |c: &str, p: &str| {
+        format!(
+            r#"{{"type":"subscription_started","customer_id":"{c}","plan":"{p}","mrr":100,"ts":"{ts}"}}"#
+        )
+    };
     let empty_id = format!(
         r#"{{"type":"usage","customer_id":"","action":"login","ts":"{}"}}"#,
         format_ts(T0)
@@ -93,11 +120,32 @@ async fn rejected_events_go_to_the_dlq_and_valid_ones_raise_alerts() {
             ],
         )
         .await;
+    broker
+        .produce(
+            "billing.events",
+            Some(0),
+            &[
+                (Some("c-4"), &too_large),
+                (Some("c-4"), &too_deep),
+                (Some("c-4"), &long_plan),
+                (Some("c-4"), &huge_mrr),
+                (Some("c-5"), &plan("c-5", "basic")),
+                (Some("c-6"), &plan("c-6", "team")),
+            ],
+        )
+        .await;
     // A producer with a broken clock: dated 2099, it must not move event
     // time (and so every deadline) forward for everyone.
-    let from_2099 = usage("c-9", churnwatch::event::parse_ts("2099-01-01T00:00:00Z").expect("ts"));
+    let from_2099 = usage(
+        "c-9",
+        churnwatch::event::parse_ts("2099-01-01T00:00:00Z").expect("ts"),
+    );
     broker
-        .produce("product.usage", Some(0), &[(None, &empty_id), (Some("c-9"), &from_2099)])
+        .produce(
+            "product.usage",
+            Some(0),
+            &[(None, &empty_id), (Some("c-9"), &from_2099)],
+        )
         .await;
     // Keyed by another customer than its body: no stray customer.
     let wrong_key = usage("c-7", T0);
@@ -108,8 +156,12 @@ async fn rejected_events_go_to_the_dlq_and_valid_ones_raise_alerts() {
         .produce("customer.feedback", Some(0), &[(Some("c-3"), &bad_score)])
         .await;
 
-    let dlq = block(|| broker.read_all("churnwatch.dlq", 5, Duration::from_secs(30)));
-    assert_eq!(dlq.len(), 5, "dead letters: {dlq:#?}");
+    let dlq = block(|| broker.read_all("churnwatch.dlq", 9, Duration::from_secs(30)));
+    assert_eq!(dlq.len(), 9, "dead letters: {dlq:#?}");
+    let reasons: BTreeSet<&str> = dlq.iter().filter_map(|r| r.header("reason")).collect();
+    for r in ["too_large", "too_deep", "invalid_label", "value_too_large"] {
+        assert!(reasons.contains(r), "no {r} in {reasons:?}");
+    }
     let by_reason: BTreeMap<&str, &common::Record> = dlq
         .iter()
         .map(|r| (r.header("reason").expect("reason header"), r))
@@ -120,7 +172,9 @@ async fn rejected_events_go_to_the_dlq_and_valid_ones_raise_alerts() {
     let future = by_reason["ts_in_future"];
     assert_eq!(future.payload, from_2099.as_bytes());
     assert!(
-        future.header("error").is_some_and(|e| e.contains("2099-01-01")),
+        future
+            .header("error")
+            .is_some_and(|e| e.contains("2099-01-01")),
         "{future:?}"
     );
     let json = by_reason["invalid_json"];
@@ -159,7 +213,11 @@ async fn rejected_events_go_to_the_dlq_and_valid_ones_raise_alerts() {
     );
     for r in &alerts {
         let names: Vec<&str> = r.headers.iter().map(|(k, _)| k.as_str()).collect();
-        assert_eq!(names, ["content-type"], "structured mode: content-type only");
+        assert_eq!(
+            names,
+            ["content-type"],
+            "structured mode: content-type only"
+        );
     }
     // The official CloudEvents Python SDK (installed by scripts/test.sh)
     // parses every alert, with its auto-detection and with the v1 API.
@@ -176,12 +234,15 @@ async fn rejected_events_go_to_the_dlq_and_valid_ones_raise_alerts() {
         })
         .collect();
     std::fs::write(&dump, lines.join("\n")).expect("write dump");
-    let python = std::env::var("CHURNWATCH_CE_PYTHON").unwrap_or_else(|_| "target/cevenv/bin/python".into());
+    let python =
+        std::env::var("CHURNWATCH_CE_PYTHON").unwrap_or_else(|_| "target/cevenv/bin/python".into());
     let out = Command::new(&python)
         .arg("scripts/ce-parse.py")
         .arg(&dump)
         .output()
-        .unwrap_or_else(|e| panic!("run {python} (scripts/test.sh installs the CloudEvents SDK there): {e}"));
+        .unwrap_or_else(|e| {
+            panic!("run {python} (scripts/test.sh installs the CloudEvents SDK there): {e}")
+        });
     assert!(
         out.status.success(),
         "CloudEvents SDK rejects alerts: {}{}",
@@ -234,7 +295,12 @@ async fn rejected_events_go_to_the_dlq_and_valid_ones_raise_alerts() {
                 && body.contains(
                     r#"churnwatch_events_rejected_total{reason="invalid_json",topic="billing.events"} 1"#,
                 )
-                && body.contains(r#"churnwatch_alerts_produced_total{alert="churned",status="firing"} 1"#))
+                && body.contains(r#"churnwatch_alerts_produced_total{alert="churned",status="firing"} 1"#)
+                && body.contains(r#"churnwatch_events_rejected_total{reason="too_large",topic="billing.events"} 1"#)
+                && body.contains(r#"churnwatch_events_rejected_total{reason="value_too_large",topic="billing.events"} 1"#)
+                && body.contains(r#"churnwatch_label_values_folded{label="plan"} 1"#)
+                && body.contains(r#"churnwatch_mrr{plan="(other)",segment="none"} 100"#)
+                && body.contains("churnwatch_new_customers_per_minute "))
             .then_some(body)
         })
     });
@@ -633,6 +699,95 @@ async fn an_idle_partition_still_fires_time_based_alerts_at_event_time() {
         .expect("clean shutdown");
 }
 
+/// The idle rule (issue 13 item 2): on a partition quiet for
+/// `kafka.idle_timeout`, event time follows the wall clock from its newest
+/// event, and the watermark stays `allowed_lateness` behind it. So the last
+/// events are applied `allowed_lateness` of wall time after input stopped
+/// (not at `idle_timeout`), and an event arriving after a short pause, a
+/// little behind the newest one, is on time, as in a backtest of the same
+/// sequence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_partition_keeps_allowed_lateness_and_agrees_with_the_backtest() {
+    init_tracing();
+    let broker = TestBroker::start();
+    broker.create_default_topics(1).await;
+    let extra = "allowed_lateness = \"20s\"\n";
+    let toml_text = config_toml(&broker.brokers, "127.0.0.1:0", extra)
+        .replace("idle_timeout = \"30s\"", "idle_timeout = \"1s\"");
+    let raw: RawConfig = toml::from_str(&toml_text).expect("parses");
+    let cfg = raw.validate().expect("valid");
+    let cancel = CancellationToken::new();
+    let running = app::start(cfg.clone(), cancel.clone())
+        .await
+        .expect("service starts");
+    let addr = running.http_addr().to_string();
+    let service = tokio::spawn(running.wait());
+    // The watermark after c-2 is T0 - 10 s: c-1 waits in the buffer.
+    let first = [usage("c-1", T0), usage("c-2", T0 + 10_000)];
+    let behind = usage("c-3", T0 + 5_000);
+    for l in &first {
+        let id = if l.contains("c-1") { "c-1" } else { "c-2" };
+        broker
+            .produce("product.usage", Some(0), &[(Some(id), l.as_str())])
+            .await;
+    }
+    let applied = |c: &str| -> bool {
+        http_get(&addr, &format!("/api/customers/{c}"), None).is_ok_and(|r| r.0 == 200)
+    };
+    // c-1 is consumed at once; after idle_timeout (and twice that) it is
+    // still buffered: only 20 s of idle wall time apply it.
+    let seen = block(|| {
+        wait_for(Duration::from_secs(30), || {
+            let (_, m) = http_get(&addr, "/metrics", None).ok()?;
+            (metric_sum(&m, metrics::EVENTS_CONSUMED) >= 2.0).then_some(())
+        })
+    });
+    assert!(seen.is_some(), "never consumed");
+    block(|| std::thread::sleep(Duration::from_millis(2_500)));
+    assert!(
+        !applied("c-1"),
+        "applied at idle_timeout, not after allowed_lateness"
+    );
+    // 5 s of event time behind the newest, after a pause of a few seconds:
+    // on time (it was late when an idle tick moved the watermark to the
+    // newest event time plus the idle time).
+    broker
+        .produce("product.usage", Some(0), &[(Some("c-3"), behind.as_str())])
+        .await;
+    let all = block(|| {
+        wait_for(Duration::from_secs(60), || {
+            (applied("c-1") && applied("c-2") && applied("c-3")).then_some(())
+        })
+    });
+    assert!(
+        all.is_some(),
+        "buffered events never applied on the idle partition"
+    );
+    let (_, m) = http_get(&addr, "/metrics", None).expect("metrics");
+    assert_eq!(
+        metric_sum(&m, metrics::EVENTS_LATE),
+        0.0,
+        "counted late by the service"
+    );
+    // The backtest of the same sequence: nothing late either.
+    let lines = [first[0].as_str(), first[1].as_str(), behind.as_str()].join("\n");
+    let (_, summary) = churnwatch::backtest::replay(
+        std::sync::Arc::new(cfg),
+        std::io::Cursor::new(lines.into_bytes()),
+        None,
+        |_| Ok(()),
+        |_, r, _| panic!("rejected: {r}"),
+        |_| {},
+    )
+    .expect("backtest");
+    assert_eq!(summary.late, 0);
+    cancel.cancel();
+    service
+        .await
+        .expect("service task")
+        .expect("clean shutdown");
+}
+
 #[test]
 fn check_config_lists_every_problem_and_exits_2() {
     let dir = tempdir("check");
@@ -666,6 +821,20 @@ fn check_config_lists_every_problem_and_exits_2() {
         .output()
         .expect("run check-config");
     assert!(out.status.success());
+    // Every effective value, as a config file that reads back (issue 13).
+    let text = String::from_utf8_lossy(&out.stdout);
+    for want in [
+        r#"brokers = "k:9092""#,
+        r#"dunning_grace = "14d""#,
+        r#"reporting_currency = "USD""#,
+        "key_features = []",
+        "[alerts.key_feature_unused]",
+        r#"idle_timeout = "30s""#,
+    ] {
+        assert!(text.contains(want), "{want} missing in:\n{text}");
+    }
+    let back: RawConfig = toml::from_str(&text).expect("check-config output parses");
+    back.validate().expect("check-config output is valid");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -897,6 +1066,49 @@ async fn kafka_run_matches_backtest_alert_ids() {
         expected,
         ..
     } = backlog_and_backtest(&broker, 11).await;
+    // A broken producer after the backlog (issue 12): a clock in 2099, too
+    // deep, out of bounds, a customer id as plan. Each goes to the
+    // dead-letter topic and nothing else changes: the alerts, customers and
+    // business gauges below are the backtest's, which never saw them.
+    let t = churnwatch::event::parse_ts("2026-03-01T00:00:00Z").expect("ts");
+    let c = "c-000001";
+    let hostile_usage = [
+        usage(
+            c,
+            churnwatch::event::parse_ts("2099-01-01T00:00:00Z").expect("ts"),
+        ),
+        format!(
+            r#"{{"type":"usage","customer_id":"{c}","action":"a","ts":"{}","x":{}{}}}"#,
+            format_ts(t),
+            "[".repeat(40),
+            "]".repeat(40)
+        ),
+        format!(
+            r#"{{"type":"usage","customer_id":"{c}","action":"a","quantity":1e12,"ts":"{}"}}"#,
+            format_ts(t)
+        ),
+    ];
+    let hostile_billing = [
+        format!(
+            r#"{{"type":"plan_changed","customer_id":"{c}","plan":"{}","mrr":5,"ts":"{}"}}"#,
+            "u-1234567890/".repeat(10),
+            format_ts(t)
+        ),
+        format!(
+            r#"{{"type":"subscription_renewed","customer_id":"{c}","mrr":4000000000000000,"ts":"{}"}}"#,
+            format_ts(t)
+        ),
+    ];
+    let keyed = |lines: &[String]| -> Vec<(Option<&str>, String)> {
+        lines.iter().map(|l| (Some(c), l.clone())).collect()
+    };
+    for (topic, lines) in [
+        ("product.usage", keyed(&hostile_usage)),
+        ("billing.events", keyed(&hostile_billing)),
+    ] {
+        let msgs: Vec<(Option<&str>, &str)> = lines.iter().map(|(k, l)| (*k, l.as_str())).collect();
+        broker.produce(topic, Some(0), &msgs).await;
+    }
 
     let cancel = CancellationToken::new();
     let running = app::start(cfg, cancel.clone())
@@ -920,6 +1132,21 @@ async fn kafka_run_matches_backtest_alert_ids() {
         "the service did not consume all {} events (consumed: {last:?})",
         summary.events_read
     );
+    let dlq = block(|| broker.read_all("churnwatch.dlq", 5, Duration::from_secs(30)));
+    let reasons: Vec<&str> = dlq.iter().filter_map(|r| r.header("reason")).collect();
+    assert_eq!(
+        reasons.iter().copied().collect::<BTreeSet<_>>(),
+        [
+            "invalid_label",
+            "too_deep",
+            "ts_in_future",
+            "value_too_large"
+        ]
+        .into_iter()
+        .collect(),
+        "{reasons:?}"
+    );
+    assert_eq!(reasons.len(), 5, "{reasons:?}");
 
     // Every alert the backtest raised up to `end`, and no other, is on the
     // alert topic. Population-dependent ones (engagement_drop,
@@ -1507,9 +1734,15 @@ async fn partitions_committed_at_different_event_times_sweep_together_after_a_re
     // Logs for machines: no colour codes in a file, and reaching the end
     // of a partition while replaying is not a warning.
     let text = std::fs::read_to_string(&log).unwrap_or_default();
-    assert!(!text.contains('\u{1b}'), "ANSI escapes in a log file: {}", log.display());
     assert!(
-        !text.lines().any(|l| l.contains("WARN") && l.contains("PartitionEOF")),
+        !text.contains('\u{1b}'),
+        "ANSI escapes in a log file: {}",
+        log.display()
+    );
+    assert!(
+        !text
+            .lines()
+            .any(|l| l.contains("WARN") && l.contains("PartitionEOF")),
         "PartitionEOF logged as a warning: {}",
         log.display()
     );

@@ -240,9 +240,9 @@ pub struct Firing {
     pub kind: AlertKind,
     /// Event time it began.
     pub starts_at: Ts,
-    /// Evidence at fire time.
+    /// Evidence of the latest evaluation.
     pub evidence: serde_json::Value,
-    /// Summary at fire time.
+    /// Summary of the latest evaluation.
     pub summary: String,
 }
 
@@ -257,6 +257,11 @@ impl FiringList {
     /// Adds an alert.
     pub fn push(&mut self, f: Firing) {
         self.0.get_or_insert_with(Default::default).push(f);
+    }
+
+    /// The alert of `kind`, if firing.
+    pub fn get_mut(&mut self, kind: AlertKind) -> Option<&mut Firing> {
+        self.0.as_deref_mut()?.iter_mut().find(|f| f.kind == kind)
     }
 
     /// Removes and returns the alert of `kind`, if firing.
@@ -594,7 +599,10 @@ impl Customer {
         std::mem::size_of::<Self>()
             + self.activity.heap_bytes()
             + self.seats.heap_bytes()
-            + self.key_features.as_ref().map_or(0, |k| 16 + k.heap_bytes())
+            + self
+                .key_features
+                .as_ref()
+                .map_or(0, |k| 16 + k.heap_bytes())
             + self.billing.as_ref().map_or(0, Billing::heap_bytes)
             + self.feedback.as_ref().map_or(0, |f| {
                 std::mem::size_of::<Feedback>()

@@ -22,7 +22,7 @@ use rustc_hash::{FxBuildHasher, FxHashMap};
 use serde::Serialize;
 
 use crate::alert::{AlertEvent, AlertStatus};
-use crate::business::{Fact, Ledger, PeriodReport};
+use crate::business::{Fact, Ledger, OTHER_GROUP, PeriodReport};
 use crate::config::Config;
 use crate::event::{CancelKind, DAY_MS, Event, EventKind, Ts, format_ts};
 use crate::signals::health::{self, Health};
@@ -122,29 +122,77 @@ struct Source {
     idle: bool,
 }
 
-/// Interns plan and segment names; id 0 is "none".
+/// Interns plan and segment names; id 0 is "none". At most `cap` distinct
+/// names are kept (plus the configured plans): the rest are counted under
+/// [`OTHER_GROUP`], since each becomes a label value of every per-plan
+/// gauge and a key of the API (a producer writing customer ids into `plan`
+/// must not grow them without bound).
 #[derive(Debug, Default)]
 struct Names {
     names: Vec<Box<str>>,
     ids: FxHashMap<Box<str>, u16>,
+    label: &'static str,
+    cap: usize,
+    kept: usize,
+    other: u16,
+    /// Times a name was counted under [`OTHER_GROUP`].
+    folded: u64,
 }
 
 impl Names {
-    fn id(&mut self, s: &str) -> u16 {
-        if let Some(&i) = self.ids.get(s) {
-            return i;
+    fn new(label: &'static str, cap: usize) -> Self {
+        Names {
+            names: vec!["none".into()],
+            label,
+            cap: cap.min(usize::from(u16::MAX) - 2),
+            ..Default::default()
         }
-        if self.names.is_empty() {
-            self.names.push("none".into());
-        }
-        let i = u16::try_from(self.names.len()).unwrap_or(u16::MAX);
-        if i == u16::MAX {
-            return 0; // beyond 65k distinct names: folded into "none"
-        }
+    }
+
+    fn push(&mut self, s: &str) -> u16 {
+        let i = self.names.len() as u16;
         self.names.push(s.into());
         self.ids.insert(s.into(), i);
         i
     }
+
+    /// Interns `s` whatever the cap (configured plans).
+    fn keep(&mut self, s: &str) {
+        if !self.ids.contains_key(s) {
+            self.push(s);
+        }
+    }
+
+    /// The id of an event's name, counting it when folded.
+    fn id(&mut self, s: &str) -> u16 {
+        let i = self.intern(s);
+        if i != 0 && i == self.other {
+            self.folded += 1;
+        }
+        i
+    }
+
+    fn intern(&mut self, s: &str) -> u16 {
+        if let Some(&i) = self.ids.get(s) {
+            return i;
+        }
+        if self.kept >= self.cap {
+            if self.other == 0 {
+                tracing::warn!(
+                    label = self.label,
+                    max_label_values = self.cap,
+                    first = s,
+                    "more distinct {} names than max_label_values: the rest are counted as {OTHER_GROUP}",
+                    self.label
+                );
+                self.other = self.push(OTHER_GROUP);
+            }
+            return self.other;
+        }
+        self.kept += 1;
+        self.push(s)
+    }
+
     fn name(&self, i: u16) -> Option<&str> {
         if i == 0 {
             None
@@ -285,6 +333,45 @@ pub struct GroupSnapshot {
 pub struct Snapshot {
     /// One entry per (plan, segment).
     pub groups: Vec<GroupSnapshot>,
+    /// Events whose plan, and whose segment, was counted under
+    /// [`OTHER_GROUP`] (past `max_label_values`), since the state was built.
+    pub folded: [u64; 2],
+    /// Customers first seen in the last complete minute of event time.
+    pub new_customers_last_minute: u64,
+}
+
+/// Customers first seen per minute of event time, to make a flood of new
+/// ids (a producer writing user ids or random UUIDs as `customer_id`)
+/// visible before memory does.
+#[derive(Debug, Clone, Copy, Default)]
+struct NewIds {
+    /// Event time of the engine's first customer: the first hour, when
+    /// every customer is new, does not warn.
+    since: Option<Ts>,
+    minute: i64,
+    count: u64,
+    last_minute: u64,
+}
+
+impl NewIds {
+    /// One more customer first seen at `ts`; whether that minute just went
+    /// past `limit` (after the first hour).
+    fn add(&mut self, ts: Ts, limit: u64) -> bool {
+        let since = *self.since.get_or_insert(ts);
+        let minute = ts.div_euclid(60_000);
+        if minute > self.minute {
+            self.last_minute = if minute == self.minute + 1 {
+                self.count
+            } else {
+                0
+            };
+            (self.minute, self.count) = (minute, 0);
+        }
+        if minute == self.minute {
+            self.count += 1;
+        }
+        self.count == limit + 1 && ts >= since + 3_600_000
+    }
 }
 
 /// Lifecycle stages, for pre-registering metrics.
@@ -360,6 +447,7 @@ pub struct Engine {
     staged: Vec<AlertEvent>,
     out: Vec<AlertEvent>,
     stats: Stats,
+    new_ids: NewIds,
 }
 
 /// A sweep waiting for its population, and how far processing was asked to go.
@@ -373,14 +461,18 @@ struct Parked {
 impl Engine {
     /// A fresh engine.
     pub fn new(cfg: Arc<Config>) -> Self {
+        let mut plans = Names::new("plan", cfg.max_label_values);
+        for p in cfg.plan_alerts.keys() {
+            plans.keep(p);
+        }
         Self {
+            plans,
+            segments: Names::new("segment", cfg.max_label_values),
             cfg,
             index: HashTable::new(),
             customers: Vec::new(),
             ids: Ids::default(),
             hasher: FxBuildHasher,
-            plans: Names::default(),
-            segments: Names::default(),
             runs: vec![VecDeque::new()],
             heap: BinaryHeap::new(),
             timers: BinaryHeap::new(),
@@ -402,6 +494,7 @@ impl Engine {
             staged: Vec::new(),
             out: Vec::new(),
             stats: Stats::default(),
+            new_ids: NewIds::default(),
         }
     }
 
@@ -735,6 +828,15 @@ impl Engine {
             return ix;
         }
         let ix = self.customers.len() as u32;
+        if self.new_ids.add(ts, self.cfg.new_customers_warn_per_minute) {
+            tracing::warn!(
+                minute = %format_ts(ts.div_euclid(60_000) * 60_000),
+                limit = self.cfg.new_customers_warn_per_minute,
+                customers = self.customers.len() + 1,
+                latest = id,
+                "more new customer ids in one minute of event time than new_customers_warn_per_minute: is a producer writing other ids (users, random UUIDs) into customer_id?"
+            );
+        }
         self.customers.push(Customer::new(ts));
         self.ids.push(id);
         let h = self.hasher.hash_one(id);
@@ -890,13 +992,8 @@ impl Engine {
             let c = &mut self.customers[ix as usize];
             if c.segment != id {
                 c.segment = id;
-                self.ledger.record(
-                    ts,
-                    ix,
-                    Fact::Segment {
-                        segment: seg.into(),
-                    },
-                );
+                let segment = self.segments.name(id).unwrap_or(seg).into();
+                self.ledger.record(ts, ix, Fact::Segment { segment });
             }
         }
         let kinds: &[AlertKind] = match ev.kind {
@@ -1115,6 +1212,7 @@ impl Engine {
         let plan = self.plans.name(plan_id);
         let pop = self.pop_for(plan_id);
         let mut changes: Vec<(AlertKind, Option<Finding>)> = Vec::new();
+        let mut still: Vec<(AlertKind, Finding)> = Vec::new();
         let weeks = if self.week_cache_day == day_of(now) {
             self.week_cache.get(ix as usize).and_then(Option::as_ref)
         } else {
@@ -1141,15 +1239,42 @@ impl Engine {
             } else {
                 None
             };
-            if finding.is_some() != firing {
-                changes.push((kind, finding));
+            match finding {
+                Some(f) if firing => still.push((kind, f)),
+                f if f.is_some() != firing => changes.push((kind, f)),
+                _ => {}
             }
         }
-        if changes.is_empty() {
+        if changes.is_empty() && still.is_empty() {
             return;
         }
         let c = &mut self.customers[ix as usize];
         let mut transitions = Vec::with_capacity(changes.len());
+        // Still firing: the evidence stays current; when the reasons change,
+        // subscribers get the alert again with its first `starts_at`.
+        for (kind, f) in still {
+            let Some(old) = c.firing.get_mut(kind) else {
+                continue;
+            };
+            if old.evidence == f.evidence {
+                continue;
+            }
+            let changed =
+                signals::reasons_of(kind, &old.evidence) != signals::reasons_of(kind, &f.evidence);
+            old.evidence = f.evidence;
+            old.summary = f.summary;
+            if changed {
+                transitions.push((
+                    kind,
+                    AlertStatus::Firing,
+                    old.starts_at,
+                    None,
+                    Some(now),
+                    old.summary.clone(),
+                    old.evidence.clone(),
+                ));
+            }
+        }
         for (kind, finding) in changes {
             match finding {
                 Some(f) => {
@@ -1165,6 +1290,7 @@ impl Engine {
                         AlertStatus::Firing,
                         starts_at,
                         None,
+                        None,
                         f.summary,
                         f.evidence,
                     ));
@@ -1178,6 +1304,7 @@ impl Engine {
                             AlertStatus::Resolved,
                             old.starts_at,
                             Some(ends),
+                            None,
                             summary,
                             old.evidence,
                         ));
@@ -1185,10 +1312,13 @@ impl Engine {
                 }
             }
         }
+        if transitions.is_empty() {
+            return;
+        }
         c.firing.sort_by_key(|f| f.kind);
         let health = self.health(ix, now);
         let c = &self.customers[ix as usize];
-        for (kind, status, starts_at, ends_at, summary, evidence) in transitions {
+        for (kind, status, starts_at, ends_at, updated_at, summary, evidence) in transitions {
             let event = AlertEvent {
                 customer_id: self.ids.get(ix).into(),
                 alert: kind,
@@ -1198,6 +1328,7 @@ impl Engine {
                 segment: self.segments.name(c.segment).map(Into::into),
                 starts_at,
                 ends_at,
+                updated_at,
                 health_score: health.score,
                 mrr_at_risk: c.mrr().map(|m| {
                     if kind == AlertKind::Churned {
@@ -1484,7 +1615,7 @@ impl Engine {
     fn set_population(&mut self, pop: &InstancePopulation) {
         self.population.clear();
         for (name, p) in &pop.per_plan {
-            let id = name.as_deref().map_or(0, |n| self.plans.id(n));
+            let id = name.as_deref().map_or(0, |n| self.plans.intern(n));
             self.population.insert(id, p.clone());
         }
         self.overall = pop.overall.clone();
@@ -1589,7 +1720,11 @@ impl Engine {
         let lifecycle = self.lifecycle(c, &h, now);
         // A customer gone quiet for `dormant_after` is never low risk,
         // whatever else its score says.
-        let risk = if lifecycle == "dormant" && risk == "low" { "medium" } else { risk };
+        let risk = if lifecycle == "dormant" && risk == "low" {
+            "medium"
+        } else {
+            risk
+        };
         let mrr = c.mrr();
         let at_risk = risk == "high" || !c.firing.is_empty();
         CustomerRow {
@@ -1709,6 +1844,7 @@ impl Engine {
                     segment: self.segments.name(c.segment).map(Into::into),
                     starts_at: f.starts_at,
                     ends_at: None,
+                    updated_at: None,
                     health_score: h.score,
                     mrr_at_risk: c.mrr(),
                     currency: self.cfg.decode.reporting_currency.clone(),
@@ -1753,6 +1889,12 @@ impl Engine {
         }
         Snapshot {
             groups: groups.into_values().collect(),
+            folded: [self.plans.folded, self.segments.folded],
+            new_customers_last_minute: match self.now().div_euclid(60_000) - self.new_ids.minute {
+                0 => self.new_ids.last_minute,
+                1 => self.new_ids.count,
+                _ => 0,
+            },
         }
     }
 }
@@ -1839,5 +1981,29 @@ mod storage_tests {
         for (i, id) in all.iter().enumerate() {
             assert_eq!(ids.get(i as u32), id);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::NewIds;
+
+    #[test]
+    fn new_ids_warn_once_per_minute_past_the_limit_after_the_first_hour() {
+        let mut n = NewIds::default();
+        let hour = 3_600_000;
+        // The first hour: every customer is new, no warning.
+        assert!((0..50).all(|_| !n.add(0, 10)));
+        // A quiet minute, then a flood of 12 in one minute: warned at the 11th, once.
+        assert!(!n.add(2 * hour, 10));
+        let warned: Vec<bool> = (0..12).map(|_| n.add(2 * hour + 60_000, 10)).collect();
+        assert_eq!(warned.iter().filter(|w| **w).count(), 1);
+        assert!(warned[10]);
+        // The next minute reports the flood as the last complete one.
+        assert!(!n.add(2 * hour + 120_000, 10));
+        assert_eq!(n.last_minute, 12);
+        // A gap of minutes: the last complete minute had none.
+        assert!(!n.add(2 * hour + 600_000, 10));
+        assert_eq!(n.last_minute, 0);
     }
 }

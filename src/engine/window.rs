@@ -274,7 +274,10 @@ impl Seats {
     pub fn regulars_since(&self, base_today: i32, today: i32, weeks: usize) -> (u32, u32) {
         let weeks = weeks.min(8);
         let base: [u64; 8] = std::array::from_fn(|k| {
-            self.mask(base_today - 7 * (k as i32 + 2), base_today - 7 * (k as i32 + 1))
+            self.mask(
+                base_today - 7 * (k as i32 + 2),
+                base_today - 7 * (k as i32 + 1),
+            )
         });
         let current = self.mask(today - 7, today);
         let (mut regular, mut away) = (0, 0);

@@ -48,8 +48,10 @@
 //!
 //! # Idle partitions
 //! After `kafka.idle_timeout` of wall-clock time without input, each tick
-//! advances the partition's event-time clock to `max_ts + idle wall time`, so
-//! time-based alerts (inactivity, dunning expiry) fire; their times stay event time.
+//! advances the partition's watermark to `max_ts + idle wall time -
+//! allowed_lateness` (event time follows the wall clock; the watermark keeps
+//! its lateness), so time-based alerts (inactivity, dunning expiry) fire;
+//! their times stay event time.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};

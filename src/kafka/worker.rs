@@ -589,8 +589,17 @@ impl Worker {
             if e.sweep_pending().is_some() {
                 continue;
             }
+            // Event time follows the wall clock from the last event on:
+            // the newest event time seen plus the idle wall time. The
+            // watermark stays `allowed_lateness` behind it, as with input, so
+            // an event that arrives after the pause is late exactly when it
+            // would be in a backtest of the same sequence (the pause then
+            // counted as event time) and the buffered events are applied
+            // `allowed_lateness` of wall time after input stopped.
             let Some(max_ts) = e.max_ts() else { continue };
-            let to: Ts = max_ts.saturating_add(*idle_ms);
+            let to: Ts = max_ts
+                .saturating_add(*idle_ms)
+                .saturating_sub(self.cfg.allowed_lateness);
             e.advance_to(to);
             let fired = e.take_alerts();
             if !fired.is_empty() {

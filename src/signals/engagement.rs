@@ -254,7 +254,11 @@ pub fn engagement_drop(c: &Customer, ctx: &Ctx<'_>) -> Option<Finding> {
         return None;
     }
     let run_days = ctx.today - sh.since;
-    let run_drop = if sh.run.1 > 0.0 { (1.0 - sh.run.0 / sh.run.1).max(0.0) } else { drop };
+    let run_drop = if sh.run.1 > 0.0 {
+        (1.0 - sh.run.0 / sh.run.1).max(0.0)
+    } else {
+        drop
+    };
     Some(Finding {
         starts_at: ctx.now,
         summary: format!(
@@ -292,7 +296,10 @@ pub fn population_week_factor(pop: &Population, today: i32, fallback: f64) -> f6
     if pop.daily_factors.len() < 7 {
         return fallback;
     }
-    (1..=7).map(|k| pop.daily_factor(today, today - k)).sum::<f64>() / 7.0
+    (1..=7)
+        .map(|k| pop.daily_factor(today, today - k))
+        .sum::<f64>()
+        / 7.0
 }
 
 /// How recently an account must have been used for fewer active users to be
@@ -340,7 +347,11 @@ pub fn seat_contraction(c: &Customer, ctx: &Ctx<'_>) -> Option<Finding> {
         return None;
     }
     // While firing, the regulars are those of the baseline it fired on.
-    let base_today = match c.firing.iter().find(|f| f.kind == crate::signals::AlertKind::SeatContraction) {
+    let base_today = match c
+        .firing
+        .iter()
+        .find(|f| f.kind == crate::signals::AlertKind::SeatContraction)
+    {
         Some(f) if ctx.firing => day_of(f.starts_at).min(ctx.today),
         _ => ctx.today,
     };
@@ -348,7 +359,11 @@ pub fn seat_contraction(c: &Customer, ctx: &Ctx<'_>) -> Option<Finding> {
     // fewer than two left (about six weeks after it fired) the loss is the
     // new normal and the alert resolves.
     let fit = usize::try_from((base_today - ctx.today + 64) / 7 - 1).unwrap_or(0);
-    let weeks = if base_today < ctx.today { weeks.min(fit) } else { weeks };
+    let weeks = if base_today < ctx.today {
+        weeks.min(fit)
+    } else {
+        weeks
+    };
     if weeks < 2 {
         return None;
     }
@@ -374,8 +389,8 @@ pub fn seat_contraction(c: &Customer, ctx: &Ctx<'_>) -> Option<Finding> {
     let current = f64::from(d[0]);
     let baseline = median(w.values_mut()).unwrap_or(0.0);
     let mut aw = c.baseline_weeks_by_index(ctx.today, |k| t.events[k] as f64);
-    let activity_drop = measure(t.events[0] as f64, aw.values_mut(), 1.0, None)
-        .map_or(0.0, |(_, a)| a.drop);
+    let activity_drop =
+        measure(t.events[0] as f64, aw.values_mut(), 1.0, None).map_or(0.0, |(_, a)| a.drop);
     Some(Finding {
         starts_at: ctx.now,
         summary: format!(
@@ -426,5 +441,7 @@ pub fn binomial_tail(n: u32, k: u32, p: f64) -> f64 {
 
 fn ln_choose(n: u32, k: u32) -> f64 {
     let k = k.min(n - k);
-    (0..k).map(|i| (f64::from(n - i) / f64::from(i + 1)).ln()).sum()
+    (0..k)
+        .map(|i| (f64::from(n - i) / f64::from(i + 1)).ln())
+        .sum()
 }

@@ -175,8 +175,7 @@ pub fn feature_allowed(f: &FeatureUse, ctx: &Ctx<'_>) -> (Ts, Option<FeatureRhyt
         _ => 1.0,
     };
     let days = rhythm.map_or(window_days, |r| {
-        ((f64::from(r.periods_allowed) + 0.5) * r.period_days)
-            .max(r.longest_days + r.period_days)
+        ((f64::from(r.periods_allowed) + 0.5) * r.period_days).max(r.longest_days + r.period_days)
             / quiet
     });
     ((days.max(window_days) * DAY_MS as f64) as Ts, rhythm)
@@ -217,7 +216,10 @@ pub fn key_feature_unused(c: &Customer, ctx: &Ctx<'_>) -> Option<Finding> {
     };
     Some(Finding {
         starts_at: f.last + allowed,
-        summary: format!("Key feature '{name}' not used for {} days ({how})", r1(idle_days)),
+        summary: format!(
+            "Key feature '{name}' not used for {} days ({how})",
+            r1(idle_days)
+        ),
         evidence: json!({
             "features": unused.iter().map(|(n, f, allowed, r)| json!({
                 "feature": n,

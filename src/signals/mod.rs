@@ -246,6 +246,23 @@ pub struct Finding {
     pub evidence: serde_json::Value,
 }
 
+/// What a firing alert is about, where it can change while it fires: the
+/// unused key features of `key_feature_unused`. A change is re-emitted (see
+/// [`crate::alert::AlertEvent::updated_at`]); other evidence (days idle, the
+/// current week's count) is kept current in the API without a new event.
+pub fn reasons_of(kind: AlertKind, evidence: &serde_json::Value) -> Option<Vec<&str>> {
+    match kind {
+        AlertKind::KeyFeatureUnused => Some(
+            evidence["features"]
+                .as_array()?
+                .iter()
+                .filter_map(|f| f["feature"].as_str())
+                .collect(),
+        ),
+        _ => None,
+    }
+}
+
 /// Evaluates one alert for one customer: `Some` when it should be firing.
 pub fn evaluate(kind: AlertKind, c: &Customer, ctx: &Ctx<'_>) -> Option<Finding> {
     match kind {

@@ -225,7 +225,11 @@ fn a_70_percent_slide_over_three_weeks_fires_engagement_drop_before_it_ends() {
         evs.extend(daily("slide", 0..120, |d| {
             let f = ((d - start) as f64 / 21.0).clamp(0.0, 1.0);
             let n = level * (1.0 - 0.7 * f);
-            if is_weekend(d) { (n / 3.0).round() as u32 } else { n.round() as u32 }
+            if is_weekend(d) {
+                (n / 3.0).round() as u32
+            } else {
+                n.round() as u32
+            }
         }));
         let (_, alerts) = run(evs, at(120.0));
         let a = of(&alerts, "slide", AlertKind::EngagementDrop);
@@ -249,7 +253,12 @@ fn seat_loss_with_falling_activity_fires_seat_contraction() {
         let (users, per_user) = if d >= 70 { (3u32, 6u32) } else { (10, 3) };
         for u in 0..users {
             for i in 0..per_user {
-                evs.push(usage("seats", at(d as f64) + (9 + i64::from(i)) * HOUR_MS, u, None));
+                evs.push(usage(
+                    "seats",
+                    at(d as f64) + (9 + i64::from(i)) * HOUR_MS,
+                    u,
+                    None,
+                ));
             }
         }
     }
@@ -311,9 +320,105 @@ fn key_feature_unused_fires_after_its_window_and_resolves_on_use() {
     assert_eq!(a[1].ends_at, Some(at(96.0) + 12 * HOUR_MS));
 }
 
+/// Two key features unused, then one used again (issue 13 item 7): the
+/// alert keeps firing with its first `starts_at`; subscribers get it again
+/// with the current evidence (one feature), a time of its own and a new id;
+/// the API shows the current evidence; the resolution pairs with the first.
+#[test]
+fn a_firing_alert_whose_reasons_change_is_re_emitted_with_its_first_starts_at() {
+    let mut evs = peers(0..120, None);
+    evs.extend(daily("kf", 0..120, |_| 5));
+    for d in (0..60i64).step_by(2) {
+        evs.push(usage("kf", at(d as f64) + 12 * HOUR_MS, 1, Some("reports")));
+        evs.push(usage("kf", at(d as f64) + 13 * HOUR_MS, 1, Some("exports")));
+    }
+    // Exports back on day 85, reports on day 100.
+    for d in (85..120i64).step_by(2) {
+        evs.push(usage("kf", at(d as f64) + 13 * HOUR_MS, 1, Some("exports")));
+    }
+    for d in (100..120i64).step_by(2) {
+        evs.push(usage("kf", at(d as f64) + 12 * HOUR_MS, 1, Some("reports")));
+    }
+    let cfg = config(|r| r.key_features = Some(vec!["reports".into(), "exports".into()]));
+    let (engine, alerts) = run_with(cfg.clone(), evs.clone(), at(120.0));
+    let a = of(&alerts, "kf", AlertKind::KeyFeatureUnused);
+    // Reports pass their window first, exports hours later (an update),
+    // exports come back (another update), then reports (resolved).
+    assert_eq!(
+        statuses(&a),
+        vec![
+            AlertStatus::Firing,
+            AlertStatus::Firing,
+            AlertStatus::Firing,
+            AlertStatus::Resolved
+        ],
+        "{a:#?}"
+    );
+    let features = |a: &AlertEvent| -> Vec<String> {
+        a.evidence["features"]
+            .as_array()
+            .expect("features")
+            .iter()
+            .map(|f| f["feature"].as_str().expect("name").to_string())
+            .collect()
+    };
+    assert_eq!(features(a[0]), ["reports"]);
+    assert_eq!(features(a[1]), ["reports", "exports"]);
+    let u = a[1].updated_at.expect("an update");
+    assert!(
+        u > a[0].starts_at && u < a[0].starts_at + DAY_MS,
+        "exports' own window ends within the day: {u}"
+    );
+    assert_eq!(
+        features(a[2]),
+        ["reports"],
+        "the update names what is still unused"
+    );
+    assert_eq!(
+        a[2].updated_at,
+        Some(at(85.0) + 13 * HOUR_MS),
+        "when exports came back"
+    );
+    for u in &a[1..3] {
+        assert_eq!(u.starts_at, a[0].starts_at, "same alert, same starts_at");
+        assert_eq!(u.time(), u.updated_at.expect("updated"));
+    }
+    let ids: std::collections::BTreeSet<String> = a.iter().map(|x| x.id()).collect();
+    assert_eq!(
+        ids.len(),
+        4,
+        "each has its own id, so subscribers that drop duplicates see it"
+    );
+    assert_eq!(
+        a[3].starts_at, a[0].starts_at,
+        "the resolution pairs with the first"
+    );
+    assert_eq!(a[3].updated_at, None);
+    // In between, the API shows the current evidence.
+    let (engine_mid, _) = run_with(
+        cfg,
+        evs.into_iter().filter(|e| e.ts < at(95.0)).collect(),
+        at(95.0),
+    );
+    let firing = engine_mid.firing();
+    let f = firing
+        .iter()
+        .find(|f| &*f.customer_id == "kf" && f.alert == AlertKind::KeyFeatureUnused)
+        .expect("still firing on day 95");
+    assert_eq!(features(f), ["reports"]);
+    assert_eq!(f.starts_at, a[0].starts_at);
+    assert_eq!(f.id(), a[0].id(), "the API's alert is the first firing");
+    drop(engine);
+}
+
 /// A customer in daily use that exports a report once every `period` days
 /// (on days `from + k period`), except in the periods `skip` names.
-fn periodic_feature_user(c: &str, period: i64, days: std::ops::Range<i64>, skip: impl Fn(i64) -> bool) -> Vec<Event> {
+fn periodic_feature_user(
+    c: &str,
+    period: i64,
+    days: std::ops::Range<i64>,
+    skip: impl Fn(i64) -> bool,
+) -> Vec<Event> {
     let mut evs = daily(c, days.clone(), |d| if is_weekend(d) { 1 } else { 5 });
     for d in days.step_by(period as usize) {
         if !skip(d / period) {
@@ -327,7 +432,9 @@ fn periodic_feature_user(c: &str, period: i64, days: std::ops::Range<i64>, skip:
 fn a_weekly_or_monthly_key_feature_user_who_skips_a_period_or_two_never_fires() {
     for (period, skips) in [(7, vec![5, 9, 10]), (14, vec![3]), (28, vec![2])] {
         let mut evs = peers(0..140, None);
-        evs.extend(periodic_feature_user("kf", period, 0..140, |k| skips.contains(&k)));
+        evs.extend(periodic_feature_user("kf", period, 0..140, |k| {
+            skips.contains(&k)
+        }));
         let cfg = config(|r| r.key_features = Some(vec!["reports".into()]));
         let (_, alerts) = run_with(cfg, evs, at(140.0));
         let a = of(&alerts, "kf", AlertKind::KeyFeatureUnused);
@@ -347,7 +454,11 @@ fn a_weekly_key_feature_user_who_stops_fires_once_the_run_of_skipped_weeks_is_im
     // four weeks in a row are improbable: 4.5 weeks after the last use,
     // not at the 14 days of a fixed window.
     let last = at(56.0) + 14 * HOUR_MS;
-    assert_eq!(a[0].starts_at, last + (4.5 * 7.0 * DAY_MS as f64) as Ts, "{a:#?}");
+    assert_eq!(
+        a[0].starts_at,
+        last + (4.5 * 7.0 * DAY_MS as f64) as Ts,
+        "{a:#?}"
+    );
     let f = &a[0].evidence["features"][0];
     assert_eq!(f["typical_gap_days"], 7.0);
     assert_eq!(f["periods_allowed"], 4);
@@ -669,7 +780,8 @@ fn row_of(e: &Engine, id: &str) -> crate::engine::CustomerRow {
 }
 
 #[test]
-fn health_recency_falls_with_idle_time_against_the_own_rhythm_and_idle_for_10_gaps_is_not_low_risk() {
+fn health_recency_falls_with_idle_time_against_the_own_rhythm_and_idle_for_10_gaps_is_not_low_risk()
+{
     // Active every third day until day 60, then silent.
     let mut evs = peers(0..120, None);
     evs.extend(daily("every3", 0..61, |d| u32::from(d % 3 == 0) * 4));
@@ -683,7 +795,10 @@ fn health_recency_falls_with_idle_time_against_the_own_rhythm_and_idle_for_10_ga
             assert_ne!(r.risk, "low", "{r:?}");
         }
     }
-    assert!(recency.windows(2).all(|w| w[0] <= w[1]), "recency not monotone: {recency:?}");
+    assert!(
+        recency.windows(2).all(|w| w[0] <= w[1]),
+        "recency not monotone: {recency:?}"
+    );
     assert_eq!(recency[0], 0, "a day after its last use: {recency:?}");
     assert_eq!(*recency.last().unwrap(), 31, "{recency:?}");
 }
@@ -696,10 +811,20 @@ fn one_time_customers_are_ranked_by_idle_time_and_a_dormant_one_is_never_low_ris
     for p in 0..40 {
         let gap = 10 + p % 21;
         for d in (p % 7..150).step_by(gap as usize) {
-            evs.push(usage(&format!("repeat-{p}"), at(d as f64) + 11 * HOUR_MS, 1, None));
+            evs.push(usage(
+                &format!("repeat-{p}"),
+                at(d as f64) + 11 * HOUR_MS,
+                1,
+                None,
+            ));
         }
     }
-    for (id, day) in [("once-5", 145.0), ("once-20", 130.0), ("once-60", 90.0), ("once-120", 30.0)] {
+    for (id, day) in [
+        ("once-5", 145.0),
+        ("once-20", 130.0),
+        ("once-60", 90.0),
+        ("once-120", 30.0),
+    ] {
         evs.push(usage(id, at(day), 1, None));
     }
     let (e, _) = run(evs, at(150.0));
@@ -707,7 +832,10 @@ fn one_time_customers_are_ranked_by_idle_time_and_a_dormant_one_is_never_low_ris
         .iter()
         .map(|id| row_of(&e, id).health_score)
         .collect();
-    assert!(scores.windows(2).all(|w| w[0] > w[1]), "not ranked by idle time: {scores:?}");
+    assert!(
+        scores.windows(2).all(|w| w[0] > w[1]),
+        "not ranked by idle time: {scores:?}"
+    );
     for id in ["once-60", "once-120"] {
         let r = row_of(&e, id);
         assert_eq!(r.lifecycle, "dormant", "{r:?}");
