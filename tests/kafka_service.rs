@@ -901,6 +901,107 @@ struct Backlog {
 
 const PARTITIONS: i32 = 2;
 
+/// The sum of the test group's committed offsets over the input topics.
+fn committed_reader(broker: &TestBroker) -> impl Fn() -> i64 {
+    let reader: rdkafka::consumer::BaseConsumer = broker
+        .client()
+        .set("group.id", "churnwatch-test")
+        .create()
+        .expect("offset reader");
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for t in ["product.usage", "billing.events", "customer.feedback"] {
+        for p in 0..PARTITIONS {
+            tpl.add_partition(t, p);
+        }
+    }
+    move || {
+        use rdkafka::consumer::Consumer;
+        reader
+            .committed_offsets(tpl.clone(), Duration::from_secs(5))
+            .map(|c| {
+                c.elements()
+                    .iter()
+                    .filter_map(|e| e.offset().to_raw())
+                    .filter(|o| *o > 0)
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+}
+
+/// Resolved events on the alert topic with no firing event of the same
+/// customer, alert and `starts_at` before them (a subscriber's alert that
+/// never resolves).
+fn unpaired_resolutions(recs: &[common::Record]) -> Vec<String> {
+    let mut open: BTreeSet<(String, String, String)> = BTreeSet::new();
+    let mut unpaired = Vec::new();
+    for r in recs {
+        let v = r.json();
+        let d = &v["data"];
+        let key = (
+            d["customer_id"].to_string(),
+            d["alert"].to_string(),
+            d["starts_at"].to_string(),
+        );
+        if d["status"] == "firing" {
+            open.insert(key);
+        } else if !open.contains(&key) {
+            unpaired.push(format!("{} {} {}", key.0, key.1, key.2));
+        }
+    }
+    unpaired
+}
+
+/// What subscribers read, checked against the backtest: every resolved
+/// event pairs (customer, alert, `starts_at`) with a firing one before it on
+/// the topic; every record is, field for field, the backtest's event of the
+/// same id, a re-emission after a kill included; every backtest alert is
+/// there. Returns the ids read.
+fn assert_topic_is_the_backtest(
+    recs: &[common::Record],
+    expected: &[churnwatch::alert::AlertEvent],
+) -> Vec<String> {
+    let want: BTreeMap<String, serde_json::Value> =
+        expected.iter().map(|a| (a.id(), a.to_value())).collect();
+    let unpaired = unpaired_resolutions(recs);
+    let mut ids = Vec::new();
+    let mut differ = Vec::new();
+    let mut extra = Vec::new();
+    for r in recs {
+        let v = r.json();
+        let d = &v["data"];
+        let id = v["id"].as_str().unwrap_or_default().to_string();
+        match want.get(&id) {
+            Some(w) if *w == v => {}
+            Some(w) => differ.push(format!("got {v}\nwant {w}")),
+            None => extra.push(format!(
+                "{} {} {} {}",
+                d["customer_id"], d["alert"], d["status"], v["time"]
+            )),
+        }
+        ids.push(id);
+    }
+    let got: BTreeSet<&String> = ids.iter().collect();
+    let missing: Vec<String> = expected
+        .iter()
+        .filter(|a| !got.contains(&a.id()))
+        .map(|a| {
+            format!(
+                "{} {} {:?} {}",
+                a.customer_id,
+                a.alert.name(),
+                a.status,
+                format_ts(a.time())
+            )
+        })
+        .collect();
+    assert!(
+        unpaired.is_empty() && differ.is_empty() && extra.is_empty() && missing.is_empty(),
+        "resolved without its firing: {unpaired:#?}\ndiffering from the backtest: {differ:#?}\nnot in the backtest: {extra:#?}\nmissing: {missing:#?}"
+    );
+    ids
+}
+
 /// Input messages a running service has read: replayed, consumed or rejected.
 fn events_read(addr: &str) -> u64 {
     http_get(addr, "/metrics", None).map_or(0, |(_, m)| {
@@ -1351,6 +1452,128 @@ async fn kafka_run_matches_backtest_alert_ids() {
     let _ = service.await;
 }
 
+/// A restart must not change what an alert says (issue 14): graceful
+/// restarts mid-backlog, right after it, and after idle ticks moved event
+/// time (`kafka.idle_timeout = 1s`; both partitions go idle after the
+/// backlog). Subscribers then read exactly the backtest's alerts, field for
+/// field, each resolved event paired with its firing one, each once; and
+/// `/api/alerts` after each restart equals the backtest's firing alerts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_restarts_mid_backlog_after_it_and_after_idle_ticks_change_no_alert() {
+    use serde_json::Value;
+
+    init_tracing();
+    let broker = TestBroker::start();
+    let Backlog {
+        toml,
+        engine,
+        summary,
+        expected,
+        ..
+    } = backlog_and_backtest(&broker, 5).await;
+    let dir = tempdir("restarts");
+    let cfg = dir.join("churnwatch.toml");
+    let log = dir.join("churnwatch.log");
+    std::fs::write(
+        &cfg,
+        toml.replace("idle_timeout = \"1h\"", "idle_timeout = \"1s\""),
+    )
+    .expect("config");
+    let committed = committed_reader(&broker);
+    // The backtest's firing alerts as /api/alerts serves them, but for
+    // `health_score`, which the API computes at the service's clock (idle
+    // ticks move it seconds past the backtest's end).
+    let strip = |mut v: Value| {
+        v["health_score"] = Value::Null;
+        v
+    };
+    let want_firing: Vec<Value> = engine
+        .firing()
+        .iter()
+        .map(|a| strip(a.to_value()["data"].clone()))
+        .collect();
+    assert!(!want_firing.is_empty());
+    let api_is_backtest = |svc: &Service, when: &str| {
+        let got = block(|| {
+            let mut last = Vec::new();
+            wait_for(Duration::from_secs(30), || {
+                let (_, body) = http_get(&svc.addr, "/api/alerts?status=firing", None).ok()?;
+                let v: Value = serde_json::from_str(&body).ok()?;
+                last = v["alerts"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(strip)
+                    .collect();
+                (last == want_firing).then_some(())
+            });
+            last
+        });
+        let key = |v: &Value| v.to_string();
+        let got_set: BTreeSet<String> = got.iter().map(key).collect();
+        let want_set: BTreeSet<String> = want_firing.iter().map(key).collect();
+        assert!(
+            got == want_firing,
+            "{when}: /api/alerts differs from the backtest: API only {:#?}; backtest only {:#?}; log {}",
+            got_set.difference(&want_set).collect::<Vec<_>>(),
+            want_set.difference(&got_set).collect::<Vec<_>>(),
+            log.display()
+        );
+    };
+    let read_everything = |svc: &Service| {
+        let done = block(|| {
+            wait_for(Duration::from_secs(120), || {
+                (events_read(&svc.addr) >= summary.events_read).then_some(())
+            })
+        });
+        assert!(done.is_some(), "not everything read; log {}", log.display());
+    };
+
+    // Stopped mid-backlog.
+    let svc = block(|| Service::spawn(&cfg, &log));
+    let third = (summary.events_read / 3) as i64;
+    let mid = block(|| {
+        wait_for(Duration::from_secs(60), || {
+            (committed() >= third).then_some(())
+        })
+    });
+    assert!(mid.is_some(), "never committed a third");
+    assert!(
+        block(|| svc.sigterm()).success(),
+        "exit after SIGTERM; log {}",
+        log.display()
+    );
+    // Stopped right after the backlog.
+    let svc = block(|| Service::spawn(&cfg, &log));
+    read_everything(&svc);
+    api_is_backtest(&svc, "after the backlog");
+    assert!(block(|| svc.sigterm()).success());
+    // Stopped after idle ticks moved event time on.
+    let svc = block(|| Service::spawn(&cfg, &log));
+    read_everything(&svc);
+    block(|| std::thread::sleep(Duration::from_secs(5)));
+    api_is_backtest(&svc, "after idle ticks");
+    assert!(block(|| svc.sigterm()).success());
+    // And once more.
+    let svc = block(|| Service::spawn(&cfg, &log));
+    read_everything(&svc);
+    api_is_backtest(&svc, "after three restarts");
+    let recs = block(|| {
+        let mut recs = Vec::new();
+        wait_for(Duration::from_secs(60), || {
+            recs = broker.read_all("churnwatch.alerts", 0, Duration::ZERO);
+            (recs.len() >= expected.len()).then_some(())
+        });
+        // Give a re-emission time to show up.
+        std::thread::sleep(Duration::from_secs(2));
+        broker.read_all("churnwatch.alerts", 0, Duration::ZERO)
+    });
+    let ids = assert_topic_is_the_backtest(&recs, &expected);
+    assert_emitted_once(&ids);
+    assert!(block(|| svc.sigterm()).success());
+}
+
 /// `kill -9` at any moment loses nothing and applies nothing twice: the
 /// service is killed with SIGKILL partway through a generated backlog, again
 /// soon after it comes back (during its rebuild or just after), then
@@ -1389,30 +1612,7 @@ async fn kill_9_mid_stream_then_restart_loses_nothing_and_applies_nothing_twice(
     let counter = |addr: &str, name: &str| -> u64 {
         http_get(addr, "/metrics", None).map_or(0, |(_, m)| metric_sum(&m, name) as u64)
     };
-    let reader: rdkafka::consumer::BaseConsumer = broker
-        .client()
-        .set("group.id", "churnwatch-test")
-        .create()
-        .expect("offset reader");
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    for t in ["product.usage", "billing.events", "customer.feedback"] {
-        for p in 0..PARTITIONS {
-            tpl.add_partition(t, p);
-        }
-    }
-    let committed = || -> i64 {
-        use rdkafka::consumer::Consumer;
-        reader
-            .committed_offsets(tpl.clone(), Duration::from_secs(5))
-            .map(|c| {
-                c.elements()
-                    .iter()
-                    .filter_map(|e| e.offset().to_raw())
-                    .filter(|o| *o > 0)
-                    .sum()
-            })
-            .unwrap_or(0)
-    };
+    let committed = committed_reader(&broker);
     // First run: killed once a third of the backlog is committed.
     let svc = block(|| Service::spawn(&cfg, &log));
     let third = (summary.events_read / 3) as i64;
@@ -1424,7 +1624,7 @@ async fn kill_9_mid_stream_then_restart_loses_nothing_and_applies_nothing_twice(
     assert!(mid.is_some(), "first run never committed a third");
     block(|| svc.kill9());
     block(after_session);
-    let after_first = block(committed);
+    let after_first = block(&committed);
     assert!(
         after_first < summary.events_read as i64,
         "the first run committed everything before the kill"
@@ -1532,6 +1732,11 @@ async fn kill_9_mid_stream_then_restart_loses_nothing_and_applies_nothing_twice(
     assert!(
         extra.is_empty(),
         "alerts the backtest never raised: {extra:?}"
+    );
+    let unpaired = unpaired_resolutions(&recs);
+    assert!(
+        unpaired.is_empty(),
+        "resolved without its firing: {unpaired:#?}"
     );
     // An alert emitted again (at-least-once) carries the same content, apart
     // from what reads the population: the health score of any alert, and all
