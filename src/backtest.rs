@@ -141,9 +141,10 @@ pub fn replay(
     let (mut read, mut rejected) = (0u64, BTreeMap::<&'static str, u64>::new());
     let mut lineno = 0u64;
     let mut bytes = 0u64;
+    let max = cfg.decode.max_message_bytes;
     loop {
         line.clear();
-        let n = reader.read_until(b'\n', &mut line)?;
+        let (n, oversized) = read_line_bounded(&mut reader, &mut line, max)?;
         if n == 0 {
             break;
         }
@@ -151,6 +152,15 @@ pub fn replay(
         bytes += n as u64;
         if lineno.is_multiple_of(65_536) {
             progress(bytes);
+        }
+        if let Some(len) = oversized {
+            // Never held in memory whole: the rejects file gets its first
+            // `max_message_bytes`.
+            read += 1;
+            let reason = event::RejectReason::TooLarge { len, max };
+            *rejected.entry(reason.code()).or_default() += 1;
+            on_reject(lineno, &reason, &line)?;
+            continue;
         }
         let body = line.strip_suffix(b"\n").unwrap_or(&line);
         let body = body.strip_suffix(b"\r").unwrap_or(body);
@@ -178,6 +188,40 @@ pub fn replay(
     progress(bytes);
     let summary = summarize(&engine, read, rejected);
     Ok((engine, summary))
+}
+
+/// Reads one line into `line`, at most `max` bytes of it plus its line
+/// end: a longer line is skipped to its end without being kept. Returns the
+/// bytes consumed and, for a longer line, its length (without the line end).
+fn read_line_bounded(
+    reader: &mut impl BufRead,
+    line: &mut Vec<u8>,
+    max: usize,
+) -> io::Result<(usize, Option<usize>)> {
+    // A line of `max` bytes may end in "\r\n".
+    let n = reader.by_ref().take(max as u64 + 2).read_until(b'\n', line)?;
+    if n == 0 || line.last() == Some(&b'\n') || n < max + 2 {
+        return Ok((n, None));
+    }
+    line.truncate(max);
+    let mut len = n;
+    loop {
+        let buf = reader.fill_buf()?;
+        if buf.is_empty() {
+            return Ok((len, Some(len)));
+        }
+        match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => {
+                reader.consume(i + 1);
+                return Ok((len + i + 1, Some(len + i)));
+            }
+            None => {
+                let k = buf.len();
+                reader.consume(k);
+                len += k;
+            }
+        }
+    }
 }
 
 fn summarize(
@@ -378,4 +422,35 @@ pub fn render(s: &Summary) -> String {
         }
     }
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::read_line_bounded;
+    use std::io::{BufReader, Cursor};
+
+    /// A line over the limit is skipped to its end without being kept,
+    /// even across the reader's buffer; the lines around it are intact.
+    #[test]
+    fn an_oversized_line_is_skipped_unkept() {
+        let big = "x".repeat(5000);
+        let text = format!("ok\n{big}\n{}\r\nlast", "y".repeat(100));
+        let mut r = BufReader::with_capacity(64, Cursor::new(text.into_bytes()));
+        let mut line = Vec::new();
+        let mut next = |r: &mut BufReader<Cursor<Vec<u8>>>| {
+            line.clear();
+            let got = read_line_bounded(r, &mut line, 100).expect("read");
+            (got, String::from_utf8_lossy(&line).into_owned())
+        };
+        assert_eq!(next(&mut r), ((3, None), "ok\n".into()));
+        let ((n, over), kept) = next(&mut r);
+        assert_eq!((n, over), (5001, Some(5000)));
+        assert_eq!(kept.len(), 100, "only the limit is kept");
+        // Exactly the limit, with CRLF: not oversized.
+        let ((n, over), kept) = next(&mut r);
+        assert_eq!((n, over), (102, None));
+        assert!(kept.ends_with("\r\n"));
+        assert_eq!(next(&mut r), ((4, None), "last".into()));
+        assert_eq!(next(&mut r).0, (0, None));
+    }
 }
