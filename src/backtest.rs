@@ -199,7 +199,10 @@ fn read_line_bounded(
     max: usize,
 ) -> io::Result<(usize, Option<usize>)> {
     // A line of `max` bytes may end in "\r\n".
-    let n = reader.by_ref().take(max as u64 + 2).read_until(b'\n', line)?;
+    let n = reader
+        .by_ref()
+        .take(max as u64 + 2)
+        .read_until(b'\n', line)?;
     if n == 0 || line.last() == Some(&b'\n') || n < max + 2 {
         return Ok((n, None));
     }
