@@ -240,9 +240,9 @@ pub struct Firing {
     pub kind: AlertKind,
     /// Event time it began.
     pub starts_at: Ts,
-    /// Evidence of the latest evaluation.
+    /// Evidence as last emitted (at fire time, or when its reasons changed).
     pub evidence: serde_json::Value,
-    /// Summary of the latest evaluation.
+    /// Summary as last emitted.
     pub summary: String,
 }
 

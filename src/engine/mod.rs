@@ -1250,20 +1250,21 @@ impl Engine {
         }
         let c = &mut self.customers[ix as usize];
         let mut transitions = Vec::with_capacity(changes.len());
-        // Still firing: the evidence stays current; when the reasons change,
-        // subscribers get the alert again with its first `starts_at`.
+        // Still firing: when the reasons change, subscribers get the alert
+        // again with its first `starts_at` and the current evidence, which
+        // the API shows from then on. Numbers that drift while the reasons
+        // stay are not refreshed: the API shows what was last emitted, and
+        // no evaluation in between (whose timing a restart can change for
+        // population-dependent alerts) alters it.
         for (kind, f) in still {
             let Some(old) = c.firing.get_mut(kind) else {
                 continue;
             };
-            if old.evidence == f.evidence {
-                continue;
-            }
             let changed =
                 signals::reasons_of(kind, &old.evidence) != signals::reasons_of(kind, &f.evidence);
-            old.evidence = f.evidence;
-            old.summary = f.summary;
             if changed {
+                old.evidence = f.evidence;
+                old.summary = f.summary;
                 transitions.push((
                     kind,
                     AlertStatus::Firing,

@@ -248,8 +248,8 @@ pub struct Finding {
 
 /// What a firing alert is about, where it can change while it fires: the
 /// unused key features of `key_feature_unused`. A change is re-emitted (see
-/// [`crate::alert::AlertEvent::updated_at`]); other evidence (days idle, the
-/// current week's count) is kept current in the API without a new event.
+/// [`crate::alert::AlertEvent::updated_at`]) and the API shows it; numbers
+/// that drift while the reasons stay (days idle) are as last emitted.
 pub fn reasons_of(kind: AlertKind, evidence: &serde_json::Value) -> Option<Vec<&str>> {
     match kind {
         AlertKind::KeyFeatureUnused => Some(
