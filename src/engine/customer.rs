@@ -260,6 +260,11 @@ impl FiringList {
     }
 
     /// The alert of `kind`, if firing.
+    pub fn get(&self, kind: AlertKind) -> Option<&Firing> {
+        self.0.as_deref()?.iter().find(|f| f.kind == kind)
+    }
+
+    /// The alert of `kind`, if firing.
     pub fn get_mut(&mut self, kind: AlertKind) -> Option<&mut Firing> {
         self.0.as_deref_mut()?.iter_mut().find(|f| f.kind == kind)
     }

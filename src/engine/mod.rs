@@ -1212,7 +1212,8 @@ impl Engine {
         let plan = self.plans.name(plan_id);
         let pop = self.pop_for(plan_id);
         let mut changes: Vec<(AlertKind, Option<Finding>)> = Vec::new();
-        let mut still: Vec<(AlertKind, Finding)> = Vec::new();
+        // Still firing, with other reasons than when last emitted.
+        let mut updates: Vec<(AlertKind, Finding)> = Vec::new();
         let weeks = if self.week_cache_day == day_of(now) {
             self.week_cache.get(ix as usize).and_then(Option::as_ref)
         } else {
@@ -1240,12 +1241,20 @@ impl Engine {
                 None
             };
             match finding {
-                Some(f) if firing => still.push((kind, f)),
+                Some(f) if firing => {
+                    let reasons_changed = c.firing.get(kind).is_some_and(|old| {
+                        signals::reasons_of(kind, &old.evidence)
+                            != signals::reasons_of(kind, &f.evidence)
+                    });
+                    if reasons_changed {
+                        updates.push((kind, f));
+                    }
+                }
                 f if f.is_some() != firing => changes.push((kind, f)),
                 _ => {}
             }
         }
-        if changes.is_empty() && still.is_empty() {
+        if changes.is_empty() && updates.is_empty() {
             return;
         }
         let c = &mut self.customers[ix as usize];
@@ -1256,25 +1265,21 @@ impl Engine {
         // stay are not refreshed: the API shows what was last emitted, and
         // no evaluation in between (whose timing a restart can change for
         // population-dependent alerts) alters it.
-        for (kind, f) in still {
+        for (kind, f) in updates {
             let Some(old) = c.firing.get_mut(kind) else {
                 continue;
             };
-            let changed =
-                signals::reasons_of(kind, &old.evidence) != signals::reasons_of(kind, &f.evidence);
-            if changed {
-                old.evidence = f.evidence;
-                old.summary = f.summary;
-                transitions.push((
-                    kind,
-                    AlertStatus::Firing,
-                    old.starts_at,
-                    None,
-                    Some(now),
-                    old.summary.clone(),
-                    old.evidence.clone(),
-                ));
-            }
+            old.evidence = f.evidence;
+            old.summary = f.summary;
+            transitions.push((
+                kind,
+                AlertStatus::Firing,
+                old.starts_at,
+                None,
+                Some(now),
+                old.summary.clone(),
+                old.evidence.clone(),
+            ));
         }
         for (kind, finding) in changes {
             match finding {
