@@ -157,6 +157,9 @@ pub struct RawConfig {
     /// Distinct plan names, and distinct segment names, kept and exported;
     /// later ones are counted under `(other)`.
     pub max_label_values: Option<u32>,
+    /// Customers the daily population context is computed from, at most
+    /// (about): a deterministic sample by customer id beyond it.
+    pub population_sample: Option<u64>,
     /// A warning is logged when more customers than this are first seen in
     /// one minute of event time (per partition).
     pub new_customers_warn_per_minute: Option<u64>,
@@ -261,6 +264,9 @@ pub struct Config {
     /// Distinct plan names, and segment names, kept per engine and exported
     /// to Prometheus; the rest are `(other)`.
     pub max_label_values: usize,
+    /// Customers a sweep's population context is computed from, at most
+    /// (about): [`crate::engine::sample_level`].
+    pub population_sample: usize,
     /// Customers first seen in one minute of event time above which a
     /// warning is logged (per engine, i.e. per partition).
     pub new_customers_warn_per_minute: u64,
@@ -343,6 +349,7 @@ impl Config {
             max_future_skew: self.decode.max_future_skew.map(d),
             max_message_bytes: Some(self.decode.max_message_bytes as u64),
             max_label_values: Some(self.max_label_values as u32),
+            population_sample: Some(self.population_sample as u64),
             new_customers_warn_per_minute: Some(self.new_customers_warn_per_minute),
             key_features: Some(self.decode.key_features.clone()),
             metrics_window: Some(d(self.metrics_window)),
@@ -445,6 +452,7 @@ impl RawConfig {
                     self.max_label_values =
                         num(&mut errors).map(|n| n.min(u64::from(u32::MAX)) as u32)
                 }
+                "population_sample" => self.population_sample = num(&mut errors),
                 "new_customers_warn_per_minute" => {
                     self.new_customers_warn_per_minute = num(&mut errors)
                 }
@@ -571,6 +579,12 @@ impl RawConfig {
         if !(1..=10_000).contains(&max_label_values) {
             errors.push(format!(
                 "max_label_values = {max_label_values}: must be 1 to 10000 (each value is a Prometheus series per gauge)"
+            ));
+        }
+        let population_sample = self.population_sample.unwrap_or(10_000);
+        if !(100..=10_000_000).contains(&population_sample) {
+            errors.push(format!(
+                "population_sample = {population_sample}: must be 100 to 10000000 (a percentile needs customers; each is sampled every day)"
             ));
         }
         let new_customers_warn_per_minute = self.new_customers_warn_per_minute.unwrap_or(1000);
@@ -722,6 +736,7 @@ impl RawConfig {
                 max_message_bytes,
             },
             max_label_values: max_label_values as usize,
+            population_sample: population_sample as usize,
             new_customers_warn_per_minute,
             allowed_lateness,
             dedup_horizon,

@@ -404,6 +404,36 @@ const SWEEP_KINDS: [AlertKind; 3] = [
     AlertKind::SupportSpike,
 ];
 
+/// Deepest sample level (1 in 2^32 customers).
+const MAX_SAMPLE_LEVEL: usize = 32;
+
+/// The sample level of a sweep over `customers` customers (of every engine
+/// of the instance): the least `L` with `customers / 2^L <= sample`
+/// (`population_sample`, 10,000 by default: a percentile on about 100
+/// customers). A customer is in the sample of level `L` when its
+/// [`sample_hash`] is below `2^(64 - L)`: all customers up to `sample`, else
+/// between about a half and all of `sample` of them, the same ones whatever
+/// the order of arrival and however they are spread over the engines of an
+/// instance. This keeps a daily sweep's sampling cost bounded however many
+/// customers there are.
+pub fn sample_level(customers: usize, sample: usize) -> usize {
+    let mut l = 0;
+    while l < MAX_SAMPLE_LEVEL && (customers >> l) > sample {
+        l += 1;
+    }
+    l
+}
+
+/// The stable hash the population sample ([`sample_level`]) is drawn by (FxHash, then the
+/// SplitMix64 finalizer so every bit is mixed; never `DefaultHasher`, which
+/// is seeded per process).
+pub fn sample_hash(id: &str) -> u64 {
+    let mut z = FxBuildHasher.hash_one(id);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 /// The engine.
 pub struct Engine {
     cfg: Arc<Config>,
@@ -441,8 +471,12 @@ pub struct Engine {
     /// Weekly totals by customer, valid on day `week_cache_day` only: filled by
     /// the population sampling of a sweep (in [`Self::process`], or for a
     /// coordinated one in [`Self::population_samples`]), read by its signals.
-    week_cache: Vec<Option<WeekTotals>>,
+    week_cache: Vec<(u32, WeekTotals)>,
     week_cache_day: i32,
+    /// Customer indices by sample level: `levels[l]` holds those whose
+    /// [`sample_hash`] has `l` leading zeros (capped), so the sample of level
+    /// `L` ([`sample_level`]) is `levels[L..]`.
+    levels: Vec<Vec<u32>>,
     ledger: Ledger,
     staged: Vec<AlertEvent>,
     out: Vec<AlertEvent>,
@@ -490,6 +524,7 @@ impl Engine {
             overall: Population::default(),
             week_cache: Vec::new(),
             week_cache_day: i32::MIN,
+            levels: vec![Vec::new(); MAX_SAMPLE_LEVEL + 1],
             ledger: Ledger::new(),
             staged: Vec::new(),
             out: Vec::new(),
@@ -839,6 +874,8 @@ impl Engine {
         }
         self.customers.push(Customer::new(ts));
         self.ids.push(id);
+        let level = (sample_hash(id).leading_zeros() as usize).min(MAX_SAMPLE_LEVEL);
+        self.levels[level].push(ix);
         let h = self.hasher.hash_one(id);
         let (ids, hasher) = (&self.ids, &self.hasher);
         self.index
@@ -906,7 +943,8 @@ impl Engine {
                 _ => {
                     // Nothing changes between sampling and sweeping here, so the
                     // sweep's signals reuse the sampled weekly totals.
-                    let pop = self.sample_with_cache(t).build();
+                    let level = sample_level(self.customers.len(), self.cfg.population_sample);
+                    let pop = self.sample_with_cache(t, level).build();
                     self.sweep(t, &pop);
                     self.next_sweep = t + DAY_MS;
                 }
@@ -1215,7 +1253,10 @@ impl Engine {
         // Still firing, with other reasons than when last emitted.
         let mut updates: Vec<(AlertKind, Finding)> = Vec::new();
         let weeks = if self.week_cache_day == day_of(now) {
-            self.week_cache.get(ix as usize).and_then(Option::as_ref)
+            self.week_cache
+                .binary_search_by_key(&ix, |e| e.0)
+                .ok()
+                .map(|i| &self.week_cache[i].1)
         } else {
             None
         };
@@ -1505,7 +1546,10 @@ impl Engine {
             let active_recently =
                 c.last_usage != NEVER && day_of(c.last_usage) > today - window::HORIZON_DAYS;
             if active_recently || !c.firing.is_empty() || c.feedback.is_some() {
-                self.evaluate(ix, &SWEEP_KINDS, now);
+                let (kinds, n) = self.sweep_kinds(ix, now);
+                #[cfg(debug_assertions)]
+                self.assert_cannot_fire_unless(ix, &kinds[..n], now);
+                self.evaluate(ix, &kinds[..n], now);
             }
             let c = &mut self.customers[ix as usize];
             c.activity.prune(today);
@@ -1538,26 +1582,83 @@ impl Engine {
                 self.dedup.remove(&key);
             }
         }
-        // The weekly totals are a sweep's only (~120 bytes per customer):
-        // not kept between sweeps.
+        // The weekly totals are a sweep's only (~80 bytes per sampled
+        // customer): not kept between sweeps.
         self.week_cache_day = i32::MIN;
         self.week_cache = Vec::new();
     }
 
-    /// Raw population values of this engine's customers for a sweep at `now`,
-    /// keeping each sampled customer's weekly totals in `cache` (by customer
-    /// index; `None` for the others).
+    /// The window alerts a sweep at `now` judges for `ix`, in
+    /// [`SWEEP_KINDS`] order: those firing, and those enabled that
+    /// [`signals::may_fire`]. The others cannot change, whatever the
+    /// population: skipping them keeps a sweep's cost to the customers
+    /// where something can happen.
+    fn sweep_kinds(&self, ix: u32, now: Ts) -> ([AlertKind; SWEEP_KINDS.len()], usize) {
+        let c = &self.customers[ix as usize];
+        let plan = self.plans.name(Self::plan_of(c));
+        let mut kinds = SWEEP_KINDS;
+        let mut n = 0;
+        for kind in SWEEP_KINDS {
+            let params = self.cfg.alert(kind, plan);
+            if c.is_firing(kind) || (params.enabled && signals::may_fire(kind, c, params, now)) {
+                kinds[n] = kind;
+                n += 1;
+            }
+        }
+        (kinds, n)
+    }
+
+    /// Debug builds check every skip of [`Self::sweep_kinds`]: an enabled
+    /// sweep alert left out finds nothing.
+    #[cfg(debug_assertions)]
+    fn assert_cannot_fire_unless(&self, ix: u32, judged: &[AlertKind], now: Ts) {
+        let c = &self.customers[ix as usize];
+        let plan_id = Self::plan_of(c);
+        let plan = self.plans.name(plan_id);
+        for kind in SWEEP_KINDS.into_iter().filter(|k| !judged.contains(k)) {
+            let params = self.cfg.alert(kind, plan);
+            if !params.enabled {
+                continue;
+            }
+            let ctx = Ctx {
+                now,
+                today: day_of(now),
+                pop: self.pop_for(plan_id),
+                params,
+                firing: false,
+                dunning_grace: self.cfg.dunning_grace,
+                key_features: self.cfg.key_features(),
+                weeks: None,
+            };
+            assert!(
+                signals::evaluate(kind, c, &ctx).is_none(),
+                "{kind:?} skipped by the sweep but fires for {}",
+                self.ids.get(ix)
+            );
+        }
+    }
+
+    /// Raw population values of this engine's customers in the sample of
+    /// `level` ([`sample_level`]) for a sweep at `now`, keeping each sampled
+    /// customer's weekly totals in `cache` (by customer index, ascending).
     fn population_samples_into(
         &self,
         now: Ts,
-        cache: &mut Vec<Option<WeekTotals>>,
+        level: usize,
+        cache: &mut Vec<(u32, WeekTotals)>,
     ) -> PopulationSamples {
         let today = day_of(now);
         let mut per_plan: FxHashMap<u16, Acc> = FxHashMap::default();
         let min_gaps = self.cfg.alerts[AlertKind::Inactivity as usize].min_baseline as usize;
         cache.clear();
-        cache.resize(self.customers.len(), None);
-        for (ix, c) in self.customers.iter().enumerate() {
+        let mut sampled: Vec<u32> = self.levels[level.min(MAX_SAMPLE_LEVEL)..]
+            .iter()
+            .flatten()
+            .copied()
+            .collect();
+        sampled.sort_unstable();
+        for ix in sampled {
+            let c = &self.customers[ix as usize];
             if c.last_usage == NEVER
                 || c.is_churned()
                 || day_of(c.last_usage) <= today - window::HORIZON_DAYS
@@ -1565,7 +1666,7 @@ impl Engine {
                 continue;
             }
             let t = WeekTotals::of(c, today);
-            cache[ix] = Some(t);
+            cache.push((ix, t));
             let acc = per_plan.entry(Self::plan_of(c)).or_default();
             let horizon = window::HORIZON_DAYS as usize - 2;
             if acc.daily.is_empty() {
@@ -1651,22 +1752,24 @@ impl Engine {
         }
     }
 
-    /// This engine's raw population values for the sweep it is parked at
-    /// (empty when not parked). Keeps each sampled customer's weekly totals
-    /// for [`Self::resume_sweep`]'s signals (a late event applied in between
-    /// drops them), so the sweep does not compute them a second time.
-    pub fn population_samples(&mut self) -> PopulationSamples {
+    /// This engine's raw population values, of its customers in the sample
+    /// of `level` ([`sample_level`] of the instance's customers), for the
+    /// sweep it is parked at (empty when not parked). Keeps each sampled
+    /// customer's weekly totals for [`Self::resume_sweep`]'s signals (a late
+    /// event applied in between drops them), so the sweep does not compute
+    /// them a second time.
+    pub fn population_samples(&mut self, level: usize) -> PopulationSamples {
         match self.parked {
-            Some(p) => self.sample_with_cache(p.at),
+            Some(p) => self.sample_with_cache(p.at, level),
             None => PopulationSamples::default(),
         }
     }
 
     /// Population samples at `now`, keeping the weekly totals in
     /// `week_cache` for the sweep at `now` (which drops them when done).
-    fn sample_with_cache(&mut self, now: Ts) -> PopulationSamples {
+    fn sample_with_cache(&mut self, now: Ts, level: usize) -> PopulationSamples {
         let mut cache = std::mem::take(&mut self.week_cache);
-        let samples = self.population_samples_into(now, &mut cache);
+        let samples = self.population_samples_into(now, level, &mut cache);
         self.week_cache = cache;
         self.week_cache_day = day_of(now);
         samples

@@ -221,9 +221,18 @@ fn release_next(engines: &mut [&mut Engine], finished: &dyn Fn(usize) -> bool) -
     if !engines.iter().enumerate().all(ready) {
         return false;
     }
+    // The sample level of the instance's customers, as one engine with all
+    // of them would choose it.
+    let customers = engines
+        .iter()
+        .filter(|e| e.sweep_pending() == Some(at))
+        .map(|e| e.customer_count())
+        .sum();
+    let sample = engines.first().map_or(1, |e| e.config().population_sample);
+    let level = super::sample_level(customers, sample);
     let mut samples = PopulationSamples::default();
     for e in engines.iter_mut().filter(|e| e.sweep_pending() == Some(at)) {
-        samples.merge(&e.population_samples());
+        samples.merge(&e.population_samples(level));
     }
     let pop = samples.build();
     for e in engines.iter_mut() {
@@ -381,6 +390,38 @@ mod tests {
         let lines = sample_lines();
         let want: BTreeSet<String> = single_engine_ids(&cfg, &lines).into_iter().collect();
         for shards in [1, 3] {
+            assert_eq!(sharded_ids(&cfg, &lines, shards), want, "{shards} shards");
+        }
+    }
+
+    /// With more customers than `population_sample`, the population is a
+    /// sample by a hash of the customer id: sharded engines draw the same
+    /// one as a single engine, so the alerts are still the backtest's.
+    #[test]
+    fn a_sampled_population_is_the_same_for_sharded_engines_and_one() {
+        let raw: crate::config::RawConfig =
+            toml::from_str("population_sample = 100").expect("parses");
+        let cfg = Arc::new(raw.validate().expect("valid"));
+        let lines = sample_lines();
+        let mut whole = Engine::new(cfg.clone());
+        for (seq, l) in lines.iter().enumerate() {
+            if let Ok(ev) = decode(l.as_bytes(), &cfg.decode) {
+                whole.ingest(ev, seq as u64);
+            }
+        }
+        whole.finish(None);
+        // 300 customers, level 2: about a quarter of them, of the active ones.
+        let sampled = whole.population(None).customers;
+        assert!((20..=100).contains(&sampled), "{sampled} sampled");
+        let want: BTreeSet<String> = single_engine_ids(&cfg, &lines).into_iter().collect();
+        let full: BTreeSet<String> = single_engine_ids(&Arc::new(Config::default()), &lines)
+            .into_iter()
+            .collect();
+        assert_ne!(
+            want, full,
+            "the sample changes some population-dependent alert"
+        );
+        for shards in [2, 3] {
             assert_eq!(sharded_ids(&cfg, &lines, shards), want, "{shards} shards");
         }
     }

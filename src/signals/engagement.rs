@@ -8,6 +8,7 @@
 use serde_json::json;
 
 use super::{Ctx, Finding, Population, WeekTotals, pct, r1, r3};
+use crate::config::AlertParams;
 use crate::engine::customer::{Customer, NEVER};
 use crate::engine::window::{day_of, median};
 use crate::event::{DAY_MS, Ts, format_ts};
@@ -290,6 +291,25 @@ pub fn engagement_drop(c: &Customer, ctx: &Ctx<'_>) -> Option<Finding> {
     })
 }
 
+/// False when [`engagement_drop`] cannot fire for `c` (not firing) at `now`
+/// whatever the population: churned, less than `window` of history, or too
+/// few events in the whole record for a baseline of `min_baseline` a week
+/// (a baseline is at least 21 days, so it is at most a third of them). The
+/// daily sweep skips such customers.
+pub fn engagement_drop_may_fire(c: &Customer, p: &AlertParams, now: Ts) -> bool {
+    if c.is_churned() || now - c.first_seen < p.window {
+        return false;
+    }
+    let events: u64 = c
+        .activity
+        .buckets()
+        .iter()
+        .map(|b| u64::from(b.events))
+        .sum();
+    // 7 / 21 with a margin for rounding in `shift`'s mean.
+    events as f64 / 3.0 * (1.0 + 1e-9) >= p.min_baseline.max(f64::MIN_POSITIVE)
+}
+
 /// Mean of the base's daily factors over the 7 days before `today`: below
 /// [`QUIET_POPULATION`] the whole base is in a quiet period.
 pub fn population_week_factor(pop: &Population, today: i32, fallback: f64) -> f64 {
@@ -414,6 +434,19 @@ pub fn seat_contraction(c: &Customer, ctx: &Ctx<'_>) -> Option<Finding> {
             "resolve_away_pct": pct(p.resolve),
         }),
     })
+}
+
+/// False when [`seat_contraction`] cannot fire for `c` (not firing) at
+/// `now` whatever the population: churned, no users tracked or fewer than
+/// `min_baseline` (the regular users are some of them), less than `window`
+/// of history, or no usage in the last [`SEATS_STILL_IN_USE`].
+pub fn seat_contraction_may_fire(c: &Customer, p: &AlertParams, now: Ts) -> bool {
+    !c.is_churned()
+        && now - c.first_seen >= p.window
+        && c.last_usage != NEVER
+        && now - c.last_usage <= SEATS_STILL_IN_USE
+        && c.seats()
+            .is_some_and(|s| s.tracked() as f64 >= p.min_baseline.max(1.0))
 }
 
 /// P(X >= k) for X ~ Binomial(n, p).

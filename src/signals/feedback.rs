@@ -3,6 +3,7 @@
 use serde_json::json;
 
 use super::{Ctx, Finding, r1};
+use crate::config::AlertParams;
 use crate::engine::customer::Customer;
 use crate::event::{DAY_MS, Severity, Ts, format_ts};
 
@@ -70,6 +71,19 @@ fn opened(c: &Customer, from: Ts, to: Ts) -> usize {
             .iter()
             .filter(|t| t.opened >= from && t.opened < to)
             .count()
+    })
+}
+
+/// False when [`support_spike`] cannot fire for `c` (not firing): no
+/// feedback, fewer tickets on record than `min_baseline` (the least a spike
+/// needs in its window) and no urgent ticket open. The daily sweep skips
+/// such customers.
+pub fn support_spike_may_fire(c: &Customer, p: &AlertParams) -> bool {
+    c.feedback.as_ref().is_some_and(|f| {
+        f.tickets.len() as f64 >= p.min_baseline
+            || f.tickets
+                .iter()
+                .any(|t| t.severity == Severity::Urgent && !t.resolved)
     })
 }
 

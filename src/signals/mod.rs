@@ -263,6 +263,20 @@ pub fn reasons_of(kind: AlertKind, evidence: &serde_json::Value) -> Option<Vec<&
     }
 }
 
+/// False when `kind` cannot fire at `now` for `c`, which is not firing it,
+/// whatever the population context: a cheap necessary condition of
+/// [`evaluate`] returning a finding, by which the daily sweep skips the
+/// customers where nothing can change (most of them, where most are quiet).
+/// Always true for the alerts a timer or an event judges.
+pub fn may_fire(kind: AlertKind, c: &Customer, params: &AlertParams, now: Ts) -> bool {
+    match kind {
+        AlertKind::EngagementDrop => engagement::engagement_drop_may_fire(c, params, now),
+        AlertKind::SeatContraction => engagement::seat_contraction_may_fire(c, params, now),
+        AlertKind::SupportSpike => feedback::support_spike_may_fire(c, params),
+        _ => true,
+    }
+}
+
 /// Evaluates one alert for one customer: `Some` when it should be firing.
 pub fn evaluate(kind: AlertKind, c: &Customer, ctx: &Ctx<'_>) -> Option<Finding> {
     match kind {
