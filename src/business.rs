@@ -149,7 +149,7 @@ pub enum Fact {
 }
 
 /// Current stock of one group (or overall).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Stock {
     /// Subscribed customers (any MRR, free included).
     pub customers: i64,
@@ -339,7 +339,7 @@ fn ser_ratio<S: Serializer>(v: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
 // Compact storage
 
 /// Fact kinds as stored in the log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[repr(u8)]
 enum Kind {
     Joined,
@@ -356,7 +356,7 @@ enum Kind {
 
 /// One stored fact. `id` = plan (Joined, MrrChanged) or segment id;
 /// `value` = MRR or amount; `aux` = flag or score.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct Entry {
     ts: Ts,
     value: i64,
@@ -375,7 +375,7 @@ const LATE_MERGE: usize = if cfg!(test) { 8 } else { 1024 };
 
 /// Facts ordered by time (ties in arrival order), in fixed-size chunks, plus
 /// a small unsorted buffer of late facts.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 struct FactLog {
     chunks: Vec<Vec<Entry>>,
     late: Vec<Entry>,
@@ -493,8 +493,10 @@ impl<A: Iterator<Item = Entry>, B: Iterator<Item = Entry>> Iterator for Merge<A,
 
 /// Names to dense `u16` ids. Id 0 is [`OTHER_GROUP`], which also takes every
 /// name past the 65 535th.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct Interner {
+    /// Derived from `names` (rebuilt after a restore).
+    #[serde(skip)]
     ids: FxHashMap<Box<str>, u16>,
     names: Vec<Box<str>>,
 }
@@ -527,6 +529,12 @@ impl Interner {
         self.names.len()
     }
 
+    fn rebuild(&mut self) {
+        self.ids = (self.names.iter().enumerate())
+            .map(|(i, n)| (n.clone(), i as u16))
+            .collect();
+    }
+
     fn heap_bytes(&self) -> usize {
         self.names.iter().map(|n| 2 * n.len()).sum::<usize>()
             + self.names.capacity() * std::mem::size_of::<Box<str>>()
@@ -545,7 +553,7 @@ const BILLED: u8 = 2;
 const DUNNING: u8 = 4;
 
 /// A customer's billing state (16 bytes).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct Cust {
     mrr: i64,
     plan: u16,
@@ -586,7 +594,7 @@ enum Flow {
 }
 
 /// Customer states plus stock per group, kept in step.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 struct Book {
     custs: Vec<Cust>,
     total: Stock,
@@ -1225,7 +1233,7 @@ fn next_month(ts: Ts) -> Option<Ts> {
 
 /// Business facts of every customer, and the period reports computed from
 /// them. See the module doc for the definitions.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct Ledger {
     log: FactLog,
     live: Book,
@@ -1251,6 +1259,12 @@ impl Ledger {
             plans: Interner::with(&[OTHER_GROUP]),
             segments: Interner::with(&[OTHER_GROUP, NO_SEGMENT]),
         }
+    }
+
+    /// Rebuilds what a snapshot does not store (name indexes).
+    pub(crate) fn rebuild_after_restore(&mut self) {
+        self.plans.rebuild();
+        self.segments.rebuild();
     }
 
     /// Records a fact at event time `ts`. O(1) amortized. Facts that change

@@ -51,7 +51,7 @@ pub fn parse_ts(s: &str) -> Result<Ts, RejectReason> {
 }
 
 /// One validated input event.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Event {
     /// The customer the event is about (the Kafka key).
     pub customer_id: Box<str>,
@@ -66,7 +66,7 @@ pub struct Event {
 }
 
 /// How a subscription ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CancelKind {
     /// The customer chose to leave.
@@ -86,7 +86,9 @@ impl CancelKind {
 }
 
 /// Support ticket severity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub enum Severity {
     /// `low`
     Low,
@@ -100,7 +102,7 @@ pub enum Severity {
 
 /// Event-specific fields. Money is in minor units of the reporting currency
 /// (already converted).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum EventKind {
     /// Product usage.
     /// Only what the engine reads is kept, with no allocation: `action` is

@@ -14,7 +14,7 @@ pub const NEVER: Ts = i64::MIN;
 pub const GAP_SLOTS: usize = 12;
 
 /// Subscription status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum SubStatus {
     /// Subscribed (any MRR, free plans included).
     Active,
@@ -25,7 +25,7 @@ pub enum SubStatus {
 /// Billing state of a customer that sent billing events. What most
 /// subscribed customers never need (churn, downgrade, reactivation, failure
 /// reason) lives in a separate box, so the common case is one small allocation.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Billing {
     /// MRR in reporting minor units.
     pub mrr: i64,
@@ -43,7 +43,7 @@ pub struct Billing {
 }
 
 /// The rarely set part of [`Billing`].
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 struct BillingRare {
     dunning_reason: Option<Box<str>>,
     churned: Option<(Ts, CancelKind)>,
@@ -157,7 +157,7 @@ impl Billing {
 }
 
 /// Latest feedback of each kind: (score, ts).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Feedback {
     /// When the latest NPS, CSAT and CES came (NEVER = none yet).
     at: [Ts; 3],
@@ -221,7 +221,7 @@ impl Feedback {
 }
 
 /// One support ticket.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Ticket {
     /// Hash of `ticket_id` (0 when absent).
     pub id: u64,
@@ -234,13 +234,14 @@ pub struct Ticket {
 }
 
 /// A currently firing alert, with what it fired on.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Firing {
     /// Which alert.
     pub kind: AlertKind,
     /// Event time it began.
     pub starts_at: Ts,
     /// Evidence as last emitted (at fire time, or when its reasons changed).
+    #[serde(with = "crate::engine::snapshot::json_text")]
     pub evidence: serde_json::Value,
     /// Summary as last emitted.
     pub summary: String,
@@ -248,7 +249,7 @@ pub struct Firing {
 
 /// The alerts firing for a customer: one word and no allocation while none
 /// fires, which is most customers most of the time.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 // One word in every customer instead of three; the extra box only exists while an alert fires.
 #[allow(clippy::box_collection)]
 pub struct FiringList(Option<Box<Vec<Firing>>>);
@@ -316,7 +317,7 @@ impl<'a> IntoIterator for &'a FiringList {
 pub const FEATURE_GAPS: usize = 8;
 
 /// One key feature's use by one customer.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 pub struct FeatureUse {
     /// Last use ([`NEVER`] before the first).
     pub last: Ts,
@@ -366,7 +367,7 @@ impl FeatureUse {
 /// Per configured key feature, its [`FeatureUse`]. Behind a second box so
 /// that customers without key features (all of them unless `key_features`
 /// is configured) spend one word on it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct KeyFeatureUse(Box<[FeatureUse]>);
 
 impl KeyFeatureUse {
@@ -410,7 +411,7 @@ impl Weeks {
 }
 
 /// All state of one customer.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Customer {
     /// Interned segment id (0 = none).
     pub segment: u16,

@@ -10,6 +10,7 @@
 
 pub mod customer;
 pub mod population;
+pub mod snapshot;
 pub mod window;
 
 use std::cmp::{Ordering, Reverse};
@@ -79,6 +80,7 @@ impl Stats {
 
 /// An event waiting in the reorder buffer, ordered by (ts, customer, type,
 /// event_id, arrival) so the apply order does not depend on arrival order.
+#[derive(serde::Serialize, serde::Deserialize)]
 struct Pending {
     /// Copy of `ev.ts`, kept inline so heap moves compare without a pointer chase.
     ts: Ts,
@@ -116,7 +118,7 @@ impl Ord for Pending {
 }
 
 /// Progress of one input source.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize)]
 struct Source {
     max: Option<Ts>,
     idle: bool,
@@ -127,10 +129,13 @@ struct Source {
 /// [`OTHER_GROUP`], since each becomes a label value of every per-plan
 /// gauge and a key of the API (a producer writing customer ids into `plan`
 /// must not grow them without bound).
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 struct Names {
     names: Vec<Box<str>>,
+    /// Derived from `names` (rebuilt after a restore).
+    #[serde(skip)]
     ids: FxHashMap<Box<str>, u16>,
+    #[serde(skip)]
     label: &'static str,
     cap: usize,
     kept: usize,
@@ -204,7 +209,9 @@ impl Names {
 
 /// A timer: (deadline, customer index) in 12 bytes instead of 16, ordered
 /// as that pair (the deadline as offset binary, high half first).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 struct Timer([u32; 3]);
 
 impl Timer {
@@ -228,7 +235,7 @@ impl Timer {
 /// Bytes of ids in all up to which their ends take 4 bytes (small in tests).
 const NARROW_IDS_MAX: usize = if cfg!(test) { 20 } else { u32::MAX as usize };
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 struct Ids {
     text: String,
     /// End of each id in `text`, 4 bytes a customer while `text` is below 4 GiB ...
@@ -260,6 +267,10 @@ impl Ids {
         } else {
             self.wide_ends[i]
         }
+    }
+
+    fn len(&self) -> usize {
+        self.ends.len() + self.wide_ends.len()
     }
 
     fn get(&self, ix: u32) -> &str {
@@ -343,7 +354,7 @@ pub struct Snapshot {
 /// Customers first seen per minute of event time, to make a flood of new
 /// ids (a producer writing user ids or random UUIDs as `customer_id`)
 /// visible before memory does.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize)]
 struct NewIds {
     /// Event time of the engine's first customer: the first hour, when
     /// every customer is new, does not warn.
@@ -434,6 +445,12 @@ pub fn sample_hash(id: &str) -> u64 {
     z ^ (z >> 31)
 }
 
+/// The sample level list a customer id belongs to (leading zeros of its
+/// [`sample_hash`], capped).
+fn sample_level_of(id: &str) -> usize {
+    (sample_hash(id).leading_zeros() as usize).min(MAX_SAMPLE_LEVEL)
+}
+
 /// The engine.
 pub struct Engine {
     cfg: Arc<Config>,
@@ -485,7 +502,7 @@ pub struct Engine {
 }
 
 /// A sweep waiting for its population, and how far processing was asked to go.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 struct Parked {
     at: Ts,
     limit: Ts,
@@ -874,13 +891,41 @@ impl Engine {
         }
         self.customers.push(Customer::new(ts));
         self.ids.push(id);
-        let level = (sample_hash(id).leading_zeros() as usize).min(MAX_SAMPLE_LEVEL);
-        self.levels[level].push(ix);
+        self.levels[sample_level_of(id)].push(ix);
         let h = self.hasher.hash_one(id);
         let (ids, hasher) = (&self.ids, &self.hasher);
         self.index
             .insert_unique(h, ix, |&i| hasher.hash_one(ids.get(i)));
         ix
+    }
+
+    /// Rebuilds what is derived from the stored state (the index of customer
+    /// ids, the sample levels) after a restore; the sweep's weekly totals are
+    /// recomputed when needed.
+    fn rebuild_derived(&mut self) {
+        self.index = HashTable::with_capacity(self.customers.len());
+        self.levels = vec![Vec::new(); MAX_SAMPLE_LEVEL + 1];
+        for ix in 0..self.customers.len() as u32 {
+            let id = self.ids.get(ix);
+            let (ids, hasher) = (&self.ids, &self.hasher);
+            self.index
+                .insert_unique(hasher.hash_one(id), ix, |&i| hasher.hash_one(ids.get(i)));
+            self.levels[sample_level_of(id)].push(ix);
+        }
+        self.week_cache = Vec::new();
+        self.week_cache_day = i32::MIN;
+        for names in [&mut self.plans, &mut self.segments] {
+            names.ids = (names.names.iter().enumerate().skip(1))
+                .map(|(i, n)| (n.clone(), i as u16))
+                .collect();
+        }
+        // Each key's latest entry in the queue is the one the map holds: both
+        // are written together and the sweep removes a key with its entry.
+        self.dedup = FxHashMap::default();
+        for &(ts, key) in &self.dedup_queue {
+            self.dedup.insert(key, ts);
+        }
+        self.ledger.rebuild_after_restore();
     }
 
     /// Runs events, timers and sweeps due before `limit` (up to and including it when `inclusive`), in time order.

@@ -17,7 +17,7 @@ pub fn day_of(ts: Ts) -> i32 {
 }
 
 /// One day of activity.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct DayBucket {
     /// UTC day number.
     pub day: i32,
@@ -29,7 +29,7 @@ pub struct DayBucket {
 
 /// Sparse daily activity buckets, sorted by day. Exactly sized: a new day
 /// reallocates, which is rare next to the events that land on a known day.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Activity {
     buckets: Box<[DayBucket]>,
 }
@@ -152,7 +152,7 @@ impl Activity {
 /// end once there are more than a few users. The anchor is the day of bit 0
 /// of every bitmap (the newest day seen); bit i set = active on day
 /// `anchor - i`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Seats {
     data: Box<[u32]>,
 }

@@ -8,7 +8,9 @@ use crate::config::AlertParams;
 use crate::event::DAY_MS;
 
 /// Every alert of the contract. The discriminant indexes per-alert tables.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum AlertKind {
     /// A sustained fall of usage against the customer's own weekday rhythm.
@@ -117,7 +119,7 @@ use crate::event::Ts;
 
 /// How the whole customer base (of one plan) moved: keeps a quiet week that
 /// everyone shares from firing, and judges customers with little history.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct Population {
     /// Median over customers of current-week / own-baseline activity, capped at 1.
     pub activity_factor: f64,
