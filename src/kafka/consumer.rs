@@ -692,11 +692,15 @@ impl ConsumerLoop {
             let part = self.parts.get_mut(&r.partition).expect("inserted above");
             // In offset order per topic: what the replay read past the
             // committed offset, then what the group consumer delivered;
-            // `accept` drops what was seen before.
-            batch.append_filtered(r.tail, |m| part.accept(m.topic, m.offset, consumed_at));
+            // `accept` drops what was seen before. They count as received
+            // now: received when the rebuild began, the partition would look
+            // quiet for the rebuild's length and get an idle tick that moves
+            // its clock past input still to come.
+            let live_at = Instant::now();
+            batch.append_filtered(r.tail, |m| part.accept(m.topic, m.offset, live_at));
             if let Some(held) = held {
                 self.held_bytes -= held.bytes();
-                batch.append_filtered(held, |m| part.accept(m.topic, m.offset, consumed_at));
+                batch.append_filtered(held, |m| part.accept(m.topic, m.offset, live_at));
             }
             if !batch.is_empty() {
                 self.hand_over(Work::Batch(batch)).await;
@@ -769,6 +773,7 @@ impl ConsumerLoop {
         let mut drained = Vec::new();
         let mut idle = Vec::new();
         for (p, part) in &self.parts {
+            let mut all_caught_up = true;
             for (t, last) in part.topic_input.iter().enumerate() {
                 let quiet = last.map_or(now, |l| l);
                 let quiet_for = now.saturating_duration_since(quiet);
@@ -779,12 +784,15 @@ impl ConsumerLoop {
                     (Some(hi), None) => *hi <= 0,
                     (None, _) => quiet_for >= SOURCE_IDLE_UNKNOWN,
                 };
+                all_caught_up &= caught_up;
                 if caught_up && (last.is_none() || quiet_for >= SOURCE_IDLE) {
                     drained.push((*p, t));
                 }
             }
+            // Idle: quiet, and nothing left to read (a partition with lag is
+            // behind, not idle: its clock must wait for its input).
             let quiet_for = now.saturating_duration_since(part.last_input);
-            if quiet_for >= idle_timeout {
+            if quiet_for >= idle_timeout && all_caught_up {
                 idle.push((*p, i64::try_from(quiet_for.as_millis()).unwrap_or(i64::MAX)));
             }
         }

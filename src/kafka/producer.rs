@@ -1,9 +1,10 @@
 //! The outbox: everything churnwatch writes to Kafka (alerts and dead letters)
 //! goes through one idempotent `FutureProducer` with `acks=all`.
 //!
-//! Each output gets a number in hand-over order. A delivery task per output
-//! retries until the broker acknowledges it (every failure is logged and
-//! counted), so nothing is dropped silently. The consumer stores an input
+//! Each output gets a number in hand-over order and is enqueued in librdkafka
+//! in that order ([`Outbox::send`]); librdkafka retries it until the broker
+//! acknowledges it (every failure is logged and counted), so nothing is
+//! dropped silently and nothing is reordered. The consumer stores an input
 //! offset only once every output numbered before its checkpoint is acked:
 //! [`Outbox::acked_prefix`].
 
@@ -12,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use rdkafka::util::Timeout;
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -96,6 +97,11 @@ pub fn create_producer(k: &KafkaConfig) -> Result<FutureProducer, ProducerError>
     if !k.properties.contains_key("linger.ms") {
         c.set("linger.ms", "5");
     }
+    // librdkafka retries a delivery in order for this long; an alert is never
+    // given up on (0 = no limit) unless the operator says otherwise.
+    if !k.properties.contains_key("message.timeout.ms") {
+        c.set("message.timeout.ms", "0");
+    }
     // Set last: these are what "never lost, never reordered" rests on.
     c.set("enable.idempotence", "true").set("acks", "all");
     Ok(c.create()?)
@@ -152,6 +158,14 @@ impl Outbox {
     }
 
     /// Hands one output over; waits first if [`MAX_IN_FLIGHT`] are pending.
+    /// The message is enqueued in librdkafka here, before the next output is
+    /// handed over, so the topic has outputs in hand-over order (the
+    /// idempotent producer keeps its queue's order per partition; a task per
+    /// output that enqueued when first polled put them in the runtime's
+    /// scheduling order, and a resolved event could land before its firing).
+    /// While librdkafka's queue is full or the enqueue fails, nothing later is
+    /// enqueued: it retries with a backoff (every failure is counted and
+    /// logged) until `stop`, when the output stays unacknowledged.
     pub async fn send(&mut self, out: Output) {
         while self.tasks.len() >= MAX_IN_FLIGHT {
             if !self.next_ack().await {
@@ -160,11 +174,54 @@ impl Outbox {
         }
         let n = self.sent;
         self.sent += 1;
-        let producer = self.producer.clone();
-        let metrics = self.metrics.clone();
-        let stop = self.stop.clone();
+        let mut backoff = Duration::from_millis(10);
+        let delivery = loop {
+            let mut headers = OwnedHeaders::new_with_capacity(out.headers.len());
+            for (k, v) in &out.headers {
+                headers = headers.insert(Header {
+                    key: k,
+                    value: Some(v),
+                });
+            }
+            let mut record = FutureRecord::to(&out.topic)
+                .payload(&out.payload)
+                .headers(headers);
+            if let Some(k) = &out.key {
+                record = record.key(k);
+            }
+            let e = match self.producer.send_result(record) {
+                Ok(delivery) => break Some(delivery),
+                Err((e, _)) => e,
+            };
+            let queue_full = matches!(
+                e,
+                KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)
+            );
+            if !queue_full {
+                self.metrics
+                    .produce_errors
+                    .with_label_values(&[out.topic.as_str(), reason_of(&e).as_str()])
+                    .inc();
+                tracing::warn!(topic = %out.topic, error = %e, retry_in_ms = backoff.as_millis() as u64, "produce failed; retrying");
+            }
+            self.poll_acks();
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = self.stop.cancelled() => break None,
+            }
+            backoff = (backoff * 2).min(if queue_full {
+                Duration::from_millis(100)
+            } else {
+                Duration::from_secs(10)
+            });
+        };
+        let Some(delivery) = delivery else {
+            tracing::warn!(topic = %out.topic, "shutdown deadline: output left unsent; its input offset stays uncommitted");
+            return;
+        };
+        let (metrics, stop) = (self.metrics.clone(), self.stop.clone());
         self.tasks
-            .spawn(async move { deliver(producer, metrics, stop, out, n).await });
+            .spawn(async move { acknowledged(delivery, metrics, stop, out, n).await });
     }
 
     fn record(&mut self, res: Result<Option<u64>, tokio::task::JoinError>) {
@@ -211,73 +268,66 @@ impl Outbox {
     }
 }
 
-async fn deliver(
-    producer: FutureProducer,
+fn reason_of(e: &KafkaError) -> String {
+    match e {
+        KafkaError::MessageProduction(code) => format!("{code:?}"),
+        other => format!("{:?}", other.rdkafka_error_code()),
+    }
+}
+
+/// Waits for the broker's acknowledgement of output `n`. librdkafka retries
+/// a delivery itself, in order, for `message.timeout.ms` (unlimited unless
+/// configured, see [`create_producer`]); a delivery that still fails is
+/// counted and logged, and its input offset stays uncommitted, so the next
+/// start produces it again (sending it again from here would put it after
+/// later outputs).
+async fn acknowledged(
+    delivery: DeliveryFuture,
     metrics: Metrics,
     stop: CancellationToken,
     out: Output,
     n: u64,
 ) -> Option<u64> {
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        let mut headers = OwnedHeaders::new_with_capacity(out.headers.len());
-        for (k, v) in &out.headers {
-            headers = headers.insert(Header {
-                key: k,
-                value: Some(v),
-            });
+    let res = tokio::select! {
+        r = delivery => r,
+        _ = stop.cancelled() => {
+            tracing::warn!(topic = %out.topic, "shutdown deadline: output left unacknowledged; its input offset stays uncommitted");
+            return None;
         }
-        let mut record = FutureRecord::to(&out.topic)
-            .payload(&out.payload)
-            .headers(headers);
-        if let Some(k) = &out.key {
-            record = record.key(k);
+    };
+    match res {
+        Ok(Ok(_)) => {
+            match &out.kind {
+                OutputKind::Alert {
+                    alert,
+                    status,
+                    consumed_at,
+                } => {
+                    metrics
+                        .alerts_produced
+                        .with_label_values(&[*alert, *status])
+                        .inc();
+                    metrics
+                        .processing_latency
+                        .observe(consumed_at.elapsed().as_secs_f64());
+                }
+                OutputKind::DeadLetter { reason } => {
+                    metrics.dlq_produced.with_label_values(&[*reason]).inc();
+                }
+            }
+            Some(n)
         }
-        let res = tokio::select! {
-            r = producer.send(record, Timeout::After(Duration::from_secs(5))) => r,
-            _ = stop.cancelled() => {
-                tracing::warn!(topic = %out.topic, "shutdown deadline: output left unacknowledged; its input offset stays uncommitted");
-                return None;
-            }
-        };
-        match res {
-            Ok(_) => {
-                match &out.kind {
-                    OutputKind::Alert {
-                        alert,
-                        status,
-                        consumed_at,
-                    } => {
-                        metrics
-                            .alerts_produced
-                            .with_label_values(&[*alert, *status])
-                            .inc();
-                        metrics
-                            .processing_latency
-                            .observe(consumed_at.elapsed().as_secs_f64());
-                    }
-                    OutputKind::DeadLetter { reason } => {
-                        metrics.dlq_produced.with_label_values(&[*reason]).inc();
-                    }
-                }
-                return Some(n);
-            }
-            Err((e, _)) => {
-                let reason = match &e {
-                    KafkaError::MessageProduction(code) => format!("{code:?}"),
-                    other => format!("{:?}", other.rdkafka_error_code()),
-                };
-                metrics
-                    .produce_errors
-                    .with_label_values(&[out.topic.as_str(), reason.as_str()])
-                    .inc();
-                tracing::warn!(topic = %out.topic, error = %e, retry_in_ms = backoff.as_millis() as u64, "produce failed; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = stop.cancelled() => return None,
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(10));
-            }
+        Ok(Err((e, _))) => {
+            metrics
+                .produce_errors
+                .with_label_values(&[out.topic.as_str(), reason_of(&e).as_str()])
+                .inc();
+            tracing::error!(topic = %out.topic, error = %e, "output not delivered; its input offset stays uncommitted, so a restart produces it again");
+            None
+        }
+        Err(_canceled) => {
+            tracing::error!(topic = %out.topic, "producer dropped before the output was acknowledged; its input offset stays uncommitted");
+            None
         }
     }
 }
