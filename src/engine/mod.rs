@@ -499,6 +499,10 @@ pub struct Engine {
     out: Vec<AlertEvent>,
     stats: Stats,
     new_ids: NewIds,
+    /// A sweep [`Self::finish_replay`] leaves to run live: held while
+    /// processing goes no further than it (a parked sweep before it resumed
+    /// included).
+    hold_sweep_at: Option<Ts>,
 }
 
 /// A sweep waiting for its population, and how far processing was asked to go.
@@ -547,6 +551,7 @@ impl Engine {
             out: Vec::new(),
             stats: Stats::default(),
             new_ids: NewIds::default(),
+            hold_sweep_at: None,
         }
     }
 
@@ -687,10 +692,15 @@ impl Engine {
 
     /// After replaying a partition up to its committed offset: applies every
     /// replayed event still buffered and the timers due by the last of them,
-    /// since all of them had been applied before the restart.
+    /// since all of them had been applied before the restart. Not a daily
+    /// sweep at exactly the last of them: whether it ran before the stop is
+    /// not known (the run may have stopped right after applying an event at
+    /// midnight), so it runs live, and its alerts may be emitted a second
+    /// time (same ids) rather than taken for emitted and lost.
     pub fn finish_replay(&mut self) {
         if let Some(max) = self.max_ts {
             self.watermark = self.watermark.max(max);
+            self.hold_sweep_at = Some(max);
             self.process(max, true);
         }
     }
@@ -930,6 +940,9 @@ impl Engine {
 
     /// Runs events, timers and sweeps due before `limit` (up to and including it when `inclusive`), in time order.
     fn process(&mut self, limit: Ts, inclusive: bool) {
+        if self.hold_sweep_at.is_some_and(|h| limit > h) {
+            self.hold_sweep_at = None;
+        }
         if let Some(p) = &mut self.parked {
             // Resumed by `resume_sweep`: remember how far to go then.
             if limit > p.limit {
@@ -962,7 +975,7 @@ impl Engine {
             .flatten()
             .min();
             let Some((t, which)) = next else { break };
-            if !due(t) {
+            if !due(t) || (which == 2 && self.hold_sweep_at == Some(t)) {
                 break;
             }
             self.clock = self.clock.max(t);
@@ -2141,6 +2154,54 @@ mod storage_tests {
 #[cfg(test)]
 mod tests {
     use super::NewIds;
+
+    /// A replay whose last event is exactly at midnight leaves that day's
+    /// sweep to run live: the stopped run may not have run it (it parked
+    /// there, waiting for other partitions), and a settling partition drops
+    /// the alerts of a sweep it parks at as emitted before the restart.
+    #[test]
+    fn a_replay_ending_at_midnight_leaves_that_sweep_to_run_live() {
+        use crate::event::{DAY_MS, Event, EventKind, parse_ts};
+        let cfg = std::sync::Arc::new(crate::config::Config::default());
+        let t0 = parse_ts("2026-01-05T00:00:00Z").unwrap();
+        let usage = |ts| Event {
+            customer_id: "c".into(),
+            ts,
+            event_id: None,
+            segment: None,
+            kind: EventKind::Usage {
+                key_feature: None,
+                user: None,
+                quantity: 1.0,
+            },
+        };
+        let replay = |last| {
+            let mut e = super::Engine::new(cfg.clone());
+            e.set_coordinated(true);
+            for (i, ts) in [t0 + 3_600_000, t0 + DAY_MS + 3_600_000, last]
+                .into_iter()
+                .enumerate()
+            {
+                e.ingest(usage(ts), i as u64);
+            }
+            e.finish_replay();
+            e
+        };
+        // The first sweep (day 1's midnight) is before the last event: the
+        // replay parks there (it ran before the stop).
+        assert_eq!(
+            replay(t0 + 2 * DAY_MS - 1).sweep_pending(),
+            Some(t0 + DAY_MS)
+        );
+        // Ending at day 2's midnight: parked at day 1's still, which ran.
+        let mut e = replay(t0 + 2 * DAY_MS);
+        assert_eq!(e.sweep_pending(), Some(t0 + DAY_MS));
+        e.resume_sweep(&Default::default());
+        // Then not at day 2's, which is left to run live.
+        assert_eq!(e.sweep_pending(), None);
+        e.ingest(usage(t0 + 2 * DAY_MS + 3 * 3_600_000), 9);
+        assert_eq!(e.sweep_pending(), Some(t0 + 2 * DAY_MS));
+    }
 
     #[test]
     fn new_ids_warn_once_per_minute_past_the_limit_after_the_first_hour() {
