@@ -24,7 +24,7 @@ use serde::Serialize;
 
 use crate::alert::{AlertEvent, AlertStatus};
 use crate::business::{Fact, Ledger, OTHER_GROUP, PeriodReport};
-use crate::config::Config;
+use crate::config::{AlertParams, Config};
 use crate::event::{CancelKind, DAY_MS, Event, EventKind, Ts, format_ts};
 use crate::signals::health::{self, Health};
 use crate::signals::{self, AlertKind, Ctx, Finding, Population, WeekTotals, engagement};
@@ -757,6 +757,7 @@ impl Engine {
         self.customers.iter().map(Customer::bytes).sum::<usize>()
             + self.ids.heap_bytes()
             + self.index.capacity() * 5
+            + self.levels.iter().map(|l| l.capacity() * 4).sum::<usize>()
             + self.buffered() * std::mem::size_of::<Pending>()
             + self.dedup.capacity() * 17
     }
@@ -826,6 +827,11 @@ impl Engine {
         }
         add("ids", self.ids.heap_bytes(), 2);
         add("index", self.index.capacity() * 5, 1);
+        add(
+            "sample levels",
+            self.levels.iter().map(|l| m(l.capacity() * 4)).sum(),
+            self.levels.iter().filter(|l| l.capacity() > 0).count(),
+        );
         add(
             "timers",
             self.timers.capacity() * std::mem::size_of::<Timer>(),
@@ -1473,6 +1479,21 @@ impl Engine {
         )
     }
 
+    /// The context an alert not firing is judged in at `now`, without weekly
+    /// totals at hand.
+    fn ctx_not_firing<'a>(&'a self, plan_id: u16, params: &'a AlertParams, now: Ts) -> Ctx<'a> {
+        Ctx {
+            now,
+            today: day_of(now),
+            pop: self.pop_for(plan_id),
+            params,
+            firing: false,
+            dunning_grace: self.cfg.dunning_grace,
+            key_features: self.cfg.key_features(),
+            weeks: None,
+        }
+    }
+
     /// The next instant a time-based condition of `ix` can change.
     fn next_deadline(&self, ix: u32) -> Option<Ts> {
         let c = &self.customers[ix as usize];
@@ -1500,16 +1521,7 @@ impl Engine {
         }
         // The context a deadline is computed in: now, for an alert not firing.
         let now = self.now().max(c.last_seen);
-        let ctx_for = |params| Ctx {
-            now,
-            today: day_of(now),
-            pop: self.pop_for(plan_id),
-            params,
-            firing: false,
-            dunning_grace: self.cfg.dunning_grace,
-            key_features: self.cfg.key_features(),
-            weeks: None,
-        };
+        let ctx_for = |params| self.ctx_not_firing(plan_id, params, now);
         let inact = self.cfg.alert(AlertKind::Inactivity, plan);
         if c.last_usage != NEVER && !c.is_firing(AlertKind::Inactivity) && inact.enabled {
             let (allowed, _, _) = signals::inactivity::allowed_gap(c, &ctx_for(inact));
@@ -1678,18 +1690,8 @@ impl Engine {
             if !params.enabled {
                 continue;
             }
-            let ctx = Ctx {
-                now,
-                today: day_of(now),
-                pop: self.pop_for(plan_id),
-                params,
-                firing: false,
-                dunning_grace: self.cfg.dunning_grace,
-                key_features: self.cfg.key_features(),
-                weeks: None,
-            };
             assert!(
-                signals::evaluate(kind, c, &ctx).is_none(),
+                signals::evaluate(kind, c, &self.ctx_not_firing(plan_id, params, now)).is_none(),
                 "{kind:?} skipped by the sweep but fires for {}",
                 self.ids.get(ix)
             );
