@@ -198,6 +198,14 @@ impl Names {
         self.push(s)
     }
 
+    /// Rebuilds `ids` from `names` (after a restore; id 0, "none", is not
+    /// a name events carry).
+    fn rebuild_ids(&mut self) {
+        self.ids = (self.names.iter().enumerate().skip(1))
+            .map(|(i, n)| (n.clone(), i as u16))
+            .collect();
+    }
+
     fn name(&self, i: u16) -> Option<&str> {
         if i == 0 {
             None
@@ -930,11 +938,8 @@ impl Engine {
         }
         self.week_cache = Vec::new();
         self.week_cache_day = i32::MIN;
-        for names in [&mut self.plans, &mut self.segments] {
-            names.ids = (names.names.iter().enumerate().skip(1))
-                .map(|(i, n)| (n.clone(), i as u16))
-                .collect();
-        }
+        self.plans.rebuild_ids();
+        self.segments.rebuild_ids();
         // Each key's latest entry in the queue is the one the map holds: both
         // are written together and the sweep removes a key with its entry.
         self.dedup = FxHashMap::default();

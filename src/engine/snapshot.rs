@@ -119,6 +119,7 @@ struct StateRef<'a> {
     ledger: &'a Ledger,
     stats: StatsRepr<&'a BTreeMap<String, u64>>,
     new_ids: NewIds,
+    hold_sweep_at: Option<Ts>,
 }
 
 /// The stored state, owned for reading (the fields of [`StateRef`], in order).
@@ -145,6 +146,7 @@ struct State {
     ledger: Ledger,
     stats: StatsRepr<BTreeMap<String, u64>>,
     new_ids: NewIds,
+    hold_sweep_at: Option<Ts>,
 }
 
 impl Engine {
@@ -191,6 +193,7 @@ impl Engine {
                 &s.alerts,
             ),
             new_ids: self.new_ids,
+            hold_sweep_at: self.hold_sweep_at,
         };
         let basis = config_basis(&self.cfg);
         let mut out = Vec::with_capacity(64 + self.state_bytes());
@@ -277,6 +280,7 @@ impl Engine {
             alerts,
         };
         e.new_ids = st.new_ids;
+        e.hold_sweep_at = st.hold_sweep_at;
         e.rebuild_derived();
         Ok(e)
     }
@@ -335,20 +339,26 @@ mod tests {
     use crate::event::{Event, decode};
     use crate::generate::{GenerateOptions, Profile, generate_to_vec};
 
+    /// The generator's valid events for `opts`.
+    fn generated(cfg: &Config, opts: &GenerateOptions) -> Vec<Event> {
+        generate_to_vec(opts)
+            .lines
+            .iter()
+            .filter_map(|l| decode(l.as_bytes(), &cfg.decode).ok())
+            .collect()
+    }
+
     /// Generated traffic with alerts, late and duplicated events, billing
     /// and feedback (standard profile, 60 customers over 120 days: 22 alert
     /// transitions of 9 kinds).
     fn events(cfg: &Config) -> Vec<Event> {
-        generate_to_vec(&GenerateOptions {
+        let opts = GenerateOptions {
             seed: 11,
             customers: 60,
             days: 120,
             ..GenerateOptions::default()
-        })
-        .lines
-        .iter()
-        .filter_map(|l| decode(l.as_bytes(), &cfg.decode).ok())
-        .collect()
+        };
+        generated(cfg, &opts)
     }
 
     /// Everything a user sees of a run: every alert (every field), every
@@ -434,6 +444,37 @@ mod tests {
         assert_eq!(back.customer_count(), e.customer_count());
     }
 
+    /// A replay's end leaves a sweep at its last event to run live
+    /// (`Engine::finish_replay`); a snapshot keeps that, so the restored
+    /// engine does not park at it either.
+    #[test]
+    fn a_sweep_left_to_run_live_stays_so_across_a_snapshot() {
+        let cfg = Arc::new(Config::default());
+        let evs = events(&cfg);
+        let midnight = (evs[0].ts / crate::event::DAY_MS + 3) * crate::event::DAY_MS;
+        let mut e = Engine::new(cfg.clone());
+        e.set_coordinated(true);
+        let mut last = evs[0].clone();
+        for (i, ev) in evs.iter().take_while(|ev| ev.ts < midnight).enumerate() {
+            e.ingest(ev.clone(), i as u64);
+            last = ev.clone();
+        }
+        last.ts = midnight;
+        e.ingest(last, u64::MAX);
+        e.finish_replay();
+        let pop = Default::default();
+        while e.sweep_pending().is_some() {
+            e.resume_sweep(&pop);
+        }
+        e.take_alerts();
+        let mut back = Engine::restore(cfg, &e.snapshot_bytes().unwrap()).unwrap();
+        // Processing up to the midnight, not past it, keeps the sweep held.
+        for engine in [&mut e, &mut back] {
+            engine.finish(Some(midnight));
+            assert_eq!(engine.sweep_pending(), None, "parked at the held sweep");
+        }
+    }
+
     #[test]
     fn alerts_not_taken_refuse_a_snapshot() {
         let cfg = Arc::new(Config::default());
@@ -492,18 +533,15 @@ mod tests {
     /// The fixture's input: the light profile, 200 customers, 28 days; the
     /// snapshot is taken after its first 60% (alerts taken): 179 customers.
     fn fixture_events(cfg: &Config) -> Vec<Event> {
-        generate_to_vec(&GenerateOptions {
+        let opts = GenerateOptions {
             seed: 3,
             customers: 200,
             days: 28,
             profile: Profile::Light,
             activity_scale: 0.06,
             ..GenerateOptions::default()
-        })
-        .lines
-        .iter()
-        .filter_map(|l| decode(l.as_bytes(), &cfg.decode).ok())
-        .collect()
+        };
+        generated(cfg, &opts)
     }
 
     /// A snapshot written by format version 1 (committed) still loads, and
