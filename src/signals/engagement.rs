@@ -297,8 +297,14 @@ pub fn engagement_drop(c: &Customer, ctx: &Ctx<'_>) -> Option<Finding> {
 /// (a baseline is at least 21 days, so it is at most a third of them). The
 /// daily sweep skips such customers.
 pub fn engagement_drop_may_fire(c: &Customer, p: &AlertParams, now: Ts) -> bool {
-    if c.is_churned() || now - c.first_seen < p.window {
-        return false;
+    now - c.first_seen >= p.window && engagement_drop_may_fire_from(c, p, now).is_some()
+}
+
+/// From when on [`engagement_drop_may_fire`] can be true without another
+/// event: once `c` has `window` of history, if it has enough events on record.
+pub fn engagement_drop_may_fire_from(c: &Customer, p: &AlertParams, from: Ts) -> Option<Ts> {
+    if c.is_churned() {
+        return None;
     }
     let events: u64 = c
         .activity
@@ -307,7 +313,8 @@ pub fn engagement_drop_may_fire(c: &Customer, p: &AlertParams, now: Ts) -> bool 
         .map(|b| u64::from(b.events))
         .sum();
     // 7 / 21 with a margin for rounding in `shift`'s mean.
-    events as f64 / 3.0 * (1.0 + 1e-9) >= p.min_baseline.max(f64::MIN_POSITIVE)
+    (events as f64 / 3.0 * (1.0 + 1e-9) >= p.min_baseline.max(f64::MIN_POSITIVE))
+        .then(|| from.max(c.first_seen.saturating_add(p.window)))
 }
 
 /// Mean of the base's daily factors over the 7 days before `today`: below
@@ -441,12 +448,20 @@ pub fn seat_contraction(c: &Customer, ctx: &Ctx<'_>) -> Option<Finding> {
 /// `min_baseline` (the regular users are some of them), less than `window`
 /// of history, or no usage in the last [`SEATS_STILL_IN_USE`].
 pub fn seat_contraction_may_fire(c: &Customer, p: &AlertParams, now: Ts) -> bool {
-    !c.is_churned()
-        && now - c.first_seen >= p.window
+    now - c.first_seen >= p.window && seat_contraction_may_fire_from(c, p, now) == Some(now)
+}
+
+/// From when on [`seat_contraction_may_fire`] can be true without another
+/// event: once `c` has `window` of history, if that is within
+/// [`SEATS_STILL_IN_USE`] of its last usage and it has users enough.
+pub fn seat_contraction_may_fire_from(c: &Customer, p: &AlertParams, from: Ts) -> Option<Ts> {
+    let at = from.max(c.first_seen.saturating_add(p.window));
+    (!c.is_churned()
         && c.last_usage != NEVER
-        && now - c.last_usage <= SEATS_STILL_IN_USE
+        && at - c.last_usage <= SEATS_STILL_IN_USE
         && c.seats()
-            .is_some_and(|s| s.tracked() as f64 >= p.min_baseline.max(1.0))
+            .is_some_and(|s| s.tracked() as f64 >= p.min_baseline.max(1.0)))
+    .then_some(at)
 }
 
 /// P(X >= k) for X ~ Binomial(n, p).

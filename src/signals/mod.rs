@@ -279,6 +279,21 @@ pub fn may_fire(kind: AlertKind, c: &Customer, params: &AlertParams, now: Ts) ->
     }
 }
 
+/// The earliest instant from `from` on at which [`may_fire`] can be true
+/// for `c` without another event (`None`: never). Without events, only the
+/// customer's age grows; its events on record, users tracked and tickets
+/// do not (they shrink as windows roll off), and its last usage recedes.
+/// The daily sweep visits a customer no sooner than this (see
+/// [`crate::engine`]'s calendar of visits).
+pub fn may_fire_from(kind: AlertKind, c: &Customer, params: &AlertParams, from: Ts) -> Option<Ts> {
+    match kind {
+        AlertKind::EngagementDrop => engagement::engagement_drop_may_fire_from(c, params, from),
+        AlertKind::SeatContraction => engagement::seat_contraction_may_fire_from(c, params, from),
+        AlertKind::SupportSpike => feedback::support_spike_may_fire(c, params).then_some(from),
+        _ => Some(from),
+    }
+}
+
 /// Evaluates one alert for one customer: `Some` when it should be firing.
 pub fn evaluate(kind: AlertKind, c: &Customer, ctx: &Ctx<'_>) -> Option<Finding> {
     match kind {
