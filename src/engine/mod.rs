@@ -1124,7 +1124,11 @@ impl Engine {
         self.stats.applied += 1;
         self.stats.type_counts[ev.kind.type_index()] += 1;
         let ix = self.find_or_insert(&ev.customer_id, ev.ts);
-        self.catch_up(ix);
+        // A usage event prunes the activity it adds to, and what it judges
+        // reads no ticket older than a resolved one is kept.
+        if !matches!(ev.kind, EventKind::Usage { .. }) {
+            self.catch_up(ix);
+        }
         if self.apply_to(ix, ev, now) {
             self.file_next_visit(ix);
         } else {
@@ -1781,7 +1785,7 @@ impl Engine {
         let inact = self.cfg.alert(AlertKind::Inactivity, plan);
         if c.last_usage != NEVER && !c.is_firing(AlertKind::Inactivity) && inact.enabled {
             let (allowed, _, _) = signals::inactivity::allowed_gap(c, &ctx_for(inact));
-            d = Some(c.last_usage + allowed);
+            d = Some(c.last_usage.saturating_add(allowed));
         }
         let kfu = self.cfg.alert(AlertKind::KeyFeatureUnused, plan);
         if c.key_features.is_some() && !c.is_firing(AlertKind::KeyFeatureUnused) && kfu.enabled {
@@ -1879,8 +1883,12 @@ impl Engine {
                 );
             }
         }
-        // The first sweep (a midnight) at or after it.
-        best.map(|t| (t.max(from_ts) + DAY_MS - 1).div_euclid(DAY_MS) as i32)
+        // The first sweep (a midnight) at or after it; a visit sooner than
+        // needed changes nothing, so the calendar looks a year ahead at most.
+        best.map(|t| {
+            let day = t.max(from_ts).saturating_add(DAY_MS - 1).div_euclid(DAY_MS);
+            day.min(Ts::from(from) + 366) as i32
+        })
     }
 
     /// Files `ix` on the calendar of visits from the next sweep on.
@@ -1891,6 +1899,9 @@ impl Engine {
     }
 
     fn file_next_visit_from(&mut self, ix: u32, from: i32) {
+        if self.visits.is_filed_by(ix, from) {
+            return; // as soon as can be
+        }
         if let Some(d) = self.next_visit(&self.customers[ix as usize], from, false) {
             self.visits.file(ix, d);
         }
@@ -1904,6 +1915,9 @@ impl Engine {
             return;
         }
         let from = day_of(self.next_sweep);
+        if self.visits.is_filed_by(ix, from) {
+            return;
+        }
         if let Some(d) = self.next_visit(&self.customers[ix as usize], from, true) {
             self.visits.file(ix, d);
         }

@@ -10,7 +10,7 @@
 //! The calendar is derived from the customers' state: a restore files every
 //! customer afresh.
 
-use std::collections::BTreeMap;
+use std::collections::VecDeque;
 
 /// No visit filed.
 const NONE: i32 = i32::MAX;
@@ -18,7 +18,10 @@ const NONE: i32 = i32::MAX;
 /// Customers by the day of the sweep that visits them.
 #[derive(Debug, Default)]
 pub(super) struct Visits {
-    by_day: BTreeMap<i32, Vec<u32>>,
+    /// Entries by day, from `first_day` on (a day already swept files at
+    /// `first_day`: the next sweep's).
+    by_day: VecDeque<Vec<u32>>,
+    first_day: i32,
     /// Per customer, its earliest filed day ([`NONE`]: none).
     filed: Vec<i32>,
     /// Entries in `by_day`, superseded ones included.
@@ -36,7 +39,21 @@ impl Visits {
         let f = &mut self.filed[ix as usize];
         if day < *f {
             *f = day;
-            self.by_day.entry(day).or_default().push(ix);
+            if self.by_day.is_empty() {
+                self.first_day = day;
+            }
+            if day < self.first_day {
+                let n = (self.first_day - day) as usize;
+                for _ in 0..n {
+                    self.by_day.push_front(Vec::new());
+                }
+                self.first_day = day;
+            }
+            let i = (day - self.first_day) as usize;
+            if i >= self.by_day.len() {
+                self.by_day.resize_with(i + 1, Vec::new);
+            }
+            self.by_day[i].push(ix);
             self.entries += 1;
         }
     }
@@ -45,11 +62,11 @@ impl Visits {
     /// before, ascending, each once; they are no longer filed.
     pub(super) fn take_due(&mut self, today: i32) -> Vec<u32> {
         let mut due = Vec::new();
-        while let Some(e) = self.by_day.first_entry() {
-            if *e.key() > today {
+        while self.first_day <= today {
+            let Some(list) = self.by_day.pop_front() else {
                 break;
-            }
-            let list = e.remove();
+            };
+            self.first_day += 1;
             self.entries -= list.len();
             due.extend(
                 list.into_iter()
@@ -65,25 +82,24 @@ impl Visits {
     }
 
     /// Whether `ix` is filed for a sweep of `day` or before.
-    #[cfg(any(test, debug_assertions))]
     pub(super) fn is_filed_by(&self, ix: u32, day: i32) -> bool {
         self.filed[ix as usize] <= day
     }
 
     /// Forgets every entry, for `customers` customers none filed.
     pub(super) fn reset(&mut self, customers: usize) {
-        self.by_day = BTreeMap::new();
+        self.by_day = VecDeque::new();
         self.filed = vec![NONE; customers];
         self.entries = 0;
     }
 
-    /// Heap bytes: the per-customer day and the entries (approximately:
-    /// the map's nodes are not counted).
+    /// Heap bytes: the per-customer day and the entries.
     pub(super) fn heap_bytes(&self) -> usize {
         self.filed.capacity() * std::mem::size_of::<i32>()
+            + self.by_day.capacity() * std::mem::size_of::<Vec<u32>>()
             + self
                 .by_day
-                .values()
+                .iter()
                 .map(|v| v.capacity() * std::mem::size_of::<u32>())
                 .sum::<usize>()
     }
