@@ -978,7 +978,7 @@ impl Engine {
     fn refile_all(&mut self) {
         self.visits.reset(self.customers.len());
         for ix in 0..self.customers.len() as u32 {
-            self.file_next_visit(ix);
+            self.file_next_visit(ix, false);
         }
     }
 
@@ -1129,13 +1129,11 @@ impl Engine {
         if !matches!(ev.kind, EventKind::Usage { .. }) {
             self.catch_up(ix);
         }
-        if self.apply_to(ix, ev, now) {
-            self.file_next_visit(ix);
-        } else {
-            // Its deadlines only moved later: only what it may fire can
-            // come sooner (see `timer_still_first_after_usage`).
-            self.file_next_judging(ix);
-        }
+        // When the event moved no deadline earlier (see
+        // `timer_still_first_after_usage`), only what it may fire can need
+        // a sooner visit.
+        let deadlines_moved = self.apply_to(ix, ev, now);
+        self.file_next_visit(ix, !deadlines_moved);
     }
 
     /// [`Self::apply`] to customer `ix`: false when the event left its
@@ -1541,13 +1539,18 @@ impl Engine {
         )
     }
 
-    /// The context an alert not firing is judged in at `now`, without weekly
-    /// totals at hand.
-    fn ctx_not_firing<'a>(&'a self, plan_id: u16, params: &'a AlertParams, now: Ts) -> Ctx<'a> {
+    /// The context an alert not firing is judged in at `now`, in population
+    /// context `pop`, without weekly totals at hand.
+    fn ctx_not_firing<'a>(
+        &'a self,
+        pop: &'a Population,
+        params: &'a AlertParams,
+        now: Ts,
+    ) -> Ctx<'a> {
         Ctx {
             now,
             today: day_of(now),
-            pop: self.pop_for(plan_id),
+            pop,
             params,
             firing: false,
             dunning_grace: self.cfg.dunning_grace,
@@ -1581,23 +1584,36 @@ impl Engine {
         if c.is_churned() {
             return d;
         }
-        // The context a deadline is computed in: now, for an alert not firing.
-        let now = self.now().max(c.last_seen);
-        let ctx_for = |params| self.ctx_not_firing(plan_id, params, now);
-        let inact = self.cfg.alert(AlertKind::Inactivity, plan);
-        if c.last_usage != NEVER && !c.is_firing(AlertKind::Inactivity) && inact.enabled {
-            let (allowed, _, _) = signals::inactivity::allowed_gap(c, &ctx_for(inact));
-            consider(Some(c.last_usage + allowed));
-        }
-        let kfu = self.cfg.alert(AlertKind::KeyFeatureUnused, plan);
-        if c.key_features.is_some() && !c.is_firing(AlertKind::KeyFeatureUnused) && kfu.enabled {
-            consider(signals::inactivity::key_feature_deadline(c, &ctx_for(kfu)));
-        }
+        consider(self.population_deadline(c, self.pop_for(plan_id), self.now()));
         if c.is_firing(AlertKind::Detractor) {
             consider(signals::feedback::detractor_expiry(
                 c,
                 self.cfg.alert(AlertKind::Detractor, plan).window,
             ));
+        }
+        d
+    }
+
+    /// The earliest deadline of `c` (not churned) that depends on the
+    /// population, in context `pop` at `now` (or its last event, if later):
+    /// inactivity and key feature unused, those not firing.
+    fn population_deadline(&self, c: &Customer, pop: &Population, now: Ts) -> Option<Ts> {
+        let plan = self.plans.name(Self::plan_of(c));
+        // The context a deadline is computed in: now, for an alert not firing.
+        let now = now.max(c.last_seen);
+        let mut d: Option<Ts> = None;
+        let inact = self.cfg.alert(AlertKind::Inactivity, plan);
+        if c.last_usage != NEVER && !c.is_firing(AlertKind::Inactivity) && inact.enabled {
+            let ctx = self.ctx_not_firing(pop, inact, now);
+            let (allowed, _, _) = signals::inactivity::allowed_gap(c, &ctx);
+            d = Some(c.last_usage.saturating_add(allowed));
+        }
+        let kfu = self.cfg.alert(AlertKind::KeyFeatureUnused, plan);
+        if c.key_features.is_some() && !c.is_firing(AlertKind::KeyFeatureUnused) && kfu.enabled {
+            let ctx = self.ctx_not_firing(pop, kfu, now);
+            if let Some(t) = signals::inactivity::key_feature_deadline(c, &ctx) {
+                d = Some(d.map_or(t, |x| x.min(t)));
+            }
         }
         d
     }
@@ -1670,7 +1686,7 @@ impl Engine {
         }
         self.evaluate(ix, kinds, at);
         self.schedule(ix);
-        self.file_next_visit(ix);
+        self.file_next_visit(ix, false);
     }
 
     /// Daily: population context, then the customers on the calendar of
@@ -1686,7 +1702,7 @@ impl Engine {
         self.assert_nothing_to_do_but(&due, now);
         for ix in due {
             self.visit(ix, now);
-            self.file_next_visit_from(ix, today + 1);
+            self.file_next_visit_from(ix, today + 1, false);
         }
         // Superseded timers are only ever skipped when due: drop them once
         // they are many, so the heap stays near one entry per customer.
@@ -1735,18 +1751,13 @@ impl Engine {
     }
 
     /// Whether a sweep at `now` judges the window alerts of `c` at all
-    /// (used within the horizon, something firing, or feedback on record),
-    /// and which ([`Self::sweep_kinds`]).
+    /// ([`judged_on`]), and which ([`Self::sweep_kinds`]).
     fn sweep_judges(
         &self,
         c: &Customer,
         now: Ts,
     ) -> Option<([AlertKind; SWEEP_KINDS.len()], usize)> {
-        let today = day_of(now);
-        let active_recently =
-            c.last_usage != NEVER && day_of(c.last_usage) > today - window::HORIZON_DAYS;
-        (active_recently || !c.firing.is_empty() || c.feedback.is_some())
-            .then(|| self.sweep_kinds(c, now))
+        judged_on(c, day_of(now)).then(|| self.sweep_kinds(c, now))
     }
 
     /// The earliest that a deadline of `c` depending on the population
@@ -1769,31 +1780,8 @@ impl Engine {
         if c.is_churned() {
             return None;
         }
-        let plan = self.plans.name(Self::plan_of(c));
-        let now = now.max(c.last_seen);
-        let ctx_for = |params| Ctx {
-            now,
-            today: day_of(now),
-            pop: &NO_POPULATION,
-            params,
-            firing: false,
-            dunning_grace: self.cfg.dunning_grace,
-            key_features: self.cfg.key_features(),
-            weeks: None,
-        };
-        let mut d: Option<Ts> = None;
-        let inact = self.cfg.alert(AlertKind::Inactivity, plan);
-        if c.last_usage != NEVER && !c.is_firing(AlertKind::Inactivity) && inact.enabled {
-            let (allowed, _, _) = signals::inactivity::allowed_gap(c, &ctx_for(inact));
-            d = Some(c.last_usage.saturating_add(allowed));
-        }
-        let kfu = self.cfg.alert(AlertKind::KeyFeatureUnused, plan);
-        if c.key_features.is_some() && !c.is_firing(AlertKind::KeyFeatureUnused) && kfu.enabled {
-            if let Some(t) = signals::inactivity::key_feature_deadline(c, &ctx_for(kfu)) {
-                d = Some(d.map_or(t, |x| x.min(t)));
-            }
-        }
-        d.map(|t| t - 60_000)
+        self.population_deadline(c, &NO_POPULATION, now)
+            .map(|t| t - 60_000)
     }
 
     /// Whether a sweep at `now` moves `c`'s timer to its deadlines of now:
@@ -1848,10 +1836,8 @@ impl Engine {
                 best = Some(best.map_or(t, |b| b.min(t)));
             }
         };
-        let judged = (c.last_usage != NEVER && day_of(c.last_usage) > from - window::HORIZON_DAYS)
-            || !c.firing.is_empty()
-            || c.feedback.is_some();
-        if judged {
+        // Once not judged, a customer is not judged again without an event.
+        if judged_on(c, from) {
             let plan = self.plans.name(Self::plan_of(c));
             for kind in SWEEP_KINDS {
                 let params = self.cfg.alert(kind, plan);
@@ -1891,34 +1877,21 @@ impl Engine {
         })
     }
 
-    /// Files `ix` on the calendar of visits from the next sweep on.
-    fn file_next_visit(&mut self, ix: u32) {
+    /// Files `ix` on the calendar of visits from the next sweep on;
+    /// `judging_only` after an event that moved none of its deadlines
+    /// earlier and added no ticket (only a window alert can need a sooner
+    /// visit).
+    fn file_next_visit(&mut self, ix: u32, judging_only: bool) {
         if self.next_sweep != Ts::MIN {
-            self.file_next_visit_from(ix, day_of(self.next_sweep));
+            self.file_next_visit_from(ix, day_of(self.next_sweep), judging_only);
         }
     }
 
-    fn file_next_visit_from(&mut self, ix: u32, from: i32) {
+    fn file_next_visit_from(&mut self, ix: u32, from: i32, judging_only: bool) {
         if self.visits.is_filed_by(ix, from) {
             return; // as soon as can be
         }
-        if let Some(d) = self.next_visit(&self.customers[ix as usize], from, false) {
-            self.visits.file(ix, d);
-        }
-    }
-
-    /// [`Self::file_next_visit`] after an event that moved none of `ix`'s
-    /// deadlines earlier and added no ticket: only a window alert can need
-    /// a sooner visit.
-    fn file_next_judging(&mut self, ix: u32) {
-        if self.next_sweep == Ts::MIN {
-            return;
-        }
-        let from = day_of(self.next_sweep);
-        if self.visits.is_filed_by(ix, from) {
-            return;
-        }
-        if let Some(d) = self.next_visit(&self.customers[ix as usize], from, true) {
+        if let Some(d) = self.next_visit(&self.customers[ix as usize], from, judging_only) {
             self.visits.file(ix, d);
         }
     }
@@ -1957,7 +1930,12 @@ impl Engine {
                 continue;
             }
             assert!(
-                signals::evaluate(kind, c, &self.ctx_not_firing(plan_id, params, now)).is_none(),
+                signals::evaluate(
+                    kind,
+                    c,
+                    &self.ctx_not_firing(self.pop_for(plan_id), params, now)
+                )
+                .is_none(),
                 "{kind:?} skipped by the sweep but fires for {}",
                 self.ids.get(ix)
             );
@@ -2339,6 +2317,14 @@ impl Engine {
             },
         }
     }
+}
+
+/// Whether a sweep of `today` judges `c`'s window alerts at all: used
+/// within the horizon, something firing, or feedback on record.
+fn judged_on(c: &Customer, today: i32) -> bool {
+    (c.last_usage != NEVER && day_of(c.last_usage) > today - window::HORIZON_DAYS)
+        || !c.firing.is_empty()
+        || c.feedback.is_some()
 }
 
 /// How long a resolved ticket stays in a customer's windows.
