@@ -186,7 +186,7 @@ pub fn replay(
         on_alert(&a)?;
     }
     progress(bytes);
-    let summary = summarize(&engine, read, rejected);
+    let summary = summarize(&mut engine, read, rejected);
     Ok((engine, summary))
 }
 
@@ -228,7 +228,7 @@ fn read_line_bounded(
 }
 
 fn summarize(
-    engine: &Engine,
+    engine: &mut Engine,
     read: u64,
     rejected_by_reason: BTreeMap<&'static str, u64>,
 ) -> Summary {

@@ -170,7 +170,7 @@ impl Summary {
             }
         }
         for (_, engine) in shared.engines() {
-            let e = crate::lock(&engine);
+            let mut e = crate::lock(&engine);
             if e.max_ts().is_some() {
                 s.clock = Some(s.clock.map_or(e.clock(), |c| c.max(e.clock())));
             }

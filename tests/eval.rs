@@ -595,7 +595,7 @@ fn a_flood_of_plan_names_and_new_ids_is_bounded_and_changes_no_other_alert() {
             ),
         );
     }
-    let (engine, alerts) = run(&hostile);
+    let (mut engine, alerts) = run(&hostile);
     let mut plans = std::collections::BTreeSet::new();
     for c in engine.customers() {
         plans.insert(c.plan.clone());

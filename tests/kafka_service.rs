@@ -1173,7 +1173,7 @@ fn business_lines(text: &str) -> Vec<String> {
 /// service's /metrics matches the backtest's rolling window: the backtest
 /// engine's report, rendered through the same metrics code, gives the same
 /// series (waits up to 15 s for the next refresh).
-fn assert_business_gauges_match(addr: &str, engine: &churnwatch::engine::Engine) {
+fn assert_business_gauges_match(addr: &str, engine: &mut churnwatch::engine::Engine) {
     let want_metrics = churnwatch::metrics::Metrics::new().expect("metrics");
     want_metrics.set_business(&[engine.business_rolling()]);
     let want = business_lines(&want_metrics.encode());
@@ -1213,7 +1213,7 @@ async fn kafka_run_matches_backtest_alert_ids() {
     let broker = TestBroker::start();
     let Backlog {
         cfg,
-        engine,
+        mut engine,
         summary,
         expected,
         ..
@@ -1383,7 +1383,7 @@ async fn kafka_run_matches_backtest_alert_ids() {
         biz["customers_end"].as_f64() > Some(0.0) && biz["mrr_end"].as_f64() > Some(0.0),
         "{biz}"
     );
-    block(|| assert_business_gauges_match(&addr, &engine));
+    block(|| assert_business_gauges_match(&addr, &mut engine));
 
     // The API serves what the backtest computes, field for field: every
     // customer's full record (row, health breakdown, windows, billing,
@@ -1615,7 +1615,7 @@ async fn kill_9_mid_stream_then_restart_loses_nothing_and_applies_nothing_twice(
     let broker = TestBroker::start();
     let Backlog {
         toml,
-        engine,
+        mut engine,
         summary,
         expected,
         ..
@@ -1823,7 +1823,7 @@ async fn kill_9_mid_stream_then_restart_loses_nothing_and_applies_nothing_twice(
     // The business gauges too (the ledger depends on the order facts were
     // recorded in); they must also be refreshed within the helper's wait
     // after a restart, not put off by a slow refresh during the rebuild.
-    block(|| assert_business_gauges_match(&svc.addr, &engine));
+    block(|| assert_business_gauges_match(&svc.addr, &mut engine));
     // The API's firing alerts are the backtest's, starts_at and evidence
     // included.
     assert_api_alerts_are_backtest(
@@ -1853,7 +1853,7 @@ async fn partitions_committed_at_different_event_times_sweep_together_after_a_re
     let broker = TestBroker::start();
     let Backlog {
         toml,
-        engine,
+        mut engine,
         summary,
         expected,
         cfg,
@@ -2036,7 +2036,7 @@ async fn partitions_committed_at_different_event_times_sweep_together_after_a_re
         })
         .count();
     assert_eq!(before_cuts, 0, "alerts of replayed events emitted again");
-    block(|| assert_business_gauges_match(&svc.addr, &engine));
+    block(|| assert_business_gauges_match(&svc.addr, &mut engine));
     let status = block(|| svc.sigterm());
     assert!(status.success(), "exit: {status:?}");
 }

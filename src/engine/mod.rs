@@ -886,15 +886,18 @@ impl Engine {
         self.ledger.report(start, end)
     }
 
-    /// Business metrics over the rolling `metrics_window` ending at the clock.
-    pub fn business_rolling(&self) -> PeriodReport {
-        let end = self.now();
-        self.ledger.report(end - self.cfg.metrics_window, end)
+    /// Business metrics over the rolling `metrics_window` ending at the clock
+    /// (kept as facts arrive: O(plans + segments) as the clock moves on).
+    pub fn business_rolling(&mut self) -> PeriodReport {
+        let now = self.now();
+        self.ledger.rolling(self.cfg.metrics_window, now)
     }
 
-    /// Business metrics per calendar month up to the clock.
-    pub fn business_monthly(&self) -> Vec<PeriodReport> {
-        self.ledger.monthly(self.now())
+    /// Business metrics per calendar month up to the clock (closed months
+    /// are final; the open one is kept as facts arrive).
+    pub fn business_monthly(&mut self) -> Vec<PeriodReport> {
+        let now = self.now();
+        self.ledger.monthly(now)
     }
 
     /// The population context of a plan (overall for `None`).

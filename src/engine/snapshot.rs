@@ -364,7 +364,7 @@ mod tests {
     /// Everything a user sees of a run: every alert (every field), every
     /// customer row, the API's firing alerts and customer detail, the
     /// business report and the counters.
-    fn outcome(e: &Engine, alerts: &[String]) -> Vec<String> {
+    fn outcome(e: &mut Engine, alerts: &[String]) -> Vec<String> {
         let mut out = alerts.to_vec();
         out.extend(
             e.customers()
@@ -404,7 +404,7 @@ mod tests {
                 .iter()
                 .map(|a| format!("end: {}", a.to_json())),
         );
-        outcome(&e, &alerts)
+        outcome(&mut e, &alerts)
     }
 
     proptest! {

@@ -862,13 +862,13 @@ impl ConsumerLoop {
             self.snapshot_due = next_refresh(snapshot_spent);
         }
         if Instant::now() >= self.business_due {
-            // A report replays each partition's ledger (`next_refresh`).
+            // Each partition's ledger keeps its rolling window as facts arrive.
             let mut spent = Duration::ZERO;
             let reports: Vec<_> = self
                 .parts
                 .values()
                 .map(|part| {
-                    let e = lock(&part.engine);
+                    let mut e = lock(&part.engine);
                     let t = Instant::now();
                     let r = e.business_rolling();
                     spent += t.elapsed();
