@@ -8,8 +8,11 @@
 //!   (24 bytes a fact; plan and segment names interned to `u16` ids), and
 //! * the current state of each billed customer (24 bytes a customer),
 //!
-//! and computes a [`PeriodReport`] on demand by replaying the log once
-//! (O(facts + customers) per report, O(1) amortized per [`Ledger::record`]).
+//! and keeps the rolling window and the open calendar month up to date as
+//! facts arrive (`span.rs`), so that their reports cost O(plans + segments);
+//! a closed month's report is final. Any other period is computed on demand
+//! by replaying the log once (O(facts + customers)). Every way gives the same
+//! report.
 //!
 //! # Definitions
 //!
