@@ -6,7 +6,8 @@
 //! [`Fact`]s, in event-time order, to a [`Ledger`]. The ledger keeps
 //! * a compact, time-ordered log of the facts that changed something
 //!   (24 bytes a fact; plan and segment names interned to `u16` ids), and
-//! * the current state of each billed customer (24 bytes a customer),
+//! * the current state of each customer with a fact (24 bytes, plus its slot
+//!   in a map: the books are dense over these, not over every customer),
 //!
 //! and keeps the rolling window and the open calendar month up to date as
 //! facts arrive (`span.rs`), so that their reports cost O(plans + segments);
@@ -69,7 +70,7 @@ use serde::{Serialize, Serializer};
 use crate::event::{CancelKind, DAY_MS, Ts, format_ts, parse_ts};
 
 mod span;
-use span::{Slot, Span};
+use span::{Slot, Span, Views};
 
 /// Dense customer index, assigned by the engine and stable for the process.
 pub type CustomerIx = u32;
@@ -461,6 +462,21 @@ impl FactLog {
         let mut late = self.late.clone();
         late.sort_by_key(|e| e.ts);
         Merge::new(self.chunks.iter().flatten().copied(), late.into_iter())
+    }
+
+    /// The entries in `[from, to)`, in the order of [`Self::iter`].
+    fn range(&self, from: Ts, to: Ts) -> impl Iterator<Item = Entry> + '_ {
+        let first = (self.chunks).partition_point(|c| c.last().is_some_and(|e| e.ts < from));
+        let main = self.chunks[first..]
+            .iter()
+            .flat_map(move |c| c[c.partition_point(|e| e.ts < from)..].iter().copied())
+            .take_while(move |e| e.ts < to);
+        let mut late: Vec<Entry> = (self.late.iter())
+            .filter(|e| from <= e.ts && e.ts < to)
+            .copied()
+            .collect();
+        late.sort_by_key(|e| e.ts);
+        Merge::new(main, late.into_iter())
     }
 
     fn heap_bytes(&self) -> usize {
@@ -1251,6 +1267,24 @@ fn month_start(ts: Ts) -> Option<Ts> {
     Some(m.and_hms_opt(0, 0, 0)?.and_utc().timestamp_millis())
 }
 
+/// `e` with its customer's slot.
+fn slotted(slots: &FxHashMap<CustomerIx, Slot>, e: Entry) -> Entry {
+    Entry {
+        customer: slots.get(&e.customer).copied().unwrap_or(Slot::MAX),
+        ..e
+    }
+}
+
+/// The log's facts in `[from, to)` in log order, with slots.
+fn log_range<'a>(
+    log: &'a FactLog,
+    slots: &'a FxHashMap<CustomerIx, Slot>,
+    from: Ts,
+    to: Ts,
+) -> impl Iterator<Item = Entry> + 'a {
+    log.range(from, to).map(|e| slotted(slots, e))
+}
+
 /// Month starts from `first` to `last` (both month starts), both included.
 fn month_bounds(first: Ts, last: Ts) -> Vec<Ts> {
     let mut bounds = vec![first];
@@ -1278,69 +1312,112 @@ fn next_month(ts: Ts) -> Option<Ts> {
 
 /// Business facts of every customer, and the period reports computed from
 /// them. See the module doc for the definitions.
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[derive(Debug)]
 pub struct Ledger {
     log: FactLog,
+    /// The state now, by slot.
     live: Book,
-    /// Time of each customer's latest fact (keeps its history in arrival order).
+    /// Time of each customer's latest fact, by slot (keeps its history in
+    /// arrival order).
+    last_ts: Vec<Ts>,
+    /// Slot of each customer with a logged fact: the books are dense over
+    /// these, not over every customer the engine knows.
+    slots: FxHashMap<CustomerIx, Slot>,
+    plans: Interner,
+    segments: Interner,
+    /// The rolling window and the open calendar month, kept as facts arrive
+    /// (derived from the log: not stored, rebuilt when next asked for).
+    views: Views,
+    /// Reports of the calendar months before the open one, from the first
+    /// fact's month; `None` when they must be replayed (never computed, or a
+    /// late fact landed in one).
+    closed: Option<Vec<PeriodReport>>,
+}
+
+/// A ledger as a snapshot stores it (format v1): customer states and latest
+/// fact times indexed by the engine's customer index, up to the last one
+/// with a fact.
+#[derive(serde::Serialize)]
+struct LedgerRef<'a> {
+    log: &'a FactLog,
+    live: BookRef<'a>,
+    last_ts: Vec<Ts>,
+    plans: &'a Interner,
+    segments: &'a Interner,
+}
+
+/// [`Book`] as [`LedgerRef`] stores it.
+#[derive(serde::Serialize)]
+struct BookRef<'a> {
+    custs: Vec<Cust>,
+    total: &'a Stock,
+    plans: &'a [Stock],
+    segments: &'a [Stock],
+}
+
+/// What [`LedgerRef`] stored.
+#[derive(serde::Deserialize)]
+struct LedgerWire {
+    log: FactLog,
+    live: Book,
     last_ts: Vec<Ts>,
     plans: Interner,
     segments: Interner,
-    /// Derived from the log (rebuilt after a restore).
-    #[serde(skip)]
-    views: Views,
 }
 
-/// The periods the ledger keeps up to date as facts arrive, so that a
-/// refresh costs O(plans + segments): the rolling window and the open
-/// calendar month, whose closed predecessors are final. All derived from
-/// the log, and equal to a replay of it.
-#[derive(Debug, Default)]
-struct Views {
-    /// Slot of each customer with a logged fact.
-    slots: FxHashMap<CustomerIx, Slot>,
-    /// The rolling window, once asked for.
-    rolling: Option<Span>,
-    /// The open calendar month, once asked for.
-    month: Option<Span>,
-    /// Reports of the months before `month`, from the first fact's month.
-    closed: Vec<PeriodReport>,
-    /// A fact landed in a closed month (or none were computed yet): `closed`
-    /// is replayed when next asked for.
-    closed_stale: bool,
-}
-
-impl Views {
-    /// The slot of `c`, given one if it has none.
-    fn slot(&mut self, c: CustomerIx) -> Slot {
-        let n = self.slots.len() as Slot;
-        *self.slots.entry(c).or_insert(n)
+impl Serialize for Ledger {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let n = self.slots.keys().max().map_or(0, |&c| c as usize + 1);
+        let mut custs = vec![Cust::default(); n];
+        let mut last_ts = vec![Ts::MIN; n];
+        for (&c, &slot) in &self.slots {
+            custs[c as usize] = self.live.get(slot);
+            last_ts[c as usize] = self.last_ts[slot as usize];
+        }
+        LedgerRef {
+            log: &self.log,
+            live: BookRef {
+                custs,
+                total: &self.live.total,
+                plans: &self.live.plans,
+                segments: &self.live.segments,
+            },
+            last_ts,
+            plans: &self.plans,
+            segments: &self.segments,
+        }
+        .serialize(s)
     }
+}
 
-    /// Passes a newly logged fact to the spans.
-    fn push(&mut self, e: Entry) {
-        let e = Entry {
-            customer: self.slot(e.customer),
-            ..e
+impl<'de> serde::Deserialize<'de> for Ledger {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let w = LedgerWire::deserialize(d)?;
+        let mut live = Book {
+            custs: Vec::new(),
+            ..w.live
         };
-        if let Some(r) = &mut self.rolling {
-            r.push(e);
+        let (mut last_ts, mut slots) = (Vec::new(), FxHashMap::default());
+        for (c, (&cust, &ts)) in w.live.custs.iter().zip(&w.last_ts).enumerate() {
+            if ts != Ts::MIN || cust != Cust::default() {
+                slots.insert(c as CustomerIx, live.custs.len() as Slot);
+                live.custs.push(cust);
+                last_ts.push(ts);
+            }
         }
-        if let Some(m) = &mut self.month {
-            self.closed_stale |= e.ts < m.start;
-            m.push(e);
-        }
-    }
-
-    fn heap_bytes(&self) -> usize {
-        let spans = [&self.rolling, &self.month];
-        self.slots.capacity() * (std::mem::size_of::<(CustomerIx, Slot)>() + 1)
-            + spans
-                .iter()
-                .flat_map(|s| s.iter())
-                .map(|s| s.heap_bytes())
-                .sum::<usize>()
-            + self.closed.capacity() * std::mem::size_of::<PeriodReport>()
+        let mut l = Ledger {
+            log: w.log,
+            live,
+            last_ts,
+            slots,
+            plans: w.plans,
+            segments: w.segments,
+            views: Views::default(),
+            closed: None,
+        };
+        l.plans.rebuild();
+        l.segments.rebuild();
+        Ok(l)
     }
 }
 
@@ -1357,38 +1434,25 @@ impl Ledger {
             log: FactLog::default(),
             live: Book::default(),
             last_ts: Vec::new(),
+            slots: FxHashMap::default(),
             plans: Interner::with(&[OTHER_GROUP]),
             segments: Interner::with(&[OTHER_GROUP, NO_SEGMENT]),
             views: Views::default(),
+            closed: None,
         }
     }
 
-    /// Rebuilds what a snapshot does not store (name indexes, the kept
-    /// periods: they are rebuilt from the log when next asked for).
-    pub(crate) fn rebuild_after_restore(&mut self) {
-        self.plans.rebuild();
-        self.segments.rebuild();
-        self.views = Views::default();
-        for e in self.log.iter() {
-            self.views.slot(e.customer);
-        }
-    }
-
-    /// The log in time order, with slots for customers (for a span).
+    /// The log in time order, with slots for customers.
     fn slotted(&self) -> impl Iterator<Item = Entry> + '_ {
-        let slots = &self.views.slots;
-        self.log.iter().map(|e| Entry {
-            customer: slots.get(&e.customer).copied().unwrap_or(Slot::MAX),
-            ..e
-        })
+        self.log.iter().map(|e| slotted(&self.slots, e))
     }
 
     /// Records a fact at event time `ts`. O(1) amortized. Facts that change
     /// nothing are dropped; a fact older than the customer's previous one is
     /// recorded at the previous one's time (see the module doc).
     pub fn record(&mut self, ts: Ts, customer: CustomerIx, fact: Fact) {
-        let i = customer as usize;
-        let ts = self.last_ts.get(i).map_or(ts, |&last| ts.max(last));
+        let known = self.slots.get(&customer).copied();
+        let ts = known.map_or(ts, |s| ts.max(self.last_ts[s as usize]));
         let amount = |v: i64| v.clamp(0, MAX_AMOUNT);
         let (kind, id, value, aux) = match fact {
             Fact::Joined {
@@ -1429,15 +1493,58 @@ impl Ledger {
             kind,
             aux,
         };
-        if self.live.apply(&e).is_none() {
+        let slot = known.unwrap_or(self.last_ts.len() as Slot);
+        let slotted = Entry {
+            customer: slot,
+            ..e
+        };
+        if self.live.apply(&slotted).is_none() {
             return;
         }
-        if self.last_ts.len() <= i {
-            self.last_ts.resize(i + 1, Ts::MIN);
+        match known {
+            Some(s) => self.last_ts[s as usize] = ts,
+            None => {
+                self.slots.insert(customer, slot);
+                self.last_ts.push(ts);
+            }
         }
-        self.last_ts[i] = ts;
         self.log.push(e);
-        self.views.push(e);
+        if self.views.month.as_ref().is_some_and(|m| ts < m.start) {
+            self.closed = None;
+        }
+        self.views.push(slotted);
+    }
+
+    /// Moves the kept periods' end to `now`, closing each calendar month it
+    /// passes; rebuilds them from the log when `now` is before their end.
+    fn advance_views(&mut self, now: Ts) {
+        if self.views.end.is_none_or(|end| now < end) {
+            self.views = Views::build(now, log_range(&self.log, &self.slots, Ts::MIN, now));
+            self.closed = None;
+            return;
+        }
+        loop {
+            let end = self.views.end.unwrap_or(now);
+            let close = (self.views.month.as_ref())
+                .and_then(|m| next_month(m.start))
+                .filter(|&n| n <= now);
+            let to = close.unwrap_or(now);
+            if to > end {
+                let entering = log_range(&self.log, &self.slots, end, to);
+                self.views.advance(to, entering);
+            }
+            let Some(n) = close else { break };
+            if let Some(m) = &self.views.month {
+                let r = self.span_report(m);
+                if let Some(c) = &mut self.closed {
+                    c.push(r);
+                }
+            }
+            let Views { head, month, .. } = &mut self.views;
+            if let Some(m) = month {
+                m.roll(head, n);
+            }
+        }
     }
 
     /// Metrics over the rolling window `[now - window, now)`: the same as
@@ -1446,27 +1553,29 @@ impl Ledger {
     /// rebuilds the window from the log).
     pub fn rolling(&mut self, window: Ts, now: Ts) -> PeriodReport {
         let start = now.saturating_sub(window.max(0));
-        let span = match self.views.rolling.take() {
-            Some(mut s) if s.start <= start && s.end <= now => {
-                s.advance(start, now);
-                s
+        self.advance_views(now);
+        let Views { head, rolling, .. } = &mut self.views;
+        match rolling {
+            Some(s) if s.start <= start => {
+                let leaving = log_range(&self.log, &self.slots, s.start, start);
+                s.advance(head, start, leaving);
             }
-            _ => Span::from_log(self.slotted(), start, now),
-        };
-        let r = self.span_report(&span);
-        self.views.rolling = Some(span);
-        r
+            _ => {
+                let facts = log_range(&self.log, &self.slots, Ts::MIN, now);
+                *rolling = Some(Span::build(head, start, facts));
+            }
+        }
+        match &self.views.rolling {
+            Some(s) => self.span_report(s),
+            None => self.report(start, now),
+        }
     }
 
+    /// The report of a kept period (it ends where the views do).
     fn span_report(&self, s: &Span) -> PeriodReport {
-        let t = &s.tail;
-        self.period_report(
-            s.start,
-            s.end,
-            &s.acc,
-            (&t.total, &t.plans, &t.segments),
-            &s.head,
-        )
+        let (t, end) = (&s.tail, self.views.end.unwrap_or(s.start));
+        let at_start = (&t.total, &t.plans[..], &t.segments[..]);
+        self.period_report(s.start, end, &s.acc, at_start, &self.views.head)
     }
 
     /// Metrics of `[start, end)` (an `end` before `start` is taken as `start`).
@@ -1485,38 +1594,29 @@ impl Ledger {
     /// if a late fact lands in it). O(months x groups) while `until` moves
     /// forward.
     pub fn monthly(&mut self, until: Ts) -> Vec<PeriodReport> {
-        let Some(first) = self.log.first_ts() else {
+        let Some(first) = self.log.first_ts().filter(|&f| until >= f) else {
             return Vec::new();
         };
         let (Some(first_month), Some(this_month)) = (month_start(first), month_start(until)) else {
             return Vec::new();
         };
-        if until < first {
+        self.advance_views(until);
+        if self.views.month.is_none() {
+            let facts = log_range(&self.log, &self.slots, Ts::MIN, until);
+            self.views.month = Some(Span::build(&self.views.head, this_month, facts));
+            self.closed = None;
+        }
+        let Some(m) = &self.views.month else {
             return Vec::new();
-        }
-        let mut m = match self.views.month.take() {
-            Some(m) if m.end <= until => m,
-            _ => {
-                self.views.closed_stale = true;
-                Span::from_log(self.slotted(), this_month, this_month)
-            }
         };
-        while let Some(n) = next_month(m.start).filter(|&n| n <= until) {
-            m.advance(m.start, n);
-            if !self.views.closed_stale {
-                let r = self.span_report(&m);
-                self.views.closed.push(r);
-            }
-            m.roll();
-        }
-        m.advance(m.start, until);
-        if self.views.closed_stale {
-            self.views.closed = self.replay(&month_bounds(first_month, m.start));
-            self.views.closed_stale = false;
-        }
-        let mut out = self.views.closed.clone();
-        out.push(self.span_report(&m));
-        self.views.month = Some(m);
+        let open = self.span_report(m);
+        let closed = match self.closed.take() {
+            Some(c) => c,
+            None => self.replay(&month_bounds(first_month, m.start)),
+        };
+        let mut out = closed.clone();
+        self.closed = Some(closed);
+        out.push(open);
         out
     }
 
@@ -1541,12 +1641,12 @@ impl Ledger {
         let (np, ns) = (self.plans.len(), self.segments.len());
         let mut r = Replay {
             book: Book {
-                custs: Vec::with_capacity(self.live.custs.len()),
+                custs: Vec::with_capacity(self.slots.len()),
                 total: Stock::default(),
                 plans: vec![Stock::default(); np],
                 segments: vec![Stock::default(); ns],
             },
-            cohort: Vec::with_capacity(self.live.custs.len()),
+            cohort: Vec::with_capacity(self.slots.len()),
             acc: Acc::new(np, ns),
             start_total: Stock::default(),
             start_plans: Vec::new(),
@@ -1567,7 +1667,7 @@ impl Ledger {
                 r.start_segments.clone_from(&r.book.segments);
             }
         };
-        for e in self.log.iter() {
+        for e in self.slotted() {
             while crossed < bounds.len() && e.ts >= bounds[crossed] {
                 cross(&mut r, crossed, &mut out);
                 crossed += 1;
@@ -1668,9 +1768,11 @@ impl Ledger {
             + self.last_ts.capacity() * std::mem::size_of::<Ts>()
             + (self.live.plans.capacity() + self.live.segments.capacity())
                 * std::mem::size_of::<Stock>()
+            + self.slots.capacity() * (std::mem::size_of::<(CustomerIx, Slot)>() + 1)
             + self.plans.heap_bytes()
             + self.segments.heap_bytes()
             + self.views.heap_bytes()
+            + self.closed.as_ref().map_or(0, |c| c.capacity()) * std::mem::size_of::<PeriodReport>()
     }
 }
 

@@ -1,18 +1,20 @@
-//! A period `[start, end)` kept up to date as facts arrive and as its bounds
-//! move forward, so that its report costs O(plans + segments) instead of a
-//! replay of the whole log.
+//! Periods `[start, end)` kept up to date as facts arrive and as their
+//! bounds move forward, so that a report costs O(plans + segments) instead
+//! of a replay of the whole log.
 //!
-//! A [`Span`] holds the book at each bound (`tail`: every fact before
-//! `start`; `head`: every fact before `end`), the facts from `start` on, and
-//! the period's counters. A fact entering the period (`head` passes it) adds
-//! its flow; a fact leaving it (`tail` passes it) takes the same flow back
-//! out, recomputed from the same customer state, so the counters always
-//! equal a replay of the facts in the period. The start cohort is kept in
-//! closed form per customer: a member (subscribed at `start`) whose churns in
-//! the period are non-empty is lost, under the kind of the first; any other
-//! member counts `head MRR - tail MRR` as expansion or contraction. Each
-//! change to one of those three inputs takes the customer's old contribution
-//! out and puts the new one in.
+//! [`Views`] holds the book at `end` (`head`: every fact before it), shared
+//! by every kept period, and per period a [`Span`]: the book at its `start`
+//! (`tail`) and its counters. A fact entering the periods (`head` passes it)
+//! adds its flow to each; a fact leaving one (its `tail` passes it) takes the
+//! same flow back out, recomputed from the same customer state, so the
+//! counters always equal a replay of the facts in the period. The facts
+//! themselves stay in the ledger's log: bounds move over time ranges of it.
+//!
+//! The start cohort is kept in closed form per customer: a member
+//! (subscribed at `start`) with churns in the period is lost, under the kind
+//! of the first; any other member counts `head MRR - tail MRR` as expansion
+//! or contraction. Each change to one of those inputs takes the customer's
+//! old contribution out and puts the new one in.
 //!
 //! Per customer, facts are logged in time order (the ledger records a late
 //! fact at the customer's previous fact's time), so a customer's state at any
@@ -26,25 +28,17 @@ use rustc_hash::FxHashMap;
 use super::{Acc, Book, Entry, Flow, SUBSCRIBED, count_flow, pos};
 use crate::event::Ts;
 
-/// Index of a customer in the spans' books: dense over the customers with a
-/// logged fact (most customers of a usage-heavy product have none).
+/// Index of a customer in the ledger's books: dense over the customers with
+/// a logged fact (most customers of a usage-heavy product have none).
 pub(super) type Slot = u32;
 
-/// One period kept incrementally. Entries carry slots, not customer indexes.
+/// One kept period's start and counters; its end is the [`Views`]' `end`.
 #[derive(Debug, Default)]
 pub(super) struct Span {
     /// Period start (inclusive).
     pub(super) start: Ts,
-    /// Period end (exclusive).
-    pub(super) end: Ts,
     /// The book before `start`.
     pub(super) tail: Book,
-    /// The book before `end`.
-    pub(super) head: Book,
-    /// Entries at or after `start` in log order; the first `applied` are
-    /// before `end` (applied to `head`).
-    queue: VecDeque<Entry>,
-    applied: usize,
     /// The period's counters (flows and start cohort).
     pub(super) acc: Acc,
     /// Kinds of each customer's churns in the period, in order.
@@ -52,26 +46,9 @@ pub(super) struct Span {
 }
 
 impl Span {
-    /// The empty period `[at, at)`, starting from an empty book.
-    pub(super) fn empty(at: Ts) -> Span {
-        Span {
-            start: at,
-            end: at,
-            ..Span::default()
-        }
-    }
-
-    /// The period `[start, end)` built from `entries` (in log order, with slots).
-    pub(super) fn from_log(entries: impl Iterator<Item = Entry>, start: Ts, end: Ts) -> Span {
-        let mut s = Span::empty(Ts::MIN);
-        s.queue = entries.collect();
-        s.advance(start, end);
-        s
-    }
-
     /// Takes a customer's start-cohort contribution out (`sign` -1) or puts
     /// it in (1).
-    fn cohort(&mut self, slot: Slot, sign: i64) {
+    fn cohort(&mut self, head: &Book, slot: Slot, sign: i64) {
         let s = self.tail.get(slot);
         if !s.has(SUBSCRIBED) {
             return;
@@ -85,7 +62,7 @@ impl Span {
                 });
             }
             None => {
-                let d = self.head.get(slot).mrr - s.mrr;
+                let d = head.get(slot).mrr - s.mrr;
                 self.acc.at(s.plan, s.segment, |r| {
                     r.cohort_expansion += sign * pos(d);
                     r.cohort_contraction += sign * pos(-d);
@@ -94,22 +71,9 @@ impl Span {
         }
     }
 
-    /// `e` enters the period: applied to the end book, its flow counted.
-    fn enter(&mut self, e: &Entry) {
-        self.cohort(e.customer, -1);
-        if let Some((before, after, flow)) = self.head.apply(e) {
-            count_flow(&mut self.acc, before, after, flow, 1);
-            if let Flow::Churned { kind, .. } = flow {
-                let q = self.churns.entry(e.customer).or_default();
-                q.push_back(kind as u8);
-            }
-        }
-        self.cohort(e.customer, 1);
-    }
-
     /// `e` leaves the period: applied to the start book, its flow taken back.
-    fn leave(&mut self, e: &Entry) {
-        self.cohort(e.customer, -1);
+    fn leave(&mut self, head: &Book, e: &Entry) {
+        self.cohort(head, e.customer, -1);
         if let Some((before, after, flow)) = self.tail.apply(e) {
             count_flow(&mut self.acc, before, after, flow, -1);
             if matches!(flow, Flow::Churned { .. })
@@ -121,66 +85,150 @@ impl Span {
                 }
             }
         }
-        self.cohort(e.customer, 1);
+        self.cohort(head, e.customer, 1);
     }
 
-    /// A fact just logged (its customer's latest: see the module doc).
-    pub(super) fn push(&mut self, e: Entry) {
-        if e.ts < self.start {
-            // Every earlier fact of this customer is in both books already.
-            self.cohort(e.customer, -1);
-            self.tail.apply(&e);
-            self.head.apply(&e);
-            self.cohort(e.customer, 1);
-            return;
-        }
-        let at = self.queue.partition_point(|x| x.ts <= e.ts);
-        self.queue.insert(at, e);
-        if e.ts < self.end {
-            // `at` is within the applied prefix: only entries before `end` precede it.
-            self.applied += 1;
-            self.enter(&e);
-        }
-    }
-
-    /// Moves the period to `[start, end)`. Neither bound may move back, and
-    /// `start <= end`.
-    pub(super) fn advance(&mut self, start: Ts, end: Ts) {
-        debug_assert!(start <= end && start >= self.start && end >= self.end);
-        while let Some(&e) = self.queue.get(self.applied)
-            && e.ts < end
-        {
-            self.applied += 1;
-            self.enter(&e);
-        }
-        self.end = end;
-        while let Some(&e) = self.queue.front()
-            && e.ts < start
-        {
-            self.queue.pop_front();
-            self.applied -= 1;
-            self.leave(&e);
+    /// Moves the start forward to `start` over `leaving` (the log's facts in
+    /// `[self.start, start)`, in log order).
+    pub(super) fn advance(&mut self, head: &Book, start: Ts, leaving: impl Iterator<Item = Entry>) {
+        for e in leaving {
+            self.leave(head, &e);
         }
         self.start = start;
     }
 
+    /// The period `[start, end)` from the log's facts before `end` (in log
+    /// order) and the book at `end`.
+    pub(super) fn build(head: &Book, start: Ts, facts: impl Iterator<Item = Entry>) -> Span {
+        let mut s = Span {
+            start,
+            ..Span::default()
+        };
+        let mut at: Option<Book> = None;
+        for e in facts {
+            if e.ts < start {
+                s.tail.apply(&e);
+                continue;
+            }
+            let book = at.get_or_insert_with(|| s.tail.clone());
+            if let Some((before, after, flow)) = book.apply(&e) {
+                count_flow(&mut s.acc, before, after, flow, 1);
+                if let Flow::Churned { kind, .. } = flow {
+                    s.churns
+                        .entry(e.customer)
+                        .or_default()
+                        .push_back(kind as u8);
+                }
+            }
+        }
+        for slot in 0..s.tail.custs.len() as Slot {
+            s.cohort(head, slot, 1);
+        }
+        s
+    }
+
     /// Starts the next period at `end` (a calendar month closed): the start
     /// book becomes the end book and the counters start from zero.
-    pub(super) fn roll(&mut self) {
-        self.queue.drain(..self.applied);
-        self.applied = 0;
-        self.tail = self.head.clone();
+    pub(super) fn roll(&mut self, head: &Book, end: Ts) {
+        self.tail = head.clone();
         self.acc = Acc::default();
         self.churns.clear();
-        self.start = self.end;
+        self.start = end;
+    }
+
+    /// Approximate heap bytes held.
+    fn heap_bytes(&self) -> usize {
+        self.tail.heap_bytes()
+            + self.acc.heap_bytes()
+            + self.churns.capacity() * (std::mem::size_of::<(Slot, VecDeque<u8>)>() + 1)
+    }
+}
+
+/// The kept periods: the rolling window and the open calendar month, both
+/// ending at `end`.
+#[derive(Debug, Default)]
+pub(super) struct Views {
+    /// Where every kept period ends (exclusive); `None` until first asked for.
+    pub(super) end: Option<Ts>,
+    /// The book before `end`.
+    pub(super) head: Book,
+    /// The rolling window.
+    pub(super) rolling: Option<Span>,
+    /// The open calendar month.
+    pub(super) month: Option<Span>,
+}
+
+impl Views {
+    /// The book at `end` from the log's facts before it, and no period yet.
+    pub(super) fn build(end: Ts, facts: impl Iterator<Item = Entry>) -> Views {
+        let mut head = Book::default();
+        for e in facts {
+            head.apply(&e);
+        }
+        Views {
+            end: Some(end),
+            head,
+            rolling: None,
+            month: None,
+        }
+    }
+
+    /// Applies a fact before `end` to the head and to every period: a flow
+    /// where it is in the period, part of the start where it is before it.
+    fn apply(&mut self, e: &Entry) {
+        let Views {
+            head,
+            rolling,
+            month,
+            ..
+        } = self;
+        let mut spans = [rolling.as_mut(), month.as_mut()];
+        for s in spans.iter_mut().flatten() {
+            s.cohort(head, e.customer, -1);
+        }
+        let change = head.apply(e);
+        for s in spans.iter_mut().flatten() {
+            if e.ts < s.start {
+                s.tail.apply(e);
+            } else if let Some((before, after, flow)) = change {
+                count_flow(&mut s.acc, before, after, flow, 1);
+                if let Flow::Churned { kind, .. } = flow {
+                    s.churns
+                        .entry(e.customer)
+                        .or_default()
+                        .push_back(kind as u8);
+                }
+            }
+        }
+        for s in spans.iter_mut().flatten() {
+            s.cohort(head, e.customer, 1);
+        }
+    }
+
+    /// A fact just logged, with its slot (its customer's latest: see the
+    /// module doc). One at or after `end` waits in the log for `end` to pass it.
+    pub(super) fn push(&mut self, e: Entry) {
+        if self.end.is_some_and(|end| e.ts < end) {
+            self.apply(&e);
+        }
+    }
+
+    /// Moves `end` forward to `end` over `entering` (the log's facts in
+    /// `[self.end, end)`, in log order).
+    pub(super) fn advance(&mut self, end: Ts, entering: impl Iterator<Item = Entry>) {
+        for e in entering {
+            self.apply(&e);
+        }
+        self.end = Some(end);
     }
 
     /// Approximate heap bytes held.
     pub(super) fn heap_bytes(&self) -> usize {
-        self.tail.heap_bytes()
-            + self.head.heap_bytes()
-            + self.queue.capacity() * std::mem::size_of::<Entry>()
-            + self.acc.heap_bytes()
-            + self.churns.capacity() * (std::mem::size_of::<(Slot, VecDeque<u8>)>() + 1)
+        self.head.heap_bytes()
+            + [&self.rolling, &self.month]
+                .iter()
+                .flat_map(|s| s.iter())
+                .map(|s| s.heap_bytes())
+                .sum::<usize>()
     }
 }

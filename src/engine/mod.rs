@@ -967,7 +967,6 @@ impl Engine {
         for &(ts, key) in &self.dedup_queue {
             self.dedup.insert(key, ts);
         }
-        self.ledger.rebuild_after_restore();
         let customers = &self.customers;
         self.superseded_timers = self
             .timers

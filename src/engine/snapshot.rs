@@ -573,6 +573,9 @@ mod tests {
             "2026-01-21T15:24:41Z"
         );
         assert!(e.customer("c-000042").is_some());
+        // Loaded into this version's structures and written back, it is the
+        // same file: the format did not change under it.
+        assert_eq!(e.snapshot_bytes().unwrap(), bytes);
         let before = e.stats().applied;
         e.finish(None);
         assert!(e.stats().applied > before, "its reorder buffer is applied");
