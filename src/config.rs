@@ -10,7 +10,7 @@ use rustc_hash::FxHashMap;
 use serde::Deserialize;
 
 use crate::event::{DAY_MS, DecodeConfig, HOUR_MS, Ts};
-use crate::signals::AlertKind;
+use crate::signals::{AlertKind, AlertSeverity};
 
 /// Parses a duration such as `500ms`, `30s`, `15m`, `2h`, `14d`, `8w` into milliseconds.
 pub fn parse_duration(s: &str) -> Result<Ts, String> {
@@ -54,8 +54,8 @@ pub const DEFAULT_REBUILD_HOLD_MAX: u64 = 256 << 20;
 pub struct AlertParams {
     /// The alert is evaluated at all.
     pub enabled: bool,
-    /// `info`, `warning` or `critical`.
-    pub severity: String,
+    /// How urgent the alert is.
+    pub severity: AlertSeverity,
     /// Threshold at which the alert fires.
     pub fire: f64,
     /// Threshold at which a firing alert resolves (hysteresis).
@@ -317,7 +317,7 @@ impl Config {
         let d = format_duration;
         let params = |p: &AlertParams| RawAlertParams {
             enabled: Some(p.enabled),
-            severity: Some(p.severity.clone()),
+            severity: Some(p.severity.as_str().to_string()),
             fire: Some(p.fire),
             resolve: Some(p.resolve),
             min_baseline: Some(p.min_baseline),
@@ -759,8 +759,8 @@ fn merge_params(p: &mut AlertParams, raw: &RawAlertParams, key: &str, errors: &m
         p.enabled = e;
     }
     if let Some(s) = &raw.severity {
-        if ["info", "warning", "critical"].contains(&s.as_str()) {
-            p.severity = s.clone();
+        if let Some(severity) = AlertSeverity::from_name(s) {
+            p.severity = severity;
         } else {
             errors.push(format!(
                 "{key}.severity = {s:?}: expected info, warning or critical"
@@ -942,6 +942,34 @@ api_token = "0123456789abcdef0123"
             assert!(all.contains(key), "missing {key} in:\n{all}");
         }
         assert_eq!(errs.len(), 10, "{all}");
+    }
+
+    #[test]
+    fn severity_is_one_of_three_words() {
+        let raw: RawConfig = toml::from_str(
+            r#"
+            [alerts.churned]
+            severity = "loud"
+            [plans.pro.detractor]
+            severity = "info"
+            "#,
+        )
+        .unwrap();
+        let errs = raw.validate().unwrap_err().0;
+        assert_eq!(
+            errs,
+            [r#"alerts.churned.severity = "loud": expected info, warning or critical"#]
+        );
+        let raw: RawConfig = toml::from_str("[plans.pro.detractor]\nseverity = \"info\"").unwrap();
+        let c = raw.validate().unwrap();
+        assert_eq!(
+            c.alert(AlertKind::Detractor, Some("pro")).severity,
+            AlertSeverity::Info
+        );
+        assert_eq!(
+            c.alert(AlertKind::Detractor, None).severity,
+            AlertSeverity::Warning
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@ use serde_json::json;
 use crate::app::SharedState;
 use crate::engine::CustomerRow;
 use crate::metrics::Metrics;
+use crate::signals::health::Risk;
 
 /// Largest `limit` accepted by `/api/at-risk`.
 pub const MAX_LIMIT: usize = 1000;
@@ -195,7 +196,7 @@ async fn at_risk(State(st): State<HttpState>, Query(q): Query<AtRiskQuery>) -> R
     for (_, e) in st.shared.engines() {
         let part = crate::lock(&e).customers();
         rows.extend(part.into_iter().filter(|r| {
-            (r.risk != "low" || !r.firing.is_empty())
+            (r.risk != Risk::Low || !r.firing.is_empty())
                 && q.plan
                     .as_deref()
                     .is_none_or(|p| r.plan.as_deref() == Some(p))
@@ -277,13 +278,13 @@ mod tests {
         let row = |id: &str, mrr_at_risk, health_score| CustomerRow {
             customer_id: id.into(),
             health_score,
-            risk: "high",
+            risk: Risk::High,
             firing: vec![],
             plan: None,
             segment: None,
             mrr: None,
             mrr_at_risk,
-            lifecycle: "at_risk",
+            lifecycle: crate::engine::Lifecycle::AtRisk,
             currency: "USD".into(),
             last_seen: None,
             breakdown: Default::default(),

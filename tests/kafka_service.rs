@@ -1445,7 +1445,7 @@ async fn kafka_run_matches_backtest_alert_ids() {
     // filtered and ranked as the API documents.
     let mut at_risk: Vec<_> = rows
         .iter()
-        .filter(|r| r.risk != "low" || !r.firing.is_empty())
+        .filter(|r| r.risk != churnwatch::signals::health::Risk::Low || !r.firing.is_empty())
         .cloned()
         .collect();
     churnwatch::http::rank_at_risk(&mut at_risk);

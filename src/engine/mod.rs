@@ -27,8 +27,10 @@ use crate::alert::{AlertEvent, AlertStatus};
 use crate::business::{Fact, Ledger, OTHER_GROUP, PeriodReport};
 use crate::config::{AlertParams, Config};
 use crate::event::{CancelKind, DAY_MS, Event, EventKind, Ts, format_ts};
-use crate::signals::health::{self, Health};
-use crate::signals::{self, AlertKind, Ctx, Finding, Population, WeekTotals, engagement};
+use crate::signals::health::{self, Health, Risk};
+use crate::signals::{
+    self, AlertKind, AlertSeverity, Ctx, Finding, Population, WeekTotals, engagement,
+};
 
 use customer::{Billing, Customer, Feedback, Firing, NEVER, SubStatus, Ticket};
 use population::{Acc, InstancePopulation, MIN_PLAN_POPULATION, PopulationSamples};
@@ -303,8 +305,8 @@ pub struct CustomerRow {
     pub customer_id: Box<str>,
     /// 0..=100.
     pub health_score: u8,
-    /// `low`, `medium`, `high`.
-    pub risk: &'static str,
+    /// Risk band of the score (never `low` while `dormant`).
+    pub risk: Risk,
     /// Firing alert names, sorted.
     pub firing: Vec<&'static str>,
     /// Plan.
@@ -318,7 +320,7 @@ pub struct CustomerRow {
     /// Latest usage (RFC 3339), null without usage.
     pub last_seen: Option<String>,
     /// Lifecycle stage.
-    pub lifecycle: &'static str,
+    pub lifecycle: Lifecycle,
     /// Points deducted per signal.
     pub breakdown: BTreeMap<&'static str, u8>,
     /// MRR at risk: the MRR of a customer with risk high or an alert firing.
@@ -336,9 +338,9 @@ pub struct GroupSnapshot {
     /// Customers in the group.
     pub customers: u64,
     /// Customers by lifecycle.
-    pub by_lifecycle: BTreeMap<&'static str, u64>,
+    pub by_lifecycle: BTreeMap<Lifecycle, u64>,
     /// Customers by risk.
-    pub by_risk: BTreeMap<&'static str, u64>,
+    pub by_risk: BTreeMap<Risk, u64>,
     /// Customers with each alert firing.
     pub firing: BTreeMap<&'static str, u64>,
     /// MRR of subscribed customers.
@@ -395,17 +397,52 @@ impl NewIds {
     }
 }
 
-/// Lifecycle stages, for pre-registering metrics.
-pub const LIFECYCLES: [&str; 6] = [
-    "new",
-    "active",
-    "at_risk",
-    "dormant",
-    "churned",
-    "reactivated",
-];
-/// Risk bands.
-pub const RISKS: [&str; 3] = ["low", "medium", "high"];
+/// A customer's lifecycle stage, the first that applies in this order:
+/// `churned`, `dormant` (no usage for `dormant_after`), `at_risk` (risk
+/// `high` or an alert above `info` firing), `reactivated` (in the last 30
+/// days), `new` (first seen in the last 30 days), `active`.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Lifecycle {
+    /// First seen in the last 30 days.
+    New,
+    /// None of the others.
+    Active,
+    /// Risk `high`, or an alert above `info` firing.
+    AtRisk,
+    /// No usage for `dormant_after`.
+    Dormant,
+    /// Cancelled, or dunning expired.
+    Churned,
+    /// Subscribed again after churning, in the last 30 days.
+    Reactivated,
+}
+
+impl Lifecycle {
+    /// All stages.
+    pub const ALL: [Lifecycle; 6] = [
+        Lifecycle::New,
+        Lifecycle::Active,
+        Lifecycle::AtRisk,
+        Lifecycle::Dormant,
+        Lifecycle::Churned,
+        Lifecycle::Reactivated,
+    ];
+
+    /// Contract spelling (as serialised), e.g. for metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lifecycle::New => "new",
+            Lifecycle::Active => "active",
+            Lifecycle::AtRisk => "at_risk",
+            Lifecycle::Dormant => "dormant",
+            Lifecycle::Churned => "churned",
+            Lifecycle::Reactivated => "reactivated",
+        }
+    }
+}
 
 /// What a customer's timer evaluates: every alert but those judged at the
 /// daily sweep ([`SWEEP_KINDS`]).
@@ -1494,7 +1531,7 @@ impl Engine {
                 customer_id: self.ids.get(ix).into(),
                 alert: kind,
                 status,
-                severity: self.cfg.alert(kind, plan).severity.clone(),
+                severity: self.cfg.alert(kind, plan).severity,
                 plan: plan.map(Into::into),
                 segment: self.segments.name(c.segment).map(Into::into),
                 starts_at,
@@ -2100,33 +2137,33 @@ impl Engine {
         self.runs.iter().map(VecDeque::len).sum::<usize>() + self.heap.len()
     }
 
-    fn lifecycle(&self, c: &Customer, health: &Health, now: Ts) -> &'static str {
+    fn lifecycle(&self, c: &Customer, health: &Health, now: Ts) -> Lifecycle {
         const THIRTY_DAYS: Ts = 30 * DAY_MS;
         if c.is_churned() {
-            return "churned";
+            return Lifecycle::Churned;
         }
         if c.last_usage != NEVER && now - c.last_usage >= self.cfg.dormant_after {
-            return "dormant";
+            return Lifecycle::Dormant;
         }
         let plan = self.plans.name(Self::plan_of(c));
         let warning = c
             .firing
             .iter()
-            .any(|f| self.cfg.alert(f.kind, plan).severity != "info");
+            .any(|f| self.cfg.alert(f.kind, plan).severity != AlertSeverity::Info);
         if health.score < self.cfg.risk_high_below || warning {
-            return "at_risk";
+            return Lifecycle::AtRisk;
         }
         if c.billing
             .as_ref()
             .and_then(|b| b.reactivated_at())
             .is_some_and(|t| now - t < THIRTY_DAYS)
         {
-            return "reactivated";
+            return Lifecycle::Reactivated;
         }
         if now - c.first_seen < THIRTY_DAYS {
-            return "new";
+            return Lifecycle::New;
         }
-        "active"
+        Lifecycle::Active
     }
 
     fn row(&self, ix: u32, now: Ts) -> CustomerRow {
@@ -2140,13 +2177,13 @@ impl Engine {
         let lifecycle = self.lifecycle(c, &h, now);
         // A customer gone quiet for `dormant_after` is never low risk,
         // whatever else its score says.
-        let risk = if lifecycle == "dormant" && risk == "low" {
-            "medium"
+        let risk = if lifecycle == Lifecycle::Dormant && risk == Risk::Low {
+            Risk::Medium
         } else {
             risk
         };
         let mrr = c.mrr();
-        let at_risk = risk == "high" || !c.firing.is_empty();
+        let at_risk = risk == Risk::High || !c.firing.is_empty();
         CustomerRow {
             customer_id: self.ids.get(ix).into(),
             health_score: h.score,
@@ -2259,7 +2296,7 @@ impl Engine {
                     customer_id: self.ids.get(ix as u32).into(),
                     alert: f.kind,
                     status: AlertStatus::Firing,
-                    severity: self.cfg.alert(f.kind, plan).severity.clone(),
+                    severity: self.cfg.alert(f.kind, plan).severity,
                     plan: plan.map(Into::into),
                     segment: self.segments.name(c.segment).map(Into::into),
                     starts_at: f.starts_at,

@@ -79,32 +79,70 @@ impl AlertKind {
 
     /// Built-in tunables.
     pub fn default_params(self) -> AlertParams {
-        let p = |severity: &str, fire: f64, resolve: f64, min_baseline: f64, window_days: i64| {
-            AlertParams {
+        use AlertSeverity::{Critical, Info, Warning};
+        let p =
+            |severity, fire: f64, resolve: f64, min_baseline: f64, window_days: i64| AlertParams {
                 enabled: true,
-                severity: severity.to_string(),
+                severity,
                 fire,
                 resolve,
                 min_baseline,
                 significance: 0.0,
                 window: window_days * DAY_MS,
-            }
-        };
+            };
         let z = |mut p: AlertParams, z: f64| {
             p.significance = z;
             p
         };
         match self {
-            AlertKind::EngagementDrop => z(p("warning", 0.4, 0.2, 5.0, 42), 2.0),
-            AlertKind::Inactivity => p("warning", 4.0, 0.0, 4.0, 7),
-            AlertKind::SeatContraction => z(p("warning", 0.5, 0.25, 4.0, 42), 3.0),
-            AlertKind::KeyFeatureUnused => p("info", 3.0, 0.0, 0.0, 14),
-            AlertKind::Downgrade => p("warning", 0.01, 0.0, 0.0, 30),
-            AlertKind::PaymentFailed => p("warning", 0.0, 0.0, 0.0, 0),
-            AlertKind::Churned => p("critical", 0.0, 0.0, 0.0, 0),
-            AlertKind::Detractor => p("warning", 0.0, 0.0, 0.0, 90),
-            AlertKind::SupportSpike => p("warning", 3.0, 1.5, 3.0, 7),
+            AlertKind::EngagementDrop => z(p(Warning, 0.4, 0.2, 5.0, 42), 2.0),
+            AlertKind::Inactivity => p(Warning, 4.0, 0.0, 4.0, 7),
+            AlertKind::SeatContraction => z(p(Warning, 0.5, 0.25, 4.0, 42), 3.0),
+            AlertKind::KeyFeatureUnused => p(Info, 3.0, 0.0, 0.0, 14),
+            AlertKind::Downgrade => p(Warning, 0.01, 0.0, 0.0, 30),
+            AlertKind::PaymentFailed => p(Warning, 0.0, 0.0, 0.0, 0),
+            AlertKind::Churned => p(Critical, 0.0, 0.0, 0.0, 0),
+            AlertKind::Detractor => p(Warning, 0.0, 0.0, 0.0, 90),
+            AlertKind::SupportSpike => p(Warning, 3.0, 1.5, 3.0, 7),
         }
+    }
+}
+
+/// How urgent an alert is (config `<alert>.severity`, the alert's
+/// `severity`). Not a support ticket's [`crate::event::Severity`].
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertSeverity {
+    /// Worth knowing; does not put a customer `at_risk`.
+    Info,
+    /// Needs attention.
+    Warning,
+    /// The customer is lost.
+    Critical,
+}
+
+impl AlertSeverity {
+    /// All severities, least urgent first.
+    pub const ALL: [AlertSeverity; 3] = [
+        AlertSeverity::Info,
+        AlertSeverity::Warning,
+        AlertSeverity::Critical,
+    ];
+
+    /// Contract spelling (as serialised).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertSeverity::Info => "info",
+            AlertSeverity::Warning => "warning",
+            AlertSeverity::Critical => "critical",
+        }
+    }
+
+    /// Parses a contract spelling.
+    pub fn from_name(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.as_str() == s)
     }
 }
 

@@ -6,11 +6,12 @@ use std::sync::Arc;
 
 use crate::alert::{AlertEvent, AlertStatus};
 use crate::config::{Config, RawConfig};
-use crate::engine::Engine;
+use crate::engine::{Engine, Lifecycle};
 use crate::event::{
     CancelKind, DAY_MS, Event, EventKind, HOUR_MS, Severity, Ts, parse_ts, user_hash,
 };
 use crate::signals::AlertKind;
+use crate::signals::health::Risk;
 
 fn t0() -> Ts {
     parse_ts("2026-01-05T00:00:00Z").unwrap() // a Monday
@@ -768,7 +769,7 @@ fn health_score_breakdown_sums_and_ranks_risk() {
         .unwrap();
     assert!(fading.health_score < 70, "{fading:?}");
     assert!(peer.health_score >= 90, "{peer:?}");
-    assert_ne!(fading.risk, "low");
+    assert_ne!(fading.risk, Risk::Low);
     assert!(fading.breakdown.contains_key("frequency") && fading.breakdown.contains_key("nps"));
 }
 
@@ -792,7 +793,7 @@ fn health_recency_falls_with_idle_time_against_the_own_rhythm_and_idle_for_10_ga
         recency.push(r.breakdown.get("recency").copied().unwrap_or(0));
         if day >= 90 {
             // 30 days idle: ten times its 3-day rhythm.
-            assert_ne!(r.risk, "low", "{r:?}");
+            assert_ne!(r.risk, Risk::Low, "{r:?}");
         }
     }
     assert!(
@@ -838,8 +839,8 @@ fn one_time_customers_are_ranked_by_idle_time_and_a_dormant_one_is_never_low_ris
     );
     for id in ["once-60", "once-120"] {
         let r = row_of(&e, id);
-        assert_eq!(r.lifecycle, "dormant", "{r:?}");
-        assert_ne!(r.risk, "low", "{r:?}");
+        assert_eq!(r.lifecycle, Lifecycle::Dormant, "{r:?}");
+        assert_ne!(r.risk, Risk::Low, "{r:?}");
     }
 }
 
@@ -967,7 +968,7 @@ fn readme_alert_defaults_match_the_code() {
             .find(|k| k.name() == name)
             .unwrap_or_else(|| panic!("unknown alert {name:?} in README"));
         let p = kind.default_params();
-        assert_eq!(cells[1], p.severity, "{name} severity");
+        assert_eq!(cells[1], p.severity.as_str(), "{name} severity");
         assert_eq!(num(cells[2]), p.fire, "{name} fire");
         assert_eq!(num(cells[3]), p.resolve, "{name} resolve");
         assert_eq!(num(cells[4]), p.min_baseline, "{name} min_baseline");
@@ -976,4 +977,31 @@ fn readme_alert_defaults_match_the_code() {
         seen.push(kind);
     }
     assert_eq!(seen, AlertKind::ALL, "one row per alert, in order");
+}
+
+/// Metric labels (`as_str`) and every JSON output (serde) spell the
+/// enums the same way, and `ALL` lists each value once.
+#[test]
+fn enum_spellings_are_their_serialised_names() {
+    fn check<T: serde::Serialize + Copy + Eq + std::fmt::Debug>(
+        all: &[T],
+        name: fn(T) -> &'static str,
+    ) {
+        for (i, v) in all.iter().enumerate() {
+            assert_eq!(serde_json::to_value(v).unwrap(), name(*v), "{v:?}");
+            assert!(!all[..i].contains(v), "{v:?} twice");
+        }
+    }
+    check(&Risk::ALL, Risk::as_str);
+    check(&Lifecycle::ALL, Lifecycle::as_str);
+    check(
+        &crate::signals::AlertSeverity::ALL,
+        crate::signals::AlertSeverity::as_str,
+    );
+    for s in crate::signals::AlertSeverity::ALL {
+        assert_eq!(
+            crate::signals::AlertSeverity::from_name(s.as_str()),
+            Some(s)
+        );
+    }
 }
