@@ -621,7 +621,7 @@ fn a_flood_of_plan_names_and_new_ids_is_bounded_and_changes_no_other_alert() {
     hostile.insert(mid + 2_000, late);
     let (engine2, _) = run(&hostile);
     let ent = engine2.customer("flood-x").expect("flood-x");
-    assert_eq!(ent["plan"], "enterprise", "{ent}");
+    assert_eq!(ent.row.plan.as_deref(), Some("enterprise"), "{ent:?}");
     let json = |v: &[AlertEvent]| {
         v.iter()
             .filter(|a| !a.customer_id.starts_with("flood-"))

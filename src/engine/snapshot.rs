@@ -372,7 +372,7 @@ mod tests {
                 .map(|r| serde_json::to_string(r).unwrap()),
         );
         out.extend(e.firing().iter().map(|a| a.to_json()));
-        out.push(serde_json::to_string(&e.customer("c-000007")).unwrap());
+        out.push(format!("{:?}", e.customer("c-000007")));
         out.push(serde_json::to_string(&e.business_rolling()).unwrap());
         out.push(serde_json::to_string(&e.business_monthly()).unwrap());
         out.push(serde_json::to_string(e.stats()).unwrap());

@@ -155,12 +155,7 @@ fn weekend_idle_customers_raise_nothing() {
         "{alerts:#?}"
     );
     // Evaluated on a Monday morning too: the weekend gap is normal.
-    assert!(
-        e.customer("weekdays").unwrap()["alerts"]
-            .as_array()
-            .unwrap()
-            .is_empty()
-    );
+    assert!(e.customer("weekdays").unwrap().alerts.is_empty());
 }
 
 #[test]
@@ -195,7 +190,7 @@ fn a_bursty_customer_is_judged_by_its_own_rhythm() {
         .collect();
     assert!(after_rhythm.is_empty(), "{after_rhythm:#?}");
     let v = e.customer("bursty").unwrap();
-    assert!(v["firing"].as_array().unwrap().is_empty());
+    assert!(v.row.firing.is_empty());
 }
 
 #[test]
@@ -587,7 +582,7 @@ fn payment_failed_recovered_and_not_recovered() {
     assert_eq!(churned[0].starts_at, at(44.0));
     assert_eq!(churned[0].evidence["kind"], "involuntary");
     assert_eq!(churned[0].mrr_at_risk, Some(4900));
-    assert_eq!(e.customer("lost").unwrap()["health_score"], 0);
+    assert_eq!(e.customer("lost").unwrap().row.health_score, 0);
 }
 
 #[test]
