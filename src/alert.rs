@@ -4,8 +4,8 @@
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::catalogue::{AlertKind, AlertSeverity};
 use crate::event::{Ts, format_ts};
-use crate::signals::{AlertKind, AlertSeverity};
 
 /// Whether an alert began or ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]

@@ -9,8 +9,8 @@ use std::path::Path;
 use rustc_hash::FxHashMap;
 use serde::Deserialize;
 
+use crate::catalogue::{AlertKind, AlertParams, AlertSeverity};
 use crate::event::{DAY_MS, DecodeConfig, HOUR_MS, Ts};
-use crate::signals::{AlertKind, AlertSeverity};
 
 /// Parses a duration such as `500ms`, `30s`, `15m`, `2h`, `14d`, `8w` into milliseconds.
 pub fn parse_duration(s: &str) -> Result<Ts, String> {
@@ -47,27 +47,6 @@ pub fn format_duration(ms: Ts) -> String {
 
 /// Default `kafka.rebuild_hold_max`: 256 MiB.
 pub const DEFAULT_REBUILD_HOLD_MAX: u64 = 256 << 20;
-
-/// Tunables of one alert. The meaning of `fire`, `resolve`, `min_baseline`
-/// and `window` per alert is documented on [`AlertKind`] and in the README.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct AlertParams {
-    /// The alert is evaluated at all.
-    pub enabled: bool,
-    /// How urgent the alert is.
-    pub severity: AlertSeverity,
-    /// Threshold at which the alert fires.
-    pub fire: f64,
-    /// Threshold at which a firing alert resolves (hysteresis).
-    pub resolve: f64,
-    /// Smallest baseline the alert trusts.
-    pub min_baseline: f64,
-    /// How many standard deviations (of the customer's own weekly variation,
-    /// at least Poisson noise) below expected a drop must be to fire; 0 = off.
-    pub significance: f64,
-    /// The alert's time window in milliseconds.
-    pub window: Ts,
-}
 
 /// Partial [`AlertParams`] as written in a file.
 #[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]

@@ -14,12 +14,12 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::app::SharedState;
-use crate::engine::customer::SubStatus;
 use crate::engine::{CustomerRow, CustomerView};
 use crate::event::{Ts, format_ts};
 use crate::metrics::Metrics;
 use crate::signals::health::Risk;
 use crate::signals::{r2, r3};
+use crate::state::customer::SubStatus;
 
 /// Largest `limit` accepted by `/api/at-risk`.
 pub const MAX_LIMIT: usize = 1000;

@@ -388,7 +388,7 @@ impl Metrics {
         for label in ["plan", "segment"] {
             m.label_values_folded.with_label_values(&[label]);
         }
-        for kind in crate::signals::AlertKind::ALL {
+        for kind in crate::catalogue::AlertKind::ALL {
             for status in ["firing", "resolved"] {
                 m.alerts_produced.with_label_values(&[kind.name(), status]);
             }
@@ -492,7 +492,7 @@ impl Metrics {
                     .with_label_values(&[plan.as_str(), segment, r.as_str()])
                     .set(as_i64(*v));
             }
-            for kind in crate::signals::AlertKind::ALL {
+            for kind in crate::catalogue::AlertKind::ALL {
                 let v = g.firing.get(kind.name()).copied().unwrap_or(0);
                 self.alerts_firing
                     .with_label_values(&[plan.as_str(), segment, kind.name()])

@@ -103,7 +103,7 @@ const EARLY_WARNING_DAYS: Ts = 60;
 /// Returns the report and what failed the gates: precision and recall >= 0.9,
 /// healthy alerted <= 1% per alert and <= 2% by any alert.
 fn quality(g: &Generated, customers: usize, alerts: &[AlertEvent]) -> (String, Vec<String>) {
-    use churnwatch::signals::AlertKind;
+    use churnwatch::catalogue::AlertKind;
     let labels: &[Label] = &g.labels;
     let by_customer: BTreeMap<&str, Vec<&Label>> =
         labels.iter().fold(BTreeMap::new(), |mut m, l| {

@@ -8,12 +8,12 @@
 //! expiry, ...) and the daily sweep (window signals). So any arrival order
 //! within the allowed lateness gives the same state and byte-identical alerts.
 
-pub mod customer;
 pub mod population;
+#[cfg(test)]
+mod signal_tests;
 pub mod snapshot;
 mod view;
 mod visits;
-pub mod window;
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
@@ -26,10 +26,12 @@ use serde::Serialize;
 
 use crate::alert::{AlertEvent, AlertStatus};
 use crate::business::{Fact, Ledger, OTHER_GROUP, PeriodReport};
-use crate::config::{AlertParams, Config};
+use crate::catalogue::{AlertKind, AlertParams};
+use crate::config::Config;
 use crate::event::{CancelKind, DAY_MS, Event, EventKind, Ts, format_ts};
 use crate::signals::health::{self, Health};
-use crate::signals::{self, AlertKind, Ctx, Finding, Population, WeekTotals, engagement};
+use crate::signals::{self, Ctx, Finding, Population, WeekTotals, engagement};
+use crate::state::{customer, window};
 
 use customer::{Billing, Customer, Feedback, Firing, NEVER, SubStatus, Ticket};
 use population::{Acc, InstancePopulation, MIN_PLAN_POPULATION, PopulationSamples};
@@ -2093,7 +2095,7 @@ fn resolved_summary(kind: AlertKind) -> &'static str {
 #[cfg(test)]
 mod storage_tests {
     use super::{Ids, SWEEP_KINDS, TIMER_KINDS, Timer};
-    use crate::signals::AlertKind;
+    use crate::catalogue::AlertKind;
 
     #[test]
     fn timer_and_sweep_kinds_are_every_alert_once_in_order() {

@@ -314,21 +314,6 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// A `serde_json::Value` stored as its JSON text: the snapshot's format is
-/// not self-describing, which a `Value` needs to be read back.
-pub(crate) mod json_text {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(v: &serde_json::Value, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&v.to_string())
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<serde_json::Value, D::Error> {
-        let text = String::deserialize(d)?;
-        serde_json::from_str(&text).map_err(serde::de::Error::custom)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;

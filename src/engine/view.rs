@@ -7,12 +7,12 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::Engine;
-use super::customer::{Customer, NEVER, SubStatus};
-use super::window::day_of;
 use crate::alert::{AlertEvent, AlertStatus};
+use crate::catalogue::{AlertKind, AlertSeverity};
 use crate::event::{CancelKind, DAY_MS, Ts, format_ts};
 use crate::signals::health::{self, Health, Risk};
-use crate::signals::{AlertKind, AlertSeverity};
+use crate::state::customer::{Customer, NEVER, SubStatus};
+use crate::state::window::day_of;
 
 /// A customer's lifecycle stage, the first that applies in this order:
 /// `churned`, `dormant` (no usage for `dormant_after`), `at_risk` (risk
@@ -120,7 +120,7 @@ pub struct Snapshot {
     /// One entry per (plan, segment).
     pub groups: Vec<GroupSnapshot>,
     /// Events whose plan, and whose segment, was counted under
-    /// [`OTHER_GROUP`] (past `max_label_values`), since the state was built.
+    /// [`OTHER_GROUP`](crate::business::OTHER_GROUP) (past `max_label_values`), since the state was built.
     pub folded: [u64; 2],
     /// Customers first seen in the last complete minute of event time.
     pub new_customers_last_minute: u64,

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::{Ctx, engagement, feedback, inactivity};
-use crate::engine::customer::{Customer, NEVER};
 use crate::event::{DAY_MS, Severity};
+use crate::state::customer::{Customer, NEVER};
 
 /// A health score with its breakdown.
 #[derive(Debug, Clone, PartialEq, Serialize)]

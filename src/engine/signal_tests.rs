@@ -5,12 +5,12 @@
 use std::sync::Arc;
 
 use crate::alert::{AlertEvent, AlertStatus};
+use crate::catalogue::AlertKind;
 use crate::config::{Config, RawConfig};
 use crate::engine::{Engine, Lifecycle};
 use crate::event::{
     CancelKind, DAY_MS, Event, EventKind, HOUR_MS, Severity, Ts, parse_ts, user_hash,
 };
-use crate::signals::AlertKind;
 use crate::signals::health::Risk;
 
 fn t0() -> Ts {
@@ -990,12 +990,12 @@ fn enum_spellings_are_their_serialised_names() {
     check(&Risk::ALL, Risk::as_str);
     check(&Lifecycle::ALL, Lifecycle::as_str);
     check(
-        &crate::signals::AlertSeverity::ALL,
-        crate::signals::AlertSeverity::as_str,
+        &crate::catalogue::AlertSeverity::ALL,
+        crate::catalogue::AlertSeverity::as_str,
     );
-    for s in crate::signals::AlertSeverity::ALL {
+    for s in crate::catalogue::AlertSeverity::ALL {
         assert_eq!(
-            crate::signals::AlertSeverity::from_name(s.as_str()),
+            crate::catalogue::AlertSeverity::from_name(s.as_str()),
             Some(s)
         );
     }
