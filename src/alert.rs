@@ -4,8 +4,8 @@
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::catalogue::{AlertKind, AlertSeverity};
 use crate::event::{Ts, format_ts};
-use crate::signals::AlertKind;
 
 /// Whether an alert began or ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -36,8 +36,8 @@ pub struct AlertEvent {
     pub alert: AlertKind,
     /// Firing or resolved.
     pub status: AlertStatus,
-    /// `info`, `warning` or `critical`.
-    pub severity: String,
+    /// How urgent the alert is.
+    pub severity: AlertSeverity,
     /// Plan, if billing was seen.
     pub plan: Option<Box<str>>,
     /// Segment, if billing carried one.
@@ -147,7 +147,7 @@ mod tests {
             customer_id: "c-4821".into(),
             alert: AlertKind::EngagementDrop,
             status,
-            severity: "warning".into(),
+            severity: AlertSeverity::Warning,
             plan: Some("pro".into()),
             segment: Some("smb".into()),
             starts_at: t,

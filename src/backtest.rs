@@ -238,10 +238,10 @@ fn summarize(
     let mut firing = BTreeMap::new();
     for g in engine.snapshot().groups {
         for (k, v) in g.by_lifecycle {
-            *lifecycle.entry(k).or_default() += v;
+            *lifecycle.entry(k.as_str()).or_default() += v;
         }
         for (k, v) in g.by_risk {
-            *risk.entry(k).or_default() += v;
+            *risk.entry(k.as_str()).or_default() += v;
         }
         for (k, v) in g.firing {
             *firing.entry(k).or_default() += v;

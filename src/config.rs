@@ -9,8 +9,8 @@ use std::path::Path;
 use rustc_hash::FxHashMap;
 use serde::Deserialize;
 
+use crate::catalogue::{AlertKind, AlertParams, AlertSeverity};
 use crate::event::{DAY_MS, DecodeConfig, HOUR_MS, Ts};
-use crate::signals::AlertKind;
 
 /// Parses a duration such as `500ms`, `30s`, `15m`, `2h`, `14d`, `8w` into milliseconds.
 pub fn parse_duration(s: &str) -> Result<Ts, String> {
@@ -47,27 +47,6 @@ pub fn format_duration(ms: Ts) -> String {
 
 /// Default `kafka.rebuild_hold_max`: 256 MiB.
 pub const DEFAULT_REBUILD_HOLD_MAX: u64 = 256 << 20;
-
-/// Tunables of one alert. The meaning of `fire`, `resolve`, `min_baseline`
-/// and `window` per alert is documented on [`AlertKind`] and in the README.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct AlertParams {
-    /// The alert is evaluated at all.
-    pub enabled: bool,
-    /// `info`, `warning` or `critical`.
-    pub severity: String,
-    /// Threshold at which the alert fires.
-    pub fire: f64,
-    /// Threshold at which a firing alert resolves (hysteresis).
-    pub resolve: f64,
-    /// Smallest baseline the alert trusts.
-    pub min_baseline: f64,
-    /// How many standard deviations (of the customer's own weekly variation,
-    /// at least Poisson noise) below expected a drop must be to fire; 0 = off.
-    pub significance: f64,
-    /// The alert's time window in milliseconds.
-    pub window: Ts,
-}
 
 /// Partial [`AlertParams`] as written in a file.
 #[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
@@ -317,7 +296,7 @@ impl Config {
         let d = format_duration;
         let params = |p: &AlertParams| RawAlertParams {
             enabled: Some(p.enabled),
-            severity: Some(p.severity.clone()),
+            severity: Some(p.severity.as_str().to_string()),
             fire: Some(p.fire),
             resolve: Some(p.resolve),
             min_baseline: Some(p.min_baseline),
@@ -759,8 +738,8 @@ fn merge_params(p: &mut AlertParams, raw: &RawAlertParams, key: &str, errors: &m
         p.enabled = e;
     }
     if let Some(s) = &raw.severity {
-        if ["info", "warning", "critical"].contains(&s.as_str()) {
-            p.severity = s.clone();
+        if let Some(severity) = AlertSeverity::from_name(s) {
+            p.severity = severity;
         } else {
             errors.push(format!(
                 "{key}.severity = {s:?}: expected info, warning or critical"
@@ -942,6 +921,34 @@ api_token = "0123456789abcdef0123"
             assert!(all.contains(key), "missing {key} in:\n{all}");
         }
         assert_eq!(errs.len(), 10, "{all}");
+    }
+
+    #[test]
+    fn severity_is_one_of_three_words() {
+        let raw: RawConfig = toml::from_str(
+            r#"
+            [alerts.churned]
+            severity = "loud"
+            [plans.pro.detractor]
+            severity = "info"
+            "#,
+        )
+        .unwrap();
+        let errs = raw.validate().unwrap_err().0;
+        assert_eq!(
+            errs,
+            [r#"alerts.churned.severity = "loud": expected info, warning or critical"#]
+        );
+        let raw: RawConfig = toml::from_str("[plans.pro.detractor]\nseverity = \"info\"").unwrap();
+        let c = raw.validate().unwrap();
+        assert_eq!(
+            c.alert(AlertKind::Detractor, Some("pro")).severity,
+            AlertSeverity::Info
+        );
+        assert_eq!(
+            c.alert(AlertKind::Detractor, None).severity,
+            AlertSeverity::Warning
+        );
     }
 
     #[test]

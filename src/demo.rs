@@ -14,11 +14,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::{self, AppError, SharedState};
 use crate::config::{Config, ConfigErrors, RawConfig, format_duration};
+use crate::engine::Lifecycle;
 use crate::event::{DAY_MS, Ts, format_ts};
 use crate::generate::{GenerateArgs, GenerateError};
 use crate::kafka::admin::{self, TopicError};
 use crate::kafka::loadgen::{self, LoadCounters, LoadError, Pace};
 use crate::metrics::{self, Metrics};
+use crate::signals::health::Risk;
 
 /// Default `--speed`: 12 simulated hours per second, so the first alerts
 /// show within seconds and a 120-day period plays in about 4 minutes.
@@ -177,8 +179,12 @@ impl Summary {
             s.customers += e.customer_count() as u64;
             for g in e.snapshot().groups {
                 s.firing += g.firing.values().sum::<u64>();
-                s.high_risk += g.by_risk.get("high").copied().unwrap_or(0);
-                s.churned += g.by_lifecycle.get("churned").copied().unwrap_or(0);
+                s.high_risk += g.by_risk.get(&Risk::High).copied().unwrap_or(0);
+                s.churned += g
+                    .by_lifecycle
+                    .get(&Lifecycle::Churned)
+                    .copied()
+                    .unwrap_or(0);
             }
             let r = e.business_rolling().overall;
             s.window_churned += r.cohort_churned_voluntary + r.cohort_churned_involuntary;

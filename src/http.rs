@@ -14,8 +14,12 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::app::SharedState;
-use crate::engine::CustomerRow;
+use crate::engine::{CustomerRow, CustomerView};
+use crate::event::{Ts, format_ts};
 use crate::metrics::Metrics;
+use crate::signals::health::Risk;
+use crate::signals::{r2, r3};
+use crate::state::customer::SubStatus;
 
 /// Largest `limit` accepted by `/api/at-risk`.
 pub const MAX_LIMIT: usize = 1000;
@@ -153,10 +157,73 @@ async fn customer(State(st): State<HttpState>, Path(id): Path<String>) -> Respon
     for (_, e) in st.shared.engines() {
         let found = crate::lock(&e).customer(&id);
         if let Some(v) = found {
-            return Json(v).into_response();
+            return Json(customer_json(&v)).into_response();
         }
     }
     error(StatusCode::NOT_FOUND, format!("unknown customer {id:?}"))
+}
+
+/// The body of `GET /api/customers/{id}`: the customer's row with its
+/// windows, billing, feedback and firing alerts with their evidence.
+pub fn customer_json(v: &CustomerView) -> serde_json::Value {
+    let row = &v.row;
+    let weeks: Vec<serde_json::Value> = v
+        .weeks
+        .iter()
+        .map(|w| {
+            json!({
+                "from": format_ts(w.from),
+                "to": format_ts(w.to),
+                "events": w.events,
+                "quantity": r2(w.quantity),
+                "active_days": w.active_days,
+                "active_users": w.active_users,
+            })
+        })
+        .collect();
+    let alerts: Vec<serde_json::Value> = v
+        .alerts
+        .iter()
+        .map(|a| {
+            json!({
+                "alert": a.kind.name(),
+                "starts_at": format_ts(a.starts_at),
+                "summary": a.summary,
+                "evidence": a.evidence,
+            })
+        })
+        .collect();
+    let score = |s: Option<(u8, Ts)>| s.map(|(s, t)| json!({"score": s, "at": format_ts(t)}));
+    let mut out = serde_json::to_value(row).unwrap_or_default();
+    let extra = json!({
+        "as_of": format_ts(v.as_of),
+        "first_seen": format_ts(v.first_seen),
+        "mrr_at_risk": row.mrr_at_risk,
+        "alerts": alerts,
+        "windows": {"weeks": weeks, "typical_gap_days": v.typical_gap_days.map(r3)},
+        "billing": v.billing.map(|b| json!({
+            "status": match b.status {
+                Some(SubStatus::Active) => "active",
+                Some(SubStatus::Churned) => "churned",
+                None => "none",
+            },
+            "subscribed_since": b.subscribed_since.map(format_ts),
+            "dunning_since": b.dunning_since.map(format_ts),
+            "dunning_attempts": b.dunning_attempts,
+            "churned_at": b.churned.map(|(t, _)| format_ts(t)),
+            "churn_kind": b.churned.map(|(_, k)| k.as_str()),
+        })),
+        "feedback": v.feedback.map(|f| json!({
+            "nps": score(f.nps),
+            "csat": score(f.csat),
+            "ces": score(f.ces),
+            "open_tickets": f.open_tickets,
+        })),
+    });
+    if let (Some(o), serde_json::Value::Object(e)) = (out.as_object_mut(), extra) {
+        o.extend(e);
+    }
+    out
 }
 
 /// Query of `/api/at-risk`.
@@ -195,7 +262,7 @@ async fn at_risk(State(st): State<HttpState>, Query(q): Query<AtRiskQuery>) -> R
     for (_, e) in st.shared.engines() {
         let part = crate::lock(&e).customers();
         rows.extend(part.into_iter().filter(|r| {
-            (r.risk != "low" || !r.firing.is_empty())
+            (r.risk != Risk::Low || !r.firing.is_empty())
                 && q.plan
                     .as_deref()
                     .is_none_or(|p| r.plan.as_deref() == Some(p))
@@ -277,13 +344,13 @@ mod tests {
         let row = |id: &str, mrr_at_risk, health_score| CustomerRow {
             customer_id: id.into(),
             health_score,
-            risk: "high",
+            risk: Risk::High,
             firing: vec![],
             plan: None,
             segment: None,
             mrr: None,
             mrr_at_risk,
-            lifecycle: "at_risk",
+            lifecycle: crate::engine::Lifecycle::AtRisk,
             currency: "USD".into(),
             last_seen: None,
             breakdown: Default::default(),

@@ -2,16 +2,18 @@
 //!
 //! # Layout
 //! - [`event`]: the input contract of `shared/EVENTS.md`: typed events and the decoder with typed rejects.
+//! - [`catalogue`]: every alert, its severity and its tunables with their defaults (imports neither `config` nor `signals`).
 //! - [`config`]: raw config (file + env + flags) validated into the typed config, every error at once.
-//! - [`engine`]: sans-IO per-customer state, rolling windows, reorder buffer, timers and the daily sweep (its population context merged over an instance's engines in `engine::population`).
-//! - [`signals`]: the alert catalogue, one pure function per alert family, and the health score.
+//! - [`state`]: per-customer state and its rolling windows, what the engine keeps and the signals read (imports neither `engine` nor `signals`).
+//! - [`engine`]: sans-IO engine over the customers' state: reorder buffer, timers, the daily sweep (its population context merged over an instance's engines in `engine::population`) and typed read models.
+//! - [`signals`]: one pure function per alert family, the health score and its risk band.
 //! - [`alert`]: alert transitions and their CloudEvents wire format with deterministic ids.
 //! - [`business`]: the business-metrics ledger: billing facts in, period reports (churn, CRR, MRR movements, GRR/NRR, dunning, NPS, LTV) out.
 //! - [`backtest`]: the `backtest` command: replay a JSONL file, write alerts, customers, rejects and a summary.
 //! - [`generate`]: the seeded traffic generator (`churnwatch generate`) and its story labels.
 //! - [`metrics`]: every Prometheus metric name and help text, and the gauges fed from engine snapshots.
 //! - [`kafka`]: the Kafka edge: consumer group (at-least-once, rebuild on assign, idle ticks), outbox producer for alerts and dead letters, topic checks, `alerts --follow`.
-//! - [`http`]: `/healthz`, `/readyz`, `/metrics` and the customer API.
+//! - [`http`]: `/healthz`, `/readyz`, `/metrics` and the customer API (its JSON built from the engine's read models).
 //! - [`app`]: wires config, Kafka, engines and HTTP together; owns shutdown.
 //! - [`demo`]: `churnwatch demo`: embedded broker, generated live traffic in accelerated time, the service, a live summary.
 
@@ -19,6 +21,7 @@ pub mod alert;
 pub mod app;
 pub mod backtest;
 pub mod business;
+pub mod catalogue;
 pub mod config;
 pub mod demo;
 pub mod engine;
@@ -28,6 +31,7 @@ pub mod http;
 pub mod kafka;
 pub mod metrics;
 pub mod signals;
+pub mod state;
 
 /// Locks a mutex, ignoring poisoning: a panic while holding one of our locks
 /// leaves plain data behind, so keep going.

@@ -13,8 +13,9 @@ use prometheus::{
 };
 
 use crate::business::{Metrics as BizMetrics, OTHER_GROUP, PeriodReport};
-use crate::engine::{GroupSnapshot, Snapshot};
+use crate::engine::{GroupSnapshot, Lifecycle, Snapshot};
 use crate::event::parse_ts;
+use crate::signals::health::Risk;
 
 /// Events read from an input topic, by topic and event type.
 pub const EVENTS_CONSUMED: &str = "churnwatch_events_consumed_total";
@@ -387,7 +388,7 @@ impl Metrics {
         for label in ["plan", "segment"] {
             m.label_values_folded.with_label_values(&[label]);
         }
-        for kind in crate::signals::AlertKind::ALL {
+        for kind in crate::catalogue::AlertKind::ALL {
             for status in ["firing", "resolved"] {
                 m.alerts_produced.with_label_values(&[kind.name(), status]);
             }
@@ -411,8 +412,8 @@ impl Metrics {
     pub fn set_engine(&self, snapshots: &[Snapshot]) {
         #[derive(Default)]
         struct Sum {
-            by_lifecycle: BTreeMap<&'static str, u64>,
-            by_risk: BTreeMap<&'static str, u64>,
+            by_lifecycle: BTreeMap<Lifecycle, u64>,
+            by_risk: BTreeMap<Risk, u64>,
             firing: BTreeMap<&'static str, u64>,
             mrr: i64,
             mrr_at_risk: i64,
@@ -452,10 +453,10 @@ impl Metrics {
                 let key = (folded(&plans, &g.plan), folded(&segments, &g.segment));
                 let e = sum.entry(key).or_default();
                 for (k, v) in &g.by_lifecycle {
-                    *e.by_lifecycle.entry(k).or_default() += v;
+                    *e.by_lifecycle.entry(*k).or_default() += v;
                 }
                 for (k, v) in &g.by_risk {
-                    *e.by_risk.entry(k).or_default() += v;
+                    *e.by_risk.entry(*k).or_default() += v;
                 }
                 for (k, v) in &g.firing {
                     *e.firing.entry(k).or_default() += v;
@@ -483,15 +484,15 @@ impl Metrics {
         for ((plan, segment), g) in &sum {
             for (l, v) in &g.by_lifecycle {
                 self.customers
-                    .with_label_values(&[plan.as_str(), segment, l])
+                    .with_label_values(&[plan.as_str(), segment, l.as_str()])
                     .set(as_i64(*v));
             }
             for (r, v) in &g.by_risk {
                 self.customers_by_risk
-                    .with_label_values(&[plan.as_str(), segment, r])
+                    .with_label_values(&[plan.as_str(), segment, r.as_str()])
                     .set(as_i64(*v));
             }
-            for kind in crate::signals::AlertKind::ALL {
+            for kind in crate::catalogue::AlertKind::ALL {
                 let v = g.firing.get(kind.name()).copied().unwrap_or(0);
                 self.alerts_firing
                     .with_label_values(&[plan.as_str(), segment, kind.name()])
@@ -634,7 +635,7 @@ mod tests {
             plan: plan.into(),
             segment: "smb".into(),
             customers: n,
-            by_lifecycle: [("active", n)].into_iter().collect(),
+            by_lifecycle: [(Lifecycle::Active, n)].into_iter().collect(),
             by_risk: BTreeMap::new(),
             firing: BTreeMap::new(),
             mrr: 100,

@@ -103,7 +103,7 @@ const EARLY_WARNING_DAYS: Ts = 60;
 /// Returns the report and what failed the gates: precision and recall >= 0.9,
 /// healthy alerted <= 1% per alert and <= 2% by any alert.
 fn quality(g: &Generated, customers: usize, alerts: &[AlertEvent]) -> (String, Vec<String>) {
-    use churnwatch::signals::AlertKind;
+    use churnwatch::catalogue::AlertKind;
     let labels: &[Label] = &g.labels;
     let by_customer: BTreeMap<&str, Vec<&Label>> =
         labels.iter().fold(BTreeMap::new(), |mut m, l| {
@@ -621,7 +621,7 @@ fn a_flood_of_plan_names_and_new_ids_is_bounded_and_changes_no_other_alert() {
     hostile.insert(mid + 2_000, late);
     let (engine2, _) = run(&hostile);
     let ent = engine2.customer("flood-x").expect("flood-x");
-    assert_eq!(ent["plan"], "enterprise", "{ent}");
+    assert_eq!(ent.row.plan.as_deref(), Some("enterprise"), "{ent:?}");
     let json = |v: &[AlertEvent]| {
         v.iter()
             .filter(|a| !a.customer_id.starts_with("flood-"))

@@ -1404,7 +1404,9 @@ async fn kafka_run_matches_backtest_alert_ids() {
         rows.iter()
             .filter_map(|r| {
                 let id = &*r.customer_id;
-                let want = engine.customer(id).expect("backtest customer");
+                let want = churnwatch::http::customer_json(
+                    &engine.customer(id).expect("backtest customer"),
+                );
                 let got = get_json(&format!("/api/customers/{id}"));
                 (got != want).then(|| {
                     let keys: BTreeSet<&String> = want
@@ -1445,7 +1447,7 @@ async fn kafka_run_matches_backtest_alert_ids() {
     // filtered and ranked as the API documents.
     let mut at_risk: Vec<_> = rows
         .iter()
-        .filter(|r| r.risk != "low" || !r.firing.is_empty())
+        .filter(|r| r.risk != churnwatch::signals::health::Risk::Low || !r.firing.is_empty())
         .cloned()
         .collect();
     churnwatch::http::rank_at_risk(&mut at_risk);
@@ -1779,7 +1781,9 @@ async fn kill_9_mid_stream_then_restart_loses_nothing_and_applies_nothing_twice(
             .iter()
             .flat_map(|r| {
                 let id = &*r.customer_id;
-                let want = engine.customer(id).expect("backtest customer");
+                let want = churnwatch::http::customer_json(
+                    &engine.customer(id).expect("backtest customer"),
+                );
                 let got: serde_json::Value =
                     http_get(&svc.addr, &format!("/api/customers/{id}"), None)
                         .ok()

@@ -8,11 +8,12 @@
 //! expiry, ...) and the daily sweep (window signals). So any arrival order
 //! within the allowed lateness gives the same state and byte-identical alerts.
 
-pub mod customer;
 pub mod population;
+#[cfg(test)]
+mod signal_tests;
 pub mod snapshot;
+mod view;
 mod visits;
-pub mod window;
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
@@ -25,13 +26,19 @@ use serde::Serialize;
 
 use crate::alert::{AlertEvent, AlertStatus};
 use crate::business::{Fact, Ledger, OTHER_GROUP, PeriodReport};
-use crate::config::{AlertParams, Config};
+use crate::catalogue::{AlertKind, AlertParams};
+use crate::config::Config;
 use crate::event::{CancelKind, DAY_MS, Event, EventKind, Ts, format_ts};
 use crate::signals::health::{self, Health};
-use crate::signals::{self, AlertKind, Ctx, Finding, Population, WeekTotals, engagement};
+use crate::signals::{self, Ctx, Finding, Population, WeekTotals, engagement};
+use crate::state::{customer, window};
 
 use customer::{Billing, Customer, Feedback, Firing, NEVER, SubStatus, Ticket};
 use population::{Acc, InstancePopulation, MIN_PLAN_POPULATION, PopulationSamples};
+pub use view::{
+    AlertView, BillingView, CustomerRow, CustomerView, FeedbackView, GroupSnapshot, Lifecycle,
+    Snapshot, WeekView,
+};
 use visits::Visits;
 use window::day_of;
 
@@ -296,71 +303,6 @@ impl Ids {
     }
 }
 
-/// One row of `--customers-out` (and of the at-risk API).
-#[derive(Debug, Clone, Serialize)]
-pub struct CustomerRow {
-    /// Id.
-    pub customer_id: Box<str>,
-    /// 0..=100.
-    pub health_score: u8,
-    /// `low`, `medium`, `high`.
-    pub risk: &'static str,
-    /// Firing alert names, sorted.
-    pub firing: Vec<&'static str>,
-    /// Plan.
-    pub plan: Option<Box<str>>,
-    /// Segment.
-    pub segment: Option<Box<str>>,
-    /// MRR, null without billing.
-    pub mrr: Option<i64>,
-    /// Reporting currency.
-    pub currency: String,
-    /// Latest usage (RFC 3339), null without usage.
-    pub last_seen: Option<String>,
-    /// Lifecycle stage.
-    pub lifecycle: &'static str,
-    /// Points deducted per signal.
-    pub breakdown: BTreeMap<&'static str, u8>,
-    /// MRR at risk: the MRR of a customer with risk high or an alert firing.
-    #[serde(skip)]
-    pub mrr_at_risk: i64,
-}
-
-/// Prometheus view of one (plan, segment) group.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct GroupSnapshot {
-    /// Plan name or `none`.
-    pub plan: String,
-    /// Segment name or `none`.
-    pub segment: String,
-    /// Customers in the group.
-    pub customers: u64,
-    /// Customers by lifecycle.
-    pub by_lifecycle: BTreeMap<&'static str, u64>,
-    /// Customers by risk.
-    pub by_risk: BTreeMap<&'static str, u64>,
-    /// Customers with each alert firing.
-    pub firing: BTreeMap<&'static str, u64>,
-    /// MRR of subscribed customers.
-    pub mrr: i64,
-    /// MRR of customers at risk.
-    pub mrr_at_risk: i64,
-    /// Sum of health scores (for averages).
-    pub health_sum: u64,
-}
-
-/// Gauges for Prometheus.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Snapshot {
-    /// One entry per (plan, segment).
-    pub groups: Vec<GroupSnapshot>,
-    /// Events whose plan, and whose segment, was counted under
-    /// [`OTHER_GROUP`] (past `max_label_values`), since the state was built.
-    pub folded: [u64; 2],
-    /// Customers first seen in the last complete minute of event time.
-    pub new_customers_last_minute: u64,
-}
-
 /// Customers first seen per minute of event time, to make a flood of new
 /// ids (a producer writing user ids or random UUIDs as `customer_id`)
 /// visible before memory does.
@@ -394,18 +336,6 @@ impl NewIds {
         self.count == limit + 1 && ts >= since + 3_600_000
     }
 }
-
-/// Lifecycle stages, for pre-registering metrics.
-pub const LIFECYCLES: [&str; 6] = [
-    "new",
-    "active",
-    "at_risk",
-    "dormant",
-    "churned",
-    "reactivated",
-];
-/// Risk bands.
-pub const RISKS: [&str; 3] = ["low", "medium", "high"];
 
 /// What a customer's timer evaluates: every alert but those judged at the
 /// daily sweep ([`SWEEP_KINDS`]).
@@ -1496,7 +1426,7 @@ impl Engine {
                 customer_id: self.ids.get(ix).into(),
                 alert: kind,
                 status,
-                severity: self.cfg.alert(kind, plan).severity.clone(),
+                severity: self.cfg.alert(kind, plan).severity,
                 plan: plan.map(Into::into),
                 segment: self.segments.name(c.segment).map(Into::into),
                 starts_at,
@@ -2101,224 +2031,6 @@ impl Engine {
     pub fn buffered(&self) -> usize {
         self.runs.iter().map(VecDeque::len).sum::<usize>() + self.heap.len()
     }
-
-    fn lifecycle(&self, c: &Customer, health: &Health, now: Ts) -> &'static str {
-        const THIRTY_DAYS: Ts = 30 * DAY_MS;
-        if c.is_churned() {
-            return "churned";
-        }
-        if c.last_usage != NEVER && now - c.last_usage >= self.cfg.dormant_after {
-            return "dormant";
-        }
-        let plan = self.plans.name(Self::plan_of(c));
-        let warning = c
-            .firing
-            .iter()
-            .any(|f| self.cfg.alert(f.kind, plan).severity != "info");
-        if health.score < self.cfg.risk_high_below || warning {
-            return "at_risk";
-        }
-        if c.billing
-            .as_ref()
-            .and_then(|b| b.reactivated_at())
-            .is_some_and(|t| now - t < THIRTY_DAYS)
-        {
-            return "reactivated";
-        }
-        if now - c.first_seen < THIRTY_DAYS {
-            return "new";
-        }
-        "active"
-    }
-
-    fn row(&self, ix: u32, now: Ts) -> CustomerRow {
-        let c = &self.customers[ix as usize];
-        let h = self.health(ix, now);
-        let risk = health::risk(
-            h.score,
-            self.cfg.risk_high_below,
-            self.cfg.risk_medium_below,
-        );
-        let lifecycle = self.lifecycle(c, &h, now);
-        // A customer gone quiet for `dormant_after` is never low risk,
-        // whatever else its score says.
-        let risk = if lifecycle == "dormant" && risk == "low" {
-            "medium"
-        } else {
-            risk
-        };
-        let mrr = c.mrr();
-        let at_risk = risk == "high" || !c.firing.is_empty();
-        CustomerRow {
-            customer_id: self.ids.get(ix).into(),
-            health_score: h.score,
-            risk,
-            firing: c
-                .firing
-                .iter()
-                .map(|f| f.kind.name())
-                .collect::<std::collections::BTreeSet<_>>()
-                .into_iter()
-                .collect(),
-            plan: self.plans.name(Self::plan_of(c)).map(Into::into),
-            segment: self.segments.name(c.segment).map(Into::into),
-            mrr,
-            currency: self.cfg.decode.reporting_currency.clone(),
-            last_seen: (c.last_usage != NEVER).then(|| format_ts(c.last_usage)),
-            lifecycle,
-            breakdown: h.breakdown,
-            mrr_at_risk: if at_risk && !c.is_churned() {
-                mrr.unwrap_or(0)
-            } else {
-                0
-            },
-        }
-    }
-
-    /// Every customer at the clock, sorted by id.
-    pub fn customers(&self) -> Vec<CustomerRow> {
-        let now = self.now();
-        let mut rows: Vec<CustomerRow> = (0..self.customers.len() as u32)
-            .map(|ix| self.row(ix, now))
-            .collect();
-        rows.sort_by(|a, b| a.customer_id.cmp(&b.customer_id));
-        rows
-    }
-
-    /// Full view of one customer: row, windows, population and firing alerts with evidence.
-    pub fn customer(&self, id: &str) -> Option<serde_json::Value> {
-        let ix = self.find(id)?;
-        let now = self.now();
-        let c = &self.customers[ix as usize];
-        let row = self.row(ix, now);
-        let today = day_of(now);
-        let weeks: Vec<serde_json::Value> = (0..9)
-            .map(|k| {
-                let (from, to) = (today - 7 * (k + 1), today - 7 * k);
-                serde_json::json!({
-                    "from": format_ts(from as Ts * DAY_MS),
-                    "to": format_ts(to as Ts * DAY_MS),
-                    "events": c.activity.events(from, to),
-                    "quantity": crate::signals::r2(c.activity.quantity(from, to)),
-                    "active_days": c.activity.active_days(from, to),
-                    "active_users": c.seats().map_or(0, |s| s.distinct(from, to)),
-                })
-            })
-            .collect();
-        let firing: Vec<serde_json::Value> = c
-            .firing
-            .iter()
-            .map(|f| {
-                serde_json::json!({
-                    "alert": f.kind.name(),
-                    "starts_at": format_ts(f.starts_at),
-                    "summary": f.summary,
-                    "evidence": f.evidence,
-                })
-            })
-            .collect();
-        let b = c.billing.as_ref();
-        let mut v = serde_json::to_value(&row).ok()?;
-        let extra = serde_json::json!({
-            "as_of": format_ts(now),
-            "first_seen": format_ts(c.first_seen),
-            "mrr_at_risk": row.mrr_at_risk,
-            "alerts": firing,
-            "windows": {"weeks": weeks, "typical_gap_days": c.typical_gap_days(1).map(crate::signals::r3)},
-            "billing": b.map(|b| serde_json::json!({
-                "status": match b.status { Some(SubStatus::Active) => "active", Some(SubStatus::Churned) => "churned", None => "none" },
-                "subscribed_since": (b.sub_started != NEVER).then(|| format_ts(b.sub_started)),
-                "dunning_since": b.dunning_since().map(format_ts),
-                "dunning_attempts": b.dunning_attempts,
-                "churned_at": b.churned().map(|(t, _)| format_ts(t)),
-                "churn_kind": b.churned().map(|(_, k)| k.as_str()),
-            })),
-            "feedback": c.feedback.as_deref().map(|f| serde_json::json!({
-                "nps": f.nps().map(|(s, t)| serde_json::json!({"score": s, "at": format_ts(t)})),
-                "csat": f.csat().map(|(s, t)| serde_json::json!({"score": s, "at": format_ts(t)})),
-                "ces": f.ces().map(|(s, t)| serde_json::json!({"score": s, "at": format_ts(t)})),
-                "open_tickets": f.tickets.iter().filter(|t| !t.resolved).count(),
-            })),
-        });
-        if let (Some(o), serde_json::Value::Object(e)) = (v.as_object_mut(), extra) {
-            o.extend(e);
-        }
-        Some(v)
-    }
-
-    /// Alerts firing now, as firing transitions (sorted by customer, alert).
-    pub fn firing(&self) -> Vec<AlertEvent> {
-        let now = self.now();
-        let mut out = Vec::new();
-        for (ix, c) in self.customers.iter().enumerate() {
-            if c.firing.is_empty() {
-                continue;
-            }
-            let h = self.health(ix as u32, now);
-            let plan = self.plans.name(Self::plan_of(c));
-            for f in &c.firing {
-                out.push(AlertEvent {
-                    customer_id: self.ids.get(ix as u32).into(),
-                    alert: f.kind,
-                    status: AlertStatus::Firing,
-                    severity: self.cfg.alert(f.kind, plan).severity.clone(),
-                    plan: plan.map(Into::into),
-                    segment: self.segments.name(c.segment).map(Into::into),
-                    starts_at: f.starts_at,
-                    ends_at: None,
-                    updated_at: None,
-                    health_score: h.score,
-                    mrr_at_risk: c.mrr(),
-                    currency: self.cfg.decode.reporting_currency.clone(),
-                    summary: f.summary.clone(),
-                    evidence: f.evidence.clone(),
-                });
-            }
-        }
-        out.sort_by(|a, b| (&a.customer_id, a.alert).cmp(&(&b.customer_id, b.alert)));
-        out
-    }
-
-    /// Gauges per (plan, segment).
-    pub fn snapshot(&self) -> Snapshot {
-        let now = self.now();
-        let mut groups: BTreeMap<(u16, u16), GroupSnapshot> = BTreeMap::new();
-        for ix in 0..self.customers.len() as u32 {
-            let c = &self.customers[ix as usize];
-            let row = self.row(ix, now);
-            let g = groups
-                .entry((Self::plan_of(c), c.segment))
-                .or_insert_with(|| GroupSnapshot {
-                    plan: self
-                        .plans
-                        .name(Self::plan_of(c))
-                        .unwrap_or("none")
-                        .to_string(),
-                    segment: self.segments.name(c.segment).unwrap_or("none").to_string(),
-                    ..Default::default()
-                });
-            g.customers += 1;
-            *g.by_lifecycle.entry(row.lifecycle).or_default() += 1;
-            *g.by_risk.entry(row.risk).or_default() += 1;
-            for f in &row.firing {
-                *g.firing.entry(f).or_default() += 1;
-            }
-            if !c.is_churned() {
-                g.mrr += row.mrr.unwrap_or(0);
-            }
-            g.mrr_at_risk += row.mrr_at_risk;
-            g.health_sum += u64::from(row.health_score);
-        }
-        Snapshot {
-            groups: groups.into_values().collect(),
-            folded: [self.plans.folded, self.segments.folded],
-            new_customers_last_minute: match self.now().div_euclid(60_000) - self.new_ids.minute {
-                0 => self.new_ids.last_minute,
-                1 => self.new_ids.count,
-                _ => 0,
-            },
-        }
-    }
 }
 
 /// Whether a sweep of `today` judges `c`'s window alerts at all: used
@@ -2385,7 +2097,7 @@ fn resolved_summary(kind: AlertKind) -> &'static str {
 #[cfg(test)]
 mod storage_tests {
     use super::{Ids, SWEEP_KINDS, TIMER_KINDS, Timer};
-    use crate::signals::AlertKind;
+    use crate::catalogue::AlertKind;
 
     #[test]
     fn timer_and_sweep_kinds_are_every_alert_once_in_order() {

@@ -4,8 +4,8 @@
 use serde_json::json;
 
 use super::{Ctx, Finding, pct, r1};
-use crate::engine::customer::{Customer, SubStatus};
 use crate::event::{DAY_MS, format_ts};
+use crate::state::customer::{Customer, SubStatus};
 
 /// A plan change lowered MRR by at least `fire` (fraction); fires for `window`.
 pub fn downgrade(c: &Customer, ctx: &Ctx<'_>) -> Option<Finding> {
@@ -88,7 +88,7 @@ pub fn churned(c: &Customer, _ctx: &Ctx<'_>) -> Option<Finding> {
             "kind": kind.as_str(),
             "churned_at": format_ts(ts),
             "mrr_lost": b.churned_mrr(),
-            "subscribed_since": (b.sub_started != crate::engine::customer::NEVER).then(|| format_ts(b.sub_started)),
+            "subscribed_since": (b.sub_started != crate::state::customer::NEVER).then(|| format_ts(b.sub_started)),
         }),
     })
 }

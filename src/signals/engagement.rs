@@ -8,10 +8,10 @@
 use serde_json::json;
 
 use super::{Ctx, Finding, Population, WeekTotals, pct, r1, r3};
-use crate::config::AlertParams;
-use crate::engine::customer::{Customer, NEVER};
-use crate::engine::window::{day_of, median};
+use crate::catalogue::AlertParams;
 use crate::event::{DAY_MS, Ts, format_ts};
+use crate::state::customer::{Customer, NEVER};
+use crate::state::window::{day_of, median};
 
 /// A drop of `current` against `baseline * factor`.
 #[derive(Debug, Clone, Copy)]
@@ -66,7 +66,7 @@ pub fn measure(
 
 /// Weekly standard deviation implied by the daily counts of the baseline weeks.
 pub fn week_sd_from_days(c: &Customer, today: i32) -> f64 {
-    let from = (today - 63).max(crate::engine::window::day_of(c.first_seen));
+    let from = (today - 63).max(crate::state::window::day_of(c.first_seen));
     (7.0 * c.activity.daily_residual_variance(from, today - 7)).sqrt()
 }
 
@@ -83,7 +83,7 @@ pub const FORTNIGHT_MIN_BASELINE_DAYS: i32 = 21;
 pub fn fortnight(c: &Customer, today: i32) -> Option<(f64, f64, i32)> {
     let to = today - FORTNIGHT_DAYS;
     // The first day seen is partial; whole weeks keep the weekdays balanced.
-    let first = crate::engine::window::day_of(c.first_seen) + 1;
+    let first = crate::state::window::day_of(c.first_seen) + 1;
     let days = (to - first).min(49) / 7 * 7;
     if days < FORTNIGHT_MIN_BASELINE_DAYS {
         return None;
@@ -377,7 +377,7 @@ pub fn seat_contraction(c: &Customer, ctx: &Ctx<'_>) -> Option<Finding> {
     let base_today = match c
         .firing
         .iter()
-        .find(|f| f.kind == crate::signals::AlertKind::SeatContraction)
+        .find(|f| f.kind == crate::catalogue::AlertKind::SeatContraction)
     {
         Some(f) if ctx.firing => day_of(f.starts_at).min(ctx.today),
         _ => ctx.today,

@@ -3,9 +3,9 @@
 use serde_json::json;
 
 use super::{Ctx, Finding, r1};
-use crate::config::AlertParams;
-use crate::engine::customer::Customer;
+use crate::catalogue::AlertParams;
 use crate::event::{DAY_MS, Severity, Ts, format_ts};
+use crate::state::customer::Customer;
 
 /// NPS 0-6.
 pub fn nps_bad(s: u8) -> bool {

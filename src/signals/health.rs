@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::{Ctx, engagement, feedback, inactivity};
-use crate::engine::customer::{Customer, NEVER};
 use crate::event::{DAY_MS, Severity};
+use crate::state::customer::{Customer, NEVER};
 
 /// A health score with its breakdown.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -289,13 +289,41 @@ pub fn recency_loss(c: &Customer, ctx: &Ctx<'_>) -> f64 {
 /// less often, where each gap is a chance it has left.
 const WEEKLY_DAYS: f64 = 7.0;
 
+/// Risk band of a health score (config `risk_high_below`, `risk_medium_below`).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Risk {
+    /// At or above `risk_medium_below`.
+    Low,
+    /// From `risk_high_below` to below `risk_medium_below`.
+    Medium,
+    /// Below `risk_high_below`.
+    High,
+}
+
+impl Risk {
+    /// All bands, lowest first.
+    pub const ALL: [Risk; 3] = [Risk::Low, Risk::Medium, Risk::High];
+
+    /// Contract spelling (as serialised), e.g. for metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Risk::Low => "low",
+            Risk::Medium => "medium",
+            Risk::High => "high",
+        }
+    }
+}
+
 /// Risk band of a score.
-pub fn risk(score: u8, high_below: u8, medium_below: u8) -> &'static str {
+pub fn risk(score: u8, high_below: u8, medium_below: u8) -> Risk {
     if score < high_below {
-        "high"
+        Risk::High
     } else if score < medium_below {
-        "medium"
+        Risk::Medium
     } else {
-        "low"
+        Risk::Low
     }
 }

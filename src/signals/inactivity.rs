@@ -4,8 +4,8 @@
 use serde_json::json;
 
 use super::{Ctx, Finding, r1, r3};
-use crate::engine::customer::{Customer, FEATURE_GAPS, FeatureUse, NEVER};
 use crate::event::{DAY_MS, Ts, format_ts};
+use crate::state::customer::{Customer, FEATURE_GAPS, FeatureUse, NEVER};
 
 /// A gap this many times the longest recent one is always allowed.
 pub const LONGEST_GAP_FACTOR: f64 = 2.0;

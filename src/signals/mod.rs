@@ -1,112 +1,7 @@
 //! Churn-risk signals: one file per alert family. Each signal is a pure
 //! function of (customer state, population context, now, params) that says
-//! whether its alert should be firing, with the evidence.
-
-use serde::Serialize;
-
-use crate::config::AlertParams;
-use crate::event::DAY_MS;
-
-/// Every alert of the contract. The discriminant indexes per-alert tables.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum AlertKind {
-    /// A sustained fall of usage against the customer's own weekday rhythm.
-    /// `significance`: log10 evidence of the change detector needed to fire;
-    /// `fire`/`resolve`: how far the last 7 days must be below expected to
-    /// fire / to stay firing (0.4 = 40% below); `min_baseline`: weekly events a
-    /// baseline needs; `window`: history needed before the own baseline is trusted.
-    EngagementDrop = 0,
-    /// No usage for longer than the customer's usual gap allows.
-    /// `fire`: -log10 of the chance that a normal rhythm has a gap this long (4 = 1 in 10,000);
-    /// `window`: smallest allowed gap; `min_baseline`: gaps needed for an own rhythm.
-    Inactivity = 1,
-    /// Regular users (active in all baseline weeks but one) gone quiet.
-    /// `fire`/`resolve`: share of the regular users not active in the last 7
-    /// days; `significance`: -log10 of the chance that this many regular
-    /// users are away at once by luck; `min_baseline`: regular users needed.
-    SeatContraction = 2,
-    /// A key feature unused for `window`.
-    KeyFeatureUnused = 3,
-    /// A plan change lowered MRR. `fire`: smallest drop fraction; `window`: how long it stays firing.
-    Downgrade = 4,
-    /// A dunning period is open.
-    PaymentFailed = 5,
-    /// Cancelled or dunning expired.
-    Churned = 6,
-    /// Latest NPS 0-6, CSAT 1-2 or CES 6-7. `window`: how long a response counts.
-    Detractor = 7,
-    /// Tickets in `window` >= `fire` x baseline (and >= `min_baseline`), or an urgent ticket open.
-    /// Resolves below `resolve` x baseline.
-    SupportSpike = 8,
-}
-
-impl AlertKind {
-    /// All alerts, in table order.
-    pub const ALL: [AlertKind; 9] = [
-        AlertKind::EngagementDrop,
-        AlertKind::Inactivity,
-        AlertKind::SeatContraction,
-        AlertKind::KeyFeatureUnused,
-        AlertKind::Downgrade,
-        AlertKind::PaymentFailed,
-        AlertKind::Churned,
-        AlertKind::Detractor,
-        AlertKind::SupportSpike,
-    ];
-
-    /// Contract name.
-    pub fn name(self) -> &'static str {
-        match self {
-            AlertKind::EngagementDrop => "engagement_drop",
-            AlertKind::Inactivity => "inactivity",
-            AlertKind::SeatContraction => "seat_contraction",
-            AlertKind::KeyFeatureUnused => "key_feature_unused",
-            AlertKind::Downgrade => "downgrade",
-            AlertKind::PaymentFailed => "payment_failed",
-            AlertKind::Churned => "churned",
-            AlertKind::Detractor => "detractor",
-            AlertKind::SupportSpike => "support_spike",
-        }
-    }
-
-    /// Parses a contract name.
-    pub fn from_name(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|k| k.name() == s)
-    }
-
-    /// Built-in tunables.
-    pub fn default_params(self) -> AlertParams {
-        let p = |severity: &str, fire: f64, resolve: f64, min_baseline: f64, window_days: i64| {
-            AlertParams {
-                enabled: true,
-                severity: severity.to_string(),
-                fire,
-                resolve,
-                min_baseline,
-                significance: 0.0,
-                window: window_days * DAY_MS,
-            }
-        };
-        let z = |mut p: AlertParams, z: f64| {
-            p.significance = z;
-            p
-        };
-        match self {
-            AlertKind::EngagementDrop => z(p("warning", 0.4, 0.2, 5.0, 42), 2.0),
-            AlertKind::Inactivity => p("warning", 4.0, 0.0, 4.0, 7),
-            AlertKind::SeatContraction => z(p("warning", 0.5, 0.25, 4.0, 42), 3.0),
-            AlertKind::KeyFeatureUnused => p("info", 3.0, 0.0, 0.0, 14),
-            AlertKind::Downgrade => p("warning", 0.01, 0.0, 0.0, 30),
-            AlertKind::PaymentFailed => p("warning", 0.0, 0.0, 0.0, 0),
-            AlertKind::Churned => p("critical", 0.0, 0.0, 0.0, 0),
-            AlertKind::Detractor => p("warning", 0.0, 0.0, 0.0, 90),
-            AlertKind::SupportSpike => p("warning", 3.0, 1.5, 3.0, 7),
-        }
-    }
-}
+//! whether its alert should be firing, with the evidence. Their behaviour
+//! through the engine is tested in `engine/signal_tests.rs`.
 
 pub mod billing;
 pub mod engagement;
@@ -114,8 +9,11 @@ pub mod feedback;
 pub mod health;
 pub mod inactivity;
 
-use crate::engine::customer::Customer;
+use serde::Serialize;
+
+use crate::catalogue::{AlertKind, AlertParams};
 use crate::event::Ts;
+use crate::state::customer::Customer;
 
 /// How the whole customer base (of one plan) moved: keeps a quiet week that
 /// everyone shares from firing, and judges customers with little history.
@@ -330,6 +228,3 @@ pub(crate) fn r3(x: f64) -> f64 {
 pub(crate) fn pct(x: f64) -> i64 {
     (x * 100.0).round() as i64
 }
-
-#[cfg(test)]
-mod tests;

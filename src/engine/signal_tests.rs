@@ -5,12 +5,13 @@
 use std::sync::Arc;
 
 use crate::alert::{AlertEvent, AlertStatus};
+use crate::catalogue::AlertKind;
 use crate::config::{Config, RawConfig};
-use crate::engine::Engine;
+use crate::engine::{Engine, Lifecycle};
 use crate::event::{
     CancelKind, DAY_MS, Event, EventKind, HOUR_MS, Severity, Ts, parse_ts, user_hash,
 };
-use crate::signals::AlertKind;
+use crate::signals::health::Risk;
 
 fn t0() -> Ts {
     parse_ts("2026-01-05T00:00:00Z").unwrap() // a Monday
@@ -154,12 +155,7 @@ fn weekend_idle_customers_raise_nothing() {
         "{alerts:#?}"
     );
     // Evaluated on a Monday morning too: the weekend gap is normal.
-    assert!(
-        e.customer("weekdays").unwrap()["alerts"]
-            .as_array()
-            .unwrap()
-            .is_empty()
-    );
+    assert!(e.customer("weekdays").unwrap().alerts.is_empty());
 }
 
 #[test]
@@ -194,7 +190,7 @@ fn a_bursty_customer_is_judged_by_its_own_rhythm() {
         .collect();
     assert!(after_rhythm.is_empty(), "{after_rhythm:#?}");
     let v = e.customer("bursty").unwrap();
-    assert!(v["firing"].as_array().unwrap().is_empty());
+    assert!(v.row.firing.is_empty());
 }
 
 #[test]
@@ -586,7 +582,7 @@ fn payment_failed_recovered_and_not_recovered() {
     assert_eq!(churned[0].starts_at, at(44.0));
     assert_eq!(churned[0].evidence["kind"], "involuntary");
     assert_eq!(churned[0].mrr_at_risk, Some(4900));
-    assert_eq!(e.customer("lost").unwrap()["health_score"], 0);
+    assert_eq!(e.customer("lost").unwrap().row.health_score, 0);
 }
 
 #[test]
@@ -768,7 +764,7 @@ fn health_score_breakdown_sums_and_ranks_risk() {
         .unwrap();
     assert!(fading.health_score < 70, "{fading:?}");
     assert!(peer.health_score >= 90, "{peer:?}");
-    assert_ne!(fading.risk, "low");
+    assert_ne!(fading.risk, Risk::Low);
     assert!(fading.breakdown.contains_key("frequency") && fading.breakdown.contains_key("nps"));
 }
 
@@ -792,7 +788,7 @@ fn health_recency_falls_with_idle_time_against_the_own_rhythm_and_idle_for_10_ga
         recency.push(r.breakdown.get("recency").copied().unwrap_or(0));
         if day >= 90 {
             // 30 days idle: ten times its 3-day rhythm.
-            assert_ne!(r.risk, "low", "{r:?}");
+            assert_ne!(r.risk, Risk::Low, "{r:?}");
         }
     }
     assert!(
@@ -838,8 +834,8 @@ fn one_time_customers_are_ranked_by_idle_time_and_a_dormant_one_is_never_low_ris
     );
     for id in ["once-60", "once-120"] {
         let r = row_of(&e, id);
-        assert_eq!(r.lifecycle, "dormant", "{r:?}");
-        assert_ne!(r.risk, "low", "{r:?}");
+        assert_eq!(r.lifecycle, Lifecycle::Dormant, "{r:?}");
+        assert_ne!(r.risk, Risk::Low, "{r:?}");
     }
 }
 
@@ -967,7 +963,7 @@ fn readme_alert_defaults_match_the_code() {
             .find(|k| k.name() == name)
             .unwrap_or_else(|| panic!("unknown alert {name:?} in README"));
         let p = kind.default_params();
-        assert_eq!(cells[1], p.severity, "{name} severity");
+        assert_eq!(cells[1], p.severity.as_str(), "{name} severity");
         assert_eq!(num(cells[2]), p.fire, "{name} fire");
         assert_eq!(num(cells[3]), p.resolve, "{name} resolve");
         assert_eq!(num(cells[4]), p.min_baseline, "{name} min_baseline");
@@ -976,4 +972,31 @@ fn readme_alert_defaults_match_the_code() {
         seen.push(kind);
     }
     assert_eq!(seen, AlertKind::ALL, "one row per alert, in order");
+}
+
+/// Metric labels (`as_str`) and every JSON output (serde) spell the
+/// enums the same way, and `ALL` lists each value once.
+#[test]
+fn enum_spellings_are_their_serialised_names() {
+    fn check<T: serde::Serialize + Copy + Eq + std::fmt::Debug>(
+        all: &[T],
+        name: fn(T) -> &'static str,
+    ) {
+        for (i, v) in all.iter().enumerate() {
+            assert_eq!(serde_json::to_value(v).unwrap(), name(*v), "{v:?}");
+            assert!(!all[..i].contains(v), "{v:?} twice");
+        }
+    }
+    check(&Risk::ALL, Risk::as_str);
+    check(&Lifecycle::ALL, Lifecycle::as_str);
+    check(
+        &crate::catalogue::AlertSeverity::ALL,
+        crate::catalogue::AlertSeverity::as_str,
+    );
+    for s in crate::catalogue::AlertSeverity::ALL {
+        assert_eq!(
+            crate::catalogue::AlertSeverity::from_name(s.as_str()),
+            Some(s)
+        );
+    }
 }

@@ -2,8 +2,8 @@
 //! billing/dunning, feedback and support. Rare parts are boxed so that a
 //! usage-only customer with a few events stays small.
 
+use crate::catalogue::AlertKind;
 use crate::event::{CancelKind, DAY_MS, Severity, Ts};
-use crate::signals::AlertKind;
 
 use super::window::{Activity, Seats, day_of, median};
 
@@ -233,6 +233,21 @@ pub struct Ticket {
     pub resolved: bool,
 }
 
+/// A `serde_json::Value` stored as its JSON text: the snapshot's format is
+/// not self-describing, which a `Value` needs to be read back.
+mod json_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &serde_json::Value, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&v.to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<serde_json::Value, D::Error> {
+        let text = String::deserialize(d)?;
+        serde_json::from_str(&text).map_err(serde::de::Error::custom)
+    }
+}
+
 /// A currently firing alert, with what it fired on.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Firing {
@@ -241,7 +256,7 @@ pub struct Firing {
     /// Event time it began.
     pub starts_at: Ts,
     /// Evidence as last emitted (at fire time, or when its reasons changed).
-    #[serde(with = "crate::engine::snapshot::json_text")]
+    #[serde(with = "json_text")]
     pub evidence: serde_json::Value,
     /// Summary as last emitted.
     pub summary: String,
