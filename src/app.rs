@@ -2,21 +2,20 @@
 //! consume loop, the outbox and the HTTP server run as tasks in one
 //! [`JoinSet`] and stop on one [`CancellationToken`].
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ConfigErrors, RawConfig};
-use crate::engine::Engine;
 use crate::kafka::admin::{self, TopicError};
 use crate::kafka::consumer::{self, ConsumeError, ConsumerLoop};
 use crate::kafka::producer::{self, Outbox, ProducerError};
 use crate::metrics::Metrics;
+pub use crate::shared::{SharedState, Status};
 
 /// Why the service could not start or did not stop cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -95,75 +94,6 @@ pub fn finish_config(
             raw.http.listen = Some(l.clone());
         }
     })
-}
-
-/// Readiness as seen by `/readyz`.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct Status {
-    /// The group has assigned partitions (possibly none) at least once.
-    pub assigned: bool,
-    /// Partition numbers being rebuilt.
-    pub rebuilding: usize,
-    /// Partition numbers live.
-    pub live_partitions: usize,
-    /// Sum of consumer lag over live partitions.
-    pub total_lag: u64,
-    /// Shutdown has begun.
-    pub stopping: bool,
-}
-
-/// Engine handles and status shared between the consume loop and HTTP.
-/// Locks are held only for one engine call.
-#[derive(Default)]
-pub struct SharedState {
-    engines: RwLock<BTreeMap<i32, Arc<Mutex<Engine>>>>,
-    status: Mutex<Status>,
-}
-
-impl std::fmt::Debug for SharedState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SharedState")
-            .field("status", &self.status())
-            .finish_non_exhaustive()
-    }
-}
-
-impl SharedState {
-    /// The live engines, by partition number.
-    pub fn engines(&self) -> Vec<(i32, Arc<Mutex<Engine>>)> {
-        self.engines
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .map(|(p, e)| (*p, e.clone()))
-            .collect()
-    }
-
-    /// Publishes a partition's engine.
-    pub fn insert_engine(&self, partition: i32, e: Arc<Mutex<Engine>>) {
-        self.engines
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(partition, e);
-    }
-
-    /// Withdraws a partition's engine.
-    pub fn remove_engine(&self, partition: i32) {
-        self.engines
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&partition);
-    }
-
-    /// Current status.
-    pub fn status(&self) -> Status {
-        crate::lock(&self.status).clone()
-    }
-
-    /// Updates the status.
-    pub fn update_status(&self, f: impl FnOnce(&mut Status)) {
-        f(&mut crate::lock(&self.status));
-    }
 }
 
 /// A started service.

@@ -12,7 +12,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::mocking::MockCluster;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::{self, AppError, SharedState};
+use crate::app::{self, AppError};
 use crate::config::{Config, ConfigErrors, RawConfig, format_duration};
 use crate::engine::Lifecycle;
 use crate::event::{DAY_MS, Ts, format_ts};
@@ -20,6 +20,7 @@ use crate::generate::{GenerateArgs, GenerateError};
 use crate::kafka::admin::{self, TopicError};
 use crate::kafka::loadgen::{self, LoadCounters, LoadError, Pace};
 use crate::metrics::{self, Metrics};
+use crate::shared::SharedState;
 use crate::signals::health::Risk;
 
 /// Default `--speed`: 12 simulated hours per second, so the first alerts

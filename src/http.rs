@@ -13,16 +13,15 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::app::SharedState;
 use crate::engine::{CustomerRow, CustomerView};
 use crate::event::{Ts, format_ts};
 use crate::metrics::Metrics;
-use crate::signals::health::Risk;
+use crate::shared::SharedState;
 use crate::signals::{r2, r3};
 use crate::state::customer::SubStatus;
 
-/// Largest `limit` accepted by `/api/at-risk`.
-pub const MAX_LIMIT: usize = 1000;
+/// Largest `limit` accepted by `/api/at-risk` (what each read view keeps).
+pub const MAX_LIMIT: usize = crate::engine::AT_RISK_KEPT;
 
 /// What the handlers read.
 #[derive(Clone)]
@@ -237,15 +236,7 @@ pub struct AtRiskQuery {
     pub segment: Option<String>,
 }
 
-/// Orders rows by MRR at risk (highest first), then health (lowest first).
-pub fn rank_at_risk(rows: &mut [CustomerRow]) {
-    rows.sort_by(|a, b| {
-        b.mrr_at_risk
-            .cmp(&a.mrr_at_risk)
-            .then(a.health_score.cmp(&b.health_score))
-            .then_with(|| a.customer_id.cmp(&b.customer_id))
-    });
-}
+pub use crate::engine::rank_at_risk;
 
 async fn at_risk(State(st): State<HttpState>, Query(q): Query<AtRiskQuery>) -> Response {
     let limit = match q.limit.as_deref().map(str::parse::<usize>) {
@@ -258,18 +249,18 @@ async fn at_risk(State(st): State<HttpState>, Query(q): Query<AtRiskQuery>) -> R
             );
         }
     };
-    let mut rows = Vec::new();
-    for (_, e) in st.shared.engines() {
-        let part = crate::lock(&e).customers();
-        rows.extend(part.into_iter().filter(|r| {
-            (r.risk != Risk::Low || !r.firing.is_empty())
-                && q.plan
-                    .as_deref()
-                    .is_none_or(|p| r.plan.as_deref() == Some(p))
+    // Each partition's published view holds its customers at risk, ranked.
+    let mut rows: Vec<CustomerRow> = Vec::new();
+    for (_, v) in st.shared.views() {
+        let matching = v.at_risk.iter().filter(|r| {
+            q.plan
+                .as_deref()
+                .is_none_or(|p| r.plan.as_deref() == Some(p))
                 && q.segment
                     .as_deref()
                     .is_none_or(|s| r.segment.as_deref() == Some(s))
-        }));
+        });
+        rows.extend(matching.take(limit).cloned());
     }
     rank_at_risk(&mut rows);
     rows.truncate(limit);
@@ -301,8 +292,8 @@ async fn alerts(State(st): State<HttpState>, Query(q): Query<AlertsQuery>) -> Re
         );
     }
     let mut firing = Vec::new();
-    for (_, e) in st.shared.engines() {
-        firing.extend(crate::lock(&e).firing());
+    for (_, v) in st.shared.views() {
+        firing.extend(v.firing.iter().cloned());
     }
     // Each engine sorts its own; merged, the order must not depend on which
     // partitions this instance holds.
@@ -341,6 +332,7 @@ mod tests {
 
     #[test]
     fn at_risk_orders_by_mrr_at_risk_then_health() {
+        use crate::signals::health::Risk;
         let row = |id: &str, mrr_at_risk, health_score| CustomerRow {
             customer_id: id.into(),
             health_score,

@@ -1465,15 +1465,20 @@ async fn kafka_run_matches_backtest_alert_ids() {
             v
         })
         .collect();
+    // The list and the firing alerts come from the read view the service
+    // publishes after its (paced) refresh: wait for the one at its clock.
+    let want_at_risk = Value::Array(want_at_risk);
+    let path = format!("/api/at-risk?limit={}", churnwatch::http::MAX_LIMIT);
     let got = block(|| {
-        get_json(&format!(
-            "/api/at-risk?limit={}",
-            churnwatch::http::MAX_LIMIT
-        ))
+        let mut last = Value::Null;
+        wait_for(Duration::from_secs(15), || {
+            last = get_json(&path);
+            (last["customers"] == want_at_risk).then_some(())
+        });
+        last
     });
     assert_eq!(
-        got["customers"],
-        Value::Array(want_at_risk),
+        got["customers"], want_at_risk,
         "/api/at-risk differs from the backtest"
     );
 
@@ -1487,8 +1492,15 @@ async fn kafka_run_matches_backtest_alert_ids() {
         })
         .collect();
     assert!(!want_firing.is_empty());
-    let got = block(|| get_json("/api/alerts?status=firing"));
-    let got = got["alerts"].as_array().cloned().unwrap_or_default();
+    let got = block(|| {
+        let mut last = Vec::new();
+        wait_for(Duration::from_secs(15), || {
+            let v = get_json("/api/alerts?status=firing");
+            last = v["alerts"].as_array().cloned().unwrap_or_default();
+            (last == want_firing).then_some(())
+        });
+        last
+    });
     let key = |v: &Value| v.to_string();
     let got_set: BTreeSet<String> = got.iter().map(key).collect();
     let want_set: BTreeSet<String> = want_firing.iter().map(key).collect();

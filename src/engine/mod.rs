@@ -36,8 +36,8 @@ use crate::state::{customer, window};
 use customer::{Billing, Customer, Feedback, Firing, NEVER, SubStatus, Ticket};
 use population::{Acc, InstancePopulation, MIN_PLAN_POPULATION, PopulationSamples};
 pub use view::{
-    AlertView, BillingView, CustomerRow, CustomerView, FeedbackView, GroupSnapshot, Lifecycle,
-    Snapshot, WeekView,
+    AT_RISK_KEPT, AlertView, BillingView, CustomerRow, CustomerView, FeedbackView, GroupSnapshot,
+    Lifecycle, ReadView, Snapshot, WeekView, rank_at_risk,
 };
 use visits::Visits;
 use window::day_of;

@@ -205,6 +205,35 @@ pub struct FeedbackView {
     pub open_tickets: usize,
 }
 
+/// Customers at risk kept per (plan, segment) in a [`ReadView`]: the most
+/// `/api/at-risk` returns.
+pub const AT_RISK_KEPT: usize = if cfg!(test) { 3 } else { 1000 };
+
+/// What readers see of one engine at one instant (see [`Engine::read_view`]).
+#[derive(Debug, Clone, Default)]
+pub struct ReadView {
+    /// The engine's clock when it was computed.
+    pub as_of: Ts,
+    /// Gauges per (plan, segment).
+    pub snapshot: Snapshot,
+    /// Customers at risk (risk above low, or an alert firing), ranked by
+    /// [`rank_at_risk`]; the first [`AT_RISK_KEPT`] of each (plan, segment).
+    pub at_risk: Vec<CustomerRow>,
+    /// Alerts firing, sorted by (customer, alert).
+    pub firing: Vec<AlertEvent>,
+}
+
+/// Orders rows by MRR at risk (highest first), then health (lowest first),
+/// then id.
+pub fn rank_at_risk(rows: &mut [CustomerRow]) {
+    rows.sort_by(|a, b| {
+        b.mrr_at_risk
+            .cmp(&a.mrr_at_risk)
+            .then(a.health_score.cmp(&b.health_score))
+            .then_with(|| a.customer_id.cmp(&b.customer_id))
+    });
+}
+
 impl Engine {
     fn lifecycle(&self, c: &Customer, health: &Health, now: Ts) -> Lifecycle {
         const THIRTY_DAYS: Ts = 30 * DAY_MS;
@@ -374,8 +403,46 @@ impl Engine {
         out
     }
 
+    /// What readers see, in one pass over the customers: the gauges, the
+    /// customers at risk and the firing alerts. The consume loop computes it
+    /// (paced) and publishes it, so that no reader computes every customer
+    /// while holding the engine.
+    pub fn read_view(&self) -> ReadView {
+        let mut at_risk = Vec::new();
+        let snapshot = self.snapshot_with(|row| {
+            if row.risk != Risk::Low || !row.firing.is_empty() {
+                at_risk.push(row);
+            }
+        });
+        rank_at_risk(&mut at_risk);
+        // A query's best rows (any plan and segment filter) are among the
+        // best of the groups it covers.
+        let mut kept: BTreeMap<(Option<&str>, Option<&str>), usize> = BTreeMap::new();
+        let keep: Vec<bool> = (at_risk.iter())
+            .map(|r| {
+                let n = kept.entry((r.plan.as_deref(), r.segment.as_deref()));
+                let n = n.or_default();
+                *n += 1;
+                *n <= AT_RISK_KEPT
+            })
+            .collect();
+        let mut keep = keep.into_iter();
+        at_risk.retain(|_| keep.next().unwrap_or(false));
+        ReadView {
+            as_of: self.now(),
+            snapshot,
+            at_risk,
+            firing: self.firing(),
+        }
+    }
+
     /// Gauges per (plan, segment).
     pub fn snapshot(&self) -> Snapshot {
+        self.snapshot_with(|_| {})
+    }
+
+    /// Gauges per (plan, segment), handing each customer's row to `each`.
+    fn snapshot_with(&self, mut each: impl FnMut(CustomerRow)) -> Snapshot {
         let now = self.now();
         let mut groups: BTreeMap<(u16, u16), GroupSnapshot> = BTreeMap::new();
         for ix in 0..self.customers.len() as u32 {
@@ -403,6 +470,7 @@ impl Engine {
             }
             g.mrr_at_risk += row.mrr_at_risk;
             g.health_sum += u64::from(row.health_score);
+            each(row);
         }
         Snapshot {
             groups: groups.into_values().collect(),
@@ -413,5 +481,64 @@ impl Engine {
                 _ => 0,
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::event::decode;
+    use crate::generate::{GenerateOptions, generate_to_vec};
+
+    #[test]
+    fn a_read_view_holds_the_ranked_customers_at_risk_of_each_group_and_the_firing_alerts() {
+        let cfg = Arc::new(Config::default());
+        let opts = GenerateOptions {
+            seed: 11,
+            customers: 200,
+            days: 120,
+            ..GenerateOptions::default()
+        };
+        let mut e = Engine::new(cfg.clone());
+        for (i, l) in generate_to_vec(&opts).lines.iter().enumerate() {
+            if let Ok(ev) = decode(l.as_bytes(), &cfg.decode) {
+                e.ingest(ev, i as u64);
+            }
+        }
+        e.finish(None);
+        let v = e.read_view();
+        assert_eq!(v.as_of, e.clock());
+        assert_eq!(v.firing, e.firing());
+        assert!(!v.firing.is_empty());
+        assert_eq!(
+            serde_json::to_value(&v.snapshot.groups).unwrap(),
+            serde_json::to_value(e.snapshot().groups).unwrap()
+        );
+        // Every customer at risk, ranked, the first AT_RISK_KEPT of each group.
+        let mut want: Vec<CustomerRow> = (e.customers().into_iter())
+            .filter(|r| r.risk != Risk::Low || !r.firing.is_empty())
+            .collect();
+        rank_at_risk(&mut want);
+        let mut seen: BTreeMap<(Option<Box<str>>, Option<Box<str>>), usize> = BTreeMap::new();
+        want.retain(|r| {
+            let n = seen.entry((r.plan.clone(), r.segment.clone())).or_default();
+            *n += 1;
+            *n <= AT_RISK_KEPT
+        });
+        assert!(
+            seen.values().any(|&n| n > AT_RISK_KEPT),
+            "a group over the cap"
+        );
+        let ids = |rows: &[CustomerRow]| -> Vec<Box<str>> {
+            rows.iter().map(|r| r.customer_id.clone()).collect()
+        };
+        assert_eq!(ids(&v.at_risk), ids(&want));
+        assert_eq!(
+            serde_json::to_value(&v.at_risk).unwrap(),
+            serde_json::to_value(&want).unwrap()
+        );
     }
 }

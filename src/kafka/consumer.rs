@@ -71,7 +71,6 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::SharedState;
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::engine::population::release_sweeps;
@@ -80,6 +79,7 @@ use crate::kafka::producer::Outbox;
 use crate::kafka::worker::{self, Batch, Done, Work};
 use crate::lock;
 use crate::metrics::Metrics;
+use crate::shared::SharedState;
 
 /// How often the loop wakes up without input (acks, idle ticks, checkpoints).
 const TICK: Duration = Duration::from_millis(200);
@@ -827,8 +827,8 @@ impl ConsumerLoop {
     fn refresh_metrics(&mut self) {
         let high = lock(&self.consumer.context().high).clone();
         let mut total_lag: u64 = 0;
-        // A snapshot computes every customer's health: paced like the
-        // business report below (`next_refresh`).
+        // A read view computes every customer's health: paced
+        // (`next_refresh`), and published for the HTTP handlers.
         let take_snapshot = Instant::now() >= self.snapshot_due;
         let mut snapshot_spent = Duration::ZERO;
         let mut snapshots = Vec::with_capacity(self.parts.len());
@@ -851,7 +851,9 @@ impl ConsumerLoop {
             let e = lock(&part.engine);
             if take_snapshot {
                 let t = Instant::now();
-                snapshots.push(e.snapshot());
+                let view = Arc::new(e.read_view());
+                snapshots.push(view.snapshot.clone());
+                self.shared.publish_view(*p, view);
                 snapshot_spent += t.elapsed();
             }
             customers += e.customer_count();
