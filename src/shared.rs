@@ -43,12 +43,7 @@ impl std::fmt::Debug for SharedState {
 impl SharedState {
     /// The live engines, by partition number.
     pub fn engines(&self) -> Vec<(i32, Arc<Mutex<Engine>>)> {
-        self.engines
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .map(|(p, e)| (*p, e.clone()))
-            .collect()
+        listed(&self.engines)
     }
 
     /// Publishes a partition's engine.
@@ -87,12 +82,7 @@ impl SharedState {
 
     /// The published read views, by partition number.
     pub fn views(&self) -> Vec<(i32, Arc<ReadView>)> {
-        self.views
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .map(|(p, v)| (*p, v.clone()))
-            .collect()
+        listed(&self.views)
     }
 
     /// Current status.
@@ -104,4 +94,11 @@ impl SharedState {
     pub fn update_status(&self, f: impl FnOnce(&mut Status)) {
         f(&mut crate::lock(&self.status));
     }
+}
+
+/// A copy of the handles in `m`, by partition number (the lock is held only
+/// to clone them).
+fn listed<T: Clone>(m: &RwLock<BTreeMap<i32, T>>) -> Vec<(i32, T)> {
+    let m = m.read().unwrap_or_else(|e| e.into_inner());
+    m.iter().map(|(p, v)| (*p, v.clone())).collect()
 }

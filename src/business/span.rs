@@ -25,7 +25,7 @@ use std::collections::VecDeque;
 
 use rustc_hash::FxHashMap;
 
-use super::{Acc, Book, Entry, Flow, SUBSCRIBED, count_flow, pos};
+use super::{Acc, Book, Cust, Entry, Flow, SUBSCRIBED, count_flow, pos};
 use crate::event::Ts;
 
 /// Index of a customer in the ledger's books: dense over the customers with
@@ -71,6 +71,16 @@ impl Span {
         }
     }
 
+    /// A fact entered the period: its flow (what it did to the customer in
+    /// `slot`) is counted.
+    fn enter(&mut self, slot: Slot, (before, after, flow): (Cust, Cust, Flow)) {
+        count_flow(&mut self.acc, before, after, flow, 1);
+        if let Flow::Churned { kind, .. } = flow {
+            let q = self.churns.entry(slot).or_default();
+            q.push_back(kind as u8);
+        }
+    }
+
     /// `e` leaves the period: applied to the start book, its flow taken back.
     fn leave(&mut self, head: &Book, e: &Entry) {
         self.cohort(head, e.customer, -1);
@@ -111,14 +121,8 @@ impl Span {
                 continue;
             }
             let book = at.get_or_insert_with(|| s.tail.clone());
-            if let Some((before, after, flow)) = book.apply(&e) {
-                count_flow(&mut s.acc, before, after, flow, 1);
-                if let Flow::Churned { kind, .. } = flow {
-                    s.churns
-                        .entry(e.customer)
-                        .or_default()
-                        .push_back(kind as u8);
-                }
+            if let Some(change) = book.apply(&e) {
+                s.enter(e.customer, change);
             }
         }
         for slot in 0..s.tail.custs.len() as Slot {
@@ -190,14 +194,8 @@ impl Views {
         for s in spans.iter_mut().flatten() {
             if e.ts < s.start {
                 s.tail.apply(e);
-            } else if let Some((before, after, flow)) = change {
-                count_flow(&mut s.acc, before, after, flow, 1);
-                if let Flow::Churned { kind, .. } = flow {
-                    s.churns
-                        .entry(e.customer)
-                        .or_default()
-                        .push_back(kind as u8);
-                }
+            } else if let Some(change) = change {
+                s.enter(e.customer, change);
             }
         }
         for s in spans.iter_mut().flatten() {
