@@ -522,9 +522,10 @@ mod tests {
             .filter(|r| r.risk != Risk::Low || !r.firing.is_empty())
             .collect();
         rank_at_risk(&mut want);
-        let mut seen: BTreeMap<(Option<Box<str>>, Option<Box<str>>), usize> = BTreeMap::new();
+        let group = |r: &CustomerRow| format!("{:?}/{:?}", r.plan, r.segment);
+        let mut seen: BTreeMap<String, usize> = BTreeMap::new();
         want.retain(|r| {
-            let n = seen.entry((r.plan.clone(), r.segment.clone())).or_default();
+            let n = seen.entry(group(r)).or_default();
             *n += 1;
             *n <= AT_RISK_KEPT
         });
