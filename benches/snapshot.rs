@@ -48,14 +48,17 @@ fn main() {
     let n = engine.customer_count();
     let path = std::env::temp_dir().join(format!("churnwatch-bench-{}.snap", std::process::id()));
 
+    // Encoding alone, into memory, then encoding while a second thread
+    // writes the file (what a caller does).
     let t = Instant::now();
     let bytes = engine.snapshot_bytes().expect("snapshot");
     let encode_s = t.elapsed().as_secs_f64();
-    std::fs::write(&path, &bytes).expect("write snapshot");
-    let write_s = t.elapsed().as_secs_f64();
-
-    let size = bytes.len();
     drop(bytes);
+    let t = Instant::now();
+    let mut file = std::fs::File::create(&path).expect("create snapshot file");
+    let size = engine.write_snapshot(&mut file).expect("write snapshot") as usize;
+    drop(file);
+    let write_s = t.elapsed().as_secs_f64();
 
     let t = Instant::now();
     let read = std::fs::read(&path).expect("read snapshot");
@@ -72,7 +75,7 @@ fn main() {
         engine.state_bytes() as f64 / n as f64
     );
     println!(
-        "  write: {write_s:.2} s ({:.2} M customers/s; target >= 1): encode {encode_s:.2} s ({:.2} M customers/s), then the file write",
+        "  write: {write_s:.2} s ({:.2} M customers/s; target >= 1), encoding while a thread writes the file; encoding alone into memory {encode_s:.2} s ({:.2} M customers/s)",
         n as f64 / write_s / 1e6,
         n as f64 / encode_s / 1e6
     );

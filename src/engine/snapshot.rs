@@ -22,6 +22,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::io::{Seek, SeekFrom, Write};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -49,6 +50,50 @@ pub enum SnapshotError {
     /// Encoding or writing failed.
     #[error("writing the snapshot: {0}")]
     Io(String),
+}
+
+/// Bytes of state encoded before they are handed to the writer thread.
+const CHUNK_BYTES: usize = if cfg!(test) { 1 << 10 } else { 1 << 20 };
+
+/// A postcard output that hands full chunks to the writer thread of
+/// [`Engine::write_snapshot`].
+struct Chunks {
+    buf: Vec<u8>,
+    tx: std::sync::mpsc::SyncSender<Vec<u8>>,
+    sent: u64,
+}
+
+impl Chunks {
+    fn send(&mut self) -> postcard::Result<()> {
+        let full = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK_BYTES));
+        self.sent += full.len() as u64;
+        // The writer stopped: its own error is reported.
+        (self.tx.send(full)).map_err(|_| postcard::Error::SerializeBufferFull)
+    }
+}
+
+/// Encodes into the chunks as postcard's own `Vec` flavor does.
+impl postcard::ser_flavors::Flavor for &mut Chunks {
+    type Output = ();
+
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= CHUNK_BYTES {
+            self.send()?;
+        }
+        Ok(())
+    }
+
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.try_extend(&[data])
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        self.send()
+    }
 }
 
 /// Why a snapshot was refused.
@@ -150,15 +195,14 @@ struct State {
 }
 
 impl Engine {
-    /// The engine's state as a snapshot (see the module doc). Its alerts
-    /// must have been taken ([`Engine::take_alerts`]).
-    pub fn snapshot_bytes(&self) -> Result<Vec<u8>, SnapshotError> {
+    /// What a snapshot stores, once the alerts have been taken.
+    fn state_ref(&self) -> Result<StateRef<'_>, SnapshotError> {
         let waiting = self.staged.len() + self.out.len();
         if waiting > 0 {
             return Err(SnapshotError::AlertsPending(waiting));
         }
         let s = &self.stats;
-        let state = StateRef {
+        Ok(StateRef {
             customers: &self.customers,
             ids: &self.ids,
             plans: &self.plans,
@@ -194,13 +238,26 @@ impl Engine {
             ),
             new_ids: self.new_ids,
             hold_sweep_at: self.hold_sweep_at,
-        };
+        })
+    }
+
+    /// The header: magic, format version and configuration basis (the
+    /// state's length follows it).
+    fn snapshot_header(&self, capacity: usize) -> Vec<u8> {
         let basis = config_basis(&self.cfg);
-        let mut out = Vec::with_capacity(64 + self.state_bytes());
+        let mut out = Vec::with_capacity(capacity.max(20 + basis.len()));
         out.extend_from_slice(&MAGIC);
         out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
         out.extend_from_slice(&(basis.len() as u32).to_le_bytes());
         out.extend_from_slice(basis.as_bytes());
+        out
+    }
+
+    /// The engine's state as a snapshot (see the module doc). Its alerts
+    /// must have been taken ([`Engine::take_alerts`]).
+    pub fn snapshot_bytes(&self) -> Result<Vec<u8>, SnapshotError> {
+        let state = self.state_ref()?;
+        let mut out = self.snapshot_header(64 + self.state_bytes());
         let len_at = out.len();
         out.extend_from_slice(&0u64.to_le_bytes());
         let mut out =
@@ -208,6 +265,44 @@ impl Engine {
         let len = (out.len() - len_at - 8) as u64;
         out[len_at..len_at + 8].copy_from_slice(&len.to_le_bytes());
         Ok(out)
+    }
+
+    /// Writes the snapshot of [`Engine::snapshot_bytes`] to `w` (from its
+    /// current position) while encoding it: a second thread writes each
+    /// encoded chunk, so encoding and writing overlap and the whole state is
+    /// never held twice. Returns the bytes written.
+    pub fn write_snapshot<W: Write + Seek + Send>(&self, w: &mut W) -> Result<u64, SnapshotError> {
+        let state = self.state_ref()?;
+        let io = |e: std::io::Error| SnapshotError::Io(e.to_string());
+        let head = self.snapshot_header(0);
+        let len_at = w.stream_position().map_err(io)? + head.len() as u64;
+        w.write_all(&head).map_err(io)?;
+        w.write_all(&0u64.to_le_bytes()).map_err(io)?;
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+        let len = std::thread::scope(|s| {
+            let out = &mut *w;
+            let writer = s.spawn(move || rx.into_iter().try_for_each(|c| out.write_all(&c)));
+            let mut sink = Chunks {
+                buf: Vec::with_capacity(CHUNK_BYTES),
+                tx,
+                sent: 0,
+            };
+            let encoded = postcard::serialize_with_flavor(&state, &mut sink)
+                .map_err(|e| SnapshotError::Io(e.to_string()));
+            let sent = sink.sent;
+            drop(sink);
+            let written = match writer.join() {
+                Ok(r) => r.map_err(io),
+                Err(_) => Err(SnapshotError::Io("the snapshot writer panicked".into())),
+            };
+            // The writer's own error says more than "it stopped" does.
+            written.and(encoded).map(|()| sent)
+        })?;
+        w.seek(SeekFrom::Start(len_at)).map_err(io)?;
+        w.write_all(&len.to_le_bytes()).map_err(io)?;
+        w.seek(SeekFrom::Start(len_at + 8 + len)).map_err(io)?;
+        w.flush().map_err(io)?;
+        Ok(len_at + 8 + len)
     }
 
     /// An engine restored from [`Engine::snapshot_bytes`] under `cfg`, or
@@ -410,6 +505,27 @@ mod tests {
                 prop_assert_eq!(g, w, "cuts {:?}", &cuts);
             }
         }
+    }
+
+    #[test]
+    fn a_snapshot_written_while_encoded_is_the_same_bytes() {
+        let cfg = Arc::new(Config::default());
+        let mut e = Engine::new(cfg.clone());
+        for (i, ev) in events(&cfg).into_iter().enumerate() {
+            e.ingest(ev, i as u64);
+        }
+        e.take_alerts();
+        let bytes = e.snapshot_bytes().unwrap();
+        // After something already in the file, as a caller may have put there.
+        let mut file = std::io::Cursor::new(b"prefix".to_vec());
+        file.seek(SeekFrom::End(0)).unwrap();
+        let n = e.write_snapshot(&mut file).unwrap();
+        assert_eq!(n as usize, 6 + bytes.len());
+        assert_eq!(&file.get_ref()[6..], &bytes[..]);
+        assert!(
+            bytes.len() > 2 * CHUNK_BYTES / 1024,
+            "several chunks in tests"
+        );
     }
 
     #[test]
