@@ -7,17 +7,34 @@
 //! applied in event-time order together with the timers (inactivity, dunning
 //! expiry, ...) and the daily sweep (window signals). So any arrival order
 //! within the allowed lateness gives the same state and byte-identical alerts.
+//!
+//! # Layout
+//! - this file: [`Engine`] and its ingest / time API, `process` (events,
+//!   timers and sweeps in time order), applying an event to a customer,
+//!   judging its alerts, and the daily sweep.
+//! - `reorder`: the reorder buffer, the input sources and the watermark, the `event_id` dedup horizon.
+//! - `timers`: one live timer per customer at its next deadline, the timer heap and its superseded entries.
+//! - `billing`: the billing state machine: billing events and dunning expiry move a customer's `Billing` and yield business facts.
+//! - `ids`: customer ids and their index, the plan and segment name interners, new-id floods, the population sample's hash.
+//! - `visits`: the daily sweep's calendar of visits.
+//! - [`population`]: the population context of a sweep, merged over the engines of an instance.
+//! - [`snapshot`]: the versioned binary snapshot of an engine and its restore.
+//! - `view`: read models for the API, the output files and the gauges.
 
+mod billing;
+mod ids;
 pub mod population;
+mod reorder;
 #[cfg(test)]
 mod signal_tests;
 pub mod snapshot;
+mod timers;
 mod view;
 mod visits;
 
-use std::cmp::{Ordering, Reverse};
+use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use hashbrown::HashTable;
@@ -25,16 +42,20 @@ use rustc_hash::{FxBuildHasher, FxHashMap};
 use serde::Serialize;
 
 use crate::alert::{AlertEvent, AlertStatus};
-use crate::business::{Fact, Ledger, OTHER_GROUP, PeriodReport};
+use crate::business::{Fact, Ledger, PeriodReport};
 use crate::catalogue::{AlertKind, AlertParams};
 use crate::config::Config;
-use crate::event::{CancelKind, DAY_MS, Event, EventKind, Ts, format_ts};
+use crate::event::{DAY_MS, Event, EventKind, Ts, format_ts};
 use crate::signals::health::{self, Health};
 use crate::signals::{self, Ctx, Finding, Population, WeekTotals, engagement};
 use crate::state::{customer, window};
 
-use customer::{Billing, Customer, Feedback, Firing, NEVER, SubStatus, Ticket};
+use customer::{Customer, Feedback, Firing, NEVER, Ticket};
+use ids::{Ids, MAX_SAMPLE_LEVEL, Names, NewIds};
+pub use ids::{sample_hash, sample_level};
 use population::{Acc, InstancePopulation, MIN_PLAN_POPULATION, PopulationSamples};
+use reorder::{Pending, Source};
+use timers::Timer;
 pub use view::{
     AT_RISK_KEPT, AlertView, BillingView, CustomerRow, CustomerView, FeedbackView, GroupSnapshot,
     Lifecycle, ReadView, Snapshot, WeekView, rank_at_risk,
@@ -87,309 +108,12 @@ impl Stats {
     }
 }
 
-/// An event waiting in the reorder buffer, ordered by (ts, customer, type,
-/// event_id, arrival) so the apply order does not depend on arrival order.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct Pending {
-    /// Copy of `ev.ts`, kept inline so heap moves compare without a pointer chase.
-    ts: Ts,
-    ev: Event,
-    seq: u64,
-    type_ix: u8,
-    /// The source it came from ([`Engine::ingest_from`]), for
-    /// [`Engine::pending_min_seq_by_source`] (not part of the order).
-    source: u8,
-}
-
-impl PartialEq for Pending {
-    fn eq(&self, o: &Self) -> bool {
-        self.cmp(o) == Ordering::Equal
-    }
-}
-impl Eq for Pending {}
-impl PartialOrd for Pending {
-    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Pending {
-    fn cmp(&self, o: &Self) -> Ordering {
-        self.ts.cmp(&o.ts).then_with(|| {
-            (
-                &self.ev.customer_id,
-                self.type_ix,
-                &self.ev.event_id,
-                self.seq,
-            )
-                .cmp(&(&o.ev.customer_id, o.type_ix, &o.ev.event_id, o.seq))
-        })
-    }
-}
-
-/// Progress of one input source.
-#[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize)]
-struct Source {
-    max: Option<Ts>,
-    idle: bool,
-}
-
-/// Interns plan and segment names; id 0 is "none". At most `cap` distinct
-/// names are kept (plus the configured plans): the rest are counted under
-/// [`OTHER_GROUP`], since each becomes a label value of every per-plan
-/// gauge and a key of the API (a producer writing customer ids into `plan`
-/// must not grow them without bound).
-#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
-struct Names {
-    names: Vec<Box<str>>,
-    /// Derived from `names` (rebuilt after a restore).
-    #[serde(skip)]
-    ids: FxHashMap<Box<str>, u16>,
-    #[serde(skip)]
-    label: &'static str,
-    cap: usize,
-    kept: usize,
-    other: u16,
-    /// Times a name was counted under [`OTHER_GROUP`].
-    folded: u64,
-}
-
-impl Names {
-    fn new(label: &'static str, cap: usize) -> Self {
-        Names {
-            names: vec!["none".into()],
-            label,
-            cap: cap.min(usize::from(u16::MAX) - 2),
-            ..Default::default()
-        }
-    }
-
-    fn push(&mut self, s: &str) -> u16 {
-        let i = self.names.len() as u16;
-        self.names.push(s.into());
-        self.ids.insert(s.into(), i);
-        i
-    }
-
-    /// Interns `s` whatever the cap (configured plans).
-    fn keep(&mut self, s: &str) {
-        if !self.ids.contains_key(s) {
-            self.push(s);
-        }
-    }
-
-    /// The id of an event's name, counting it when folded.
-    fn id(&mut self, s: &str) -> u16 {
-        let i = self.intern(s);
-        if i != 0 && i == self.other {
-            self.folded += 1;
-        }
-        i
-    }
-
-    fn intern(&mut self, s: &str) -> u16 {
-        if let Some(&i) = self.ids.get(s) {
-            return i;
-        }
-        if self.kept >= self.cap {
-            if self.other == 0 {
-                tracing::warn!(
-                    label = self.label,
-                    max_label_values = self.cap,
-                    first = s,
-                    "more distinct {} names than max_label_values: the rest are counted as {OTHER_GROUP}",
-                    self.label
-                );
-                self.other = self.push(OTHER_GROUP);
-            }
-            return self.other;
-        }
-        self.kept += 1;
-        self.push(s)
-    }
-
-    /// Rebuilds `ids` from `names` (after a restore; id 0, "none", is not
-    /// a name events carry).
-    fn rebuild_ids(&mut self) {
-        self.ids = (self.names.iter().enumerate().skip(1))
-            .map(|(i, n)| (n.clone(), i as u16))
-            .collect();
-    }
-
-    fn name(&self, i: u16) -> Option<&str> {
-        if i == 0 {
-            None
-        } else {
-            self.names.get(usize::from(i)).map(|s| &**s)
-        }
-    }
-}
-
-/// A timer: (deadline, customer index) in 12 bytes instead of 16, ordered
-/// as that pair (the deadline as offset binary, high half first).
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
-struct Timer([u32; 3]);
-
-impl Timer {
-    fn new(at: Ts, ix: u32) -> Self {
-        let k = (at as u64) ^ (1 << 63);
-        Timer([(k >> 32) as u32, k as u32, ix])
-    }
-
-    fn at(self) -> Ts {
-        let k = (u64::from(self.0[0]) << 32) | u64::from(self.0[1]);
-        (k ^ (1 << 63)) as Ts
-    }
-
-    fn ix(self) -> u32 {
-        self.0[2]
-    }
-}
-
-/// Every customer id in one string (one allocation instead of one per
-/// customer), by customer index; customers are never removed.
-/// Bytes of ids in all up to which their ends take 4 bytes (small in tests).
-const NARROW_IDS_MAX: usize = if cfg!(test) { 20 } else { u32::MAX as usize };
-
-#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
-struct Ids {
-    text: String,
-    /// End of each id in `text`, 4 bytes a customer while `text` is below 4 GiB ...
-    ends: Vec<u32>,
-    /// ... and in here instead beyond.
-    wide_ends: Vec<usize>,
-}
-
-impl Ids {
-    fn push(&mut self, id: &str) {
-        self.text.push_str(id);
-        match u32::try_from(self.text.len()) {
-            Ok(end) if self.wide_ends.is_empty() && self.text.len() <= NARROW_IDS_MAX => {
-                self.ends.push(end)
-            }
-            _ => {
-                if self.wide_ends.is_empty() {
-                    self.wide_ends = self.ends.drain(..).map(|e| e as usize).collect();
-                    self.ends = Vec::new();
-                }
-                self.wide_ends.push(self.text.len());
-            }
-        }
-    }
-
-    fn end(&self, i: usize) -> usize {
-        if self.wide_ends.is_empty() {
-            self.ends[i] as usize
-        } else {
-            self.wide_ends[i]
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.ends.len() + self.wide_ends.len()
-    }
-
-    fn get(&self, ix: u32) -> &str {
-        let i = ix as usize;
-        let start = if i == 0 { 0 } else { self.end(i - 1) };
-        &self.text[start..self.end(i)]
-    }
-
-    fn heap_bytes(&self) -> usize {
-        self.text.capacity()
-            + self.ends.capacity() * std::mem::size_of::<u32>()
-            + self.wide_ends.capacity() * std::mem::size_of::<usize>()
-    }
-}
-
-/// Customers first seen per minute of event time, to make a flood of new
-/// ids (a producer writing user ids or random UUIDs as `customer_id`)
-/// visible before memory does.
-#[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize)]
-struct NewIds {
-    /// Event time of the engine's first customer: the first hour, when
-    /// every customer is new, does not warn.
-    since: Option<Ts>,
-    minute: i64,
-    count: u64,
-    last_minute: u64,
-}
-
-impl NewIds {
-    /// One more customer first seen at `ts`; whether that minute just went
-    /// past `limit` (after the first hour).
-    fn add(&mut self, ts: Ts, limit: u64) -> bool {
-        let since = *self.since.get_or_insert(ts);
-        let minute = ts.div_euclid(60_000);
-        if minute > self.minute {
-            self.last_minute = if minute == self.minute + 1 {
-                self.count
-            } else {
-                0
-            };
-            (self.minute, self.count) = (minute, 0);
-        }
-        if minute == self.minute {
-            self.count += 1;
-        }
-        self.count == limit + 1 && ts >= since + 3_600_000
-    }
-}
-
-/// What a customer's timer evaluates: every alert but those judged at the
-/// daily sweep ([`SWEEP_KINDS`]).
-const TIMER_KINDS: [AlertKind; 6] = [
-    AlertKind::Inactivity,
-    AlertKind::KeyFeatureUnused,
-    AlertKind::Downgrade,
-    AlertKind::PaymentFailed,
-    AlertKind::Churned,
-    AlertKind::Detractor,
-];
-
 /// The window alerts, judged at the daily sweep.
 const SWEEP_KINDS: [AlertKind; 3] = [
     AlertKind::EngagementDrop,
     AlertKind::SeatContraction,
     AlertKind::SupportSpike,
 ];
-
-/// Deepest sample level (1 in 2^32 customers).
-const MAX_SAMPLE_LEVEL: usize = 32;
-
-/// The sample level of a sweep over `customers` customers (of every engine
-/// of the instance): the least `L` with `customers / 2^L <= sample`
-/// (`population_sample`, 10,000 by default: a percentile on about 100
-/// customers). A customer is in the sample of level `L` when its
-/// [`sample_hash`] is below `2^(64 - L)`: all customers up to `sample`, else
-/// between about a half and all of `sample` of them, the same ones whatever
-/// the order of arrival and however they are spread over the engines of an
-/// instance. This keeps a daily sweep's sampling cost bounded however many
-/// customers there are.
-pub fn sample_level(customers: usize, sample: usize) -> usize {
-    let mut l = 0;
-    while l < MAX_SAMPLE_LEVEL && (customers >> l) > sample {
-        l += 1;
-    }
-    l
-}
-
-/// The stable hash the population sample ([`sample_level`]) is drawn by (FxHash, then the
-/// SplitMix64 finalizer so every bit is mixed; never `DefaultHasher`, which
-/// is seeded per process).
-pub fn sample_hash(id: &str) -> u64 {
-    let mut z = FxBuildHasher.hash_one(id);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
-/// The sample level list a customer id belongs to (leading zeros of its
-/// [`sample_hash`], capped).
-fn sample_level_of(id: &str) -> usize {
-    (sample_hash(id).leading_zeros() as usize).min(MAX_SAMPLE_LEVEL)
-}
 
 /// The engine.
 pub struct Engine {
@@ -520,43 +244,6 @@ impl Engine {
         self.ingest_from(0, ev, seq)
     }
 
-    /// Declares `n` input sources (e.g. the three input topics of a
-    /// partition). The watermark then follows the slowest source that is not
-    /// idle, so one topic read ahead of another in a backlog does not make
-    /// the other's events late.
-    pub fn set_sources(&mut self, n: usize) {
-        self.sources = vec![Source::default(); n.max(1)];
-        self.runs.resize_with(n.max(1), VecDeque::new);
-    }
-
-    /// Marks a source drained: it no longer holds the watermark back until
-    /// its next event.
-    pub fn source_idle(&mut self, source: usize) {
-        if let Some(s) = self.sources.get_mut(source) {
-            if !s.idle {
-                s.idle = true;
-                self.advance_watermark();
-            }
-        }
-    }
-
-    fn advance_watermark(&mut self) {
-        let busy = self.sources.iter().filter(|s| !s.idle);
-        // A busy source that has sent nothing yet holds everything back.
-        let slowest = if self.sources.iter().any(|s| !s.idle) {
-            busy.map(|s| s.max.unwrap_or(Ts::MIN)).min()
-        } else {
-            self.max_ts
-        };
-        if let Some(t) = slowest.filter(|t| *t != Ts::MIN) {
-            let wm = t.saturating_sub(self.cfg.allowed_lateness);
-            if wm > self.watermark {
-                self.watermark = wm;
-                self.process(wm, false);
-            }
-        }
-    }
-
     /// [`Self::ingest`] for an event of input source `source`.
     pub fn ingest_from(&mut self, source: usize, ev: Event, seq: u64) -> Disposition {
         self.stats.ingested += 1;
@@ -564,22 +251,9 @@ impl Engine {
             self.stats.after_until += 1;
             return Disposition::AfterUntil;
         }
-        if let Some(id) = &ev.event_id {
-            let mut h = self.hasher.build_hasher();
-            ev.customer_id.hash(&mut h);
-            0xffu8.hash(&mut h);
-            id.hash(&mut h);
-            let key = h.finish();
-            match self.dedup.get(&key) {
-                Some(&first) if (ev.ts - first).abs() <= self.cfg.dedup_horizon => {
-                    self.stats.duplicates += 1;
-                    return Disposition::Duplicate;
-                }
-                _ => {
-                    self.dedup.insert(key, ev.ts);
-                    self.dedup_queue.push_back((ev.ts, key));
-                }
-            }
+        if self.is_duplicate(&ev) {
+            self.stats.duplicates += 1;
+            return Disposition::Duplicate;
         }
         if self.next_sweep == Ts::MIN {
             self.next_sweep = (day_of(ev.ts) as Ts + 1) * DAY_MS;
@@ -594,31 +268,7 @@ impl Engine {
             self.flush_staged();
             return Disposition::Late;
         }
-        let type_ix = ev.kind.type_index() as u8;
-        let ts = ev.ts;
-        let src = source.min(self.runs.len() - 1);
-        let p = Pending {
-            ts,
-            ev,
-            seq,
-            type_ix,
-            source: src as u8,
-        };
-        let run = &mut self.runs[src];
-        if run.back().is_none_or(|b| *b <= p) {
-            run.push_back(p);
-        } else {
-            self.heap.push(Reverse(p));
-        }
-        if self.max_ts.is_none_or(|m| ts > m) {
-            self.max_ts = Some(ts);
-        }
-        let s = &mut self.sources[src];
-        s.idle = false;
-        if s.max.is_none_or(|m| ts > m) {
-            s.max = Some(ts);
-            self.advance_watermark();
-        }
+        self.buffer(source, ev, seq);
         Disposition::Buffered
     }
 
@@ -657,23 +307,6 @@ impl Engine {
     /// Alert transitions produced since the last call, in the order they happened.
     pub fn take_alerts(&mut self) -> Vec<AlertEvent> {
         std::mem::take(&mut self.out)
-    }
-
-    /// Per source ([`Self::set_sources`]), the least arrival number ingested
-    /// from it and not yet applied (`None`: nothing pending). A source's
-    /// arrival numbers below it are all applied (or dropped as duplicates).
-    pub fn pending_min_seq_by_source(&self) -> Vec<Option<u64>> {
-        let mut min = vec![None::<u64>; self.sources.len()];
-        for p in self
-            .runs
-            .iter()
-            .flatten()
-            .chain(self.heap.iter().map(|r| &r.0))
-        {
-            let m = &mut min[usize::from(p.source)];
-            *m = Some(m.map_or(p.seq, |m| m.min(p.seq)));
-        }
-        min
     }
 
     /// Current watermark (`i64::MIN` before any event).
@@ -844,65 +477,16 @@ impl Engine {
         }
     }
 
-    fn find(&self, id: &str) -> Option<u32> {
-        let h = self.hasher.hash_one(id);
-        self.index.find(h, |&ix| self.ids.get(ix) == id).copied()
-    }
-
-    fn find_or_insert(&mut self, id: &str, ts: Ts) -> u32 {
-        if let Some(ix) = self.find(id) {
-            return ix;
-        }
-        let ix = self.customers.len() as u32;
-        if self.new_ids.add(ts, self.cfg.new_customers_warn_per_minute) {
-            tracing::warn!(
-                minute = %format_ts(ts.div_euclid(60_000) * 60_000),
-                limit = self.cfg.new_customers_warn_per_minute,
-                customers = self.customers.len() + 1,
-                latest = id,
-                "more new customer ids in one minute of event time than new_customers_warn_per_minute: is a producer writing other ids (users, random UUIDs) into customer_id?"
-            );
-        }
-        self.customers.push(Customer::new(ts));
-        self.visits.push_customer();
-        self.ids.push(id);
-        self.levels[sample_level_of(id)].push(ix);
-        let h = self.hasher.hash_one(id);
-        let (ids, hasher) = (&self.ids, &self.hasher);
-        self.index
-            .insert_unique(h, ix, |&i| hasher.hash_one(ids.get(i)));
-        ix
-    }
-
-    /// Rebuilds what is derived from the stored state (the index of customer
-    /// ids, the sample levels) after a restore; the sweep's weekly totals are
-    /// recomputed when needed.
+    /// Rebuilds what is derived from the stored state after a restore (the
+    /// index of customer ids and the sample levels, the dedup map, the count
+    /// of superseded timers, the calendar of visits); the sweep's weekly
+    /// totals are recomputed when needed.
     fn rebuild_derived(&mut self) {
-        self.index = HashTable::with_capacity(self.customers.len());
-        self.levels = vec![Vec::new(); MAX_SAMPLE_LEVEL + 1];
-        for ix in 0..self.customers.len() as u32 {
-            let id = self.ids.get(ix);
-            let (ids, hasher) = (&self.ids, &self.hasher);
-            self.index
-                .insert_unique(hasher.hash_one(id), ix, |&i| hasher.hash_one(ids.get(i)));
-            self.levels[sample_level_of(id)].push(ix);
-        }
+        self.rebuild_index();
         self.week_cache = Vec::new();
         self.week_cache_day = i32::MIN;
-        self.plans.rebuild_ids();
-        self.segments.rebuild_ids();
-        // Each key's latest entry in the queue is the one the map holds: both
-        // are written together and the sweep removes a key with its entry.
-        self.dedup = FxHashMap::default();
-        for &(ts, key) in &self.dedup_queue {
-            self.dedup.insert(key, ts);
-        }
-        let customers = &self.customers;
-        self.superseded_timers = self
-            .timers
-            .iter()
-            .filter(|Reverse(t)| customers[t.ix() as usize].timer_at != t.at())
-            .count();
+        self.rebuild_dedup();
+        self.recount_superseded_timers();
         self.refile_all();
     }
 
@@ -990,31 +574,6 @@ impl Engine {
             }
         }
         self.flush_staged();
-    }
-
-    /// The earliest pending event: the least of the runs' fronts and the heap's top.
-    fn next_pending(&self) -> Option<&Pending> {
-        self.next_pending_at().map(|(_, p)| p)
-    }
-
-    /// Where the earliest pending event is (`Some(i)`: run `i`, `None`: heap) and the event.
-    fn next_pending_at(&self) -> Option<(Option<usize>, &Pending)> {
-        let mut best = self.heap.peek().map(|r| (None, &r.0));
-        for (i, run) in self.runs.iter().enumerate() {
-            if let Some(a) = run.front()
-                && best.is_none_or(|(_, b)| a <= b)
-            {
-                best = Some((Some(i), a));
-            }
-        }
-        best
-    }
-
-    fn pop_pending(&mut self) -> Option<Pending> {
-        match self.next_pending_at()?.0 {
-            Some(i) => self.runs[i].pop_front(),
-            None => self.heap.pop().map(|r| r.0),
-        }
     }
 
     /// Orders this batch's transitions by (time, customer, alert, status) and releases them.
@@ -1165,135 +724,6 @@ impl Engine {
         self.evaluate(ix, kinds, now);
         self.schedule(ix);
         true
-    }
-
-    fn apply_billing(&mut self, ix: u32, ts: Ts, kind: EventKind) {
-        let plan_id = match &kind {
-            EventKind::SubscriptionStarted { plan, .. } | EventKind::PlanChanged { plan, .. } => {
-                Some(self.plans.id(plan))
-            }
-            EventKind::SubscriptionRenewed {
-                plan: Some(plan), ..
-            } => Some(self.plans.id(plan)),
-            _ => None,
-        };
-        let mut facts: Vec<Fact> = Vec::new();
-        let plans = &self.plans;
-        let name = |id: u16| -> Box<str> { plans.name(id).unwrap_or("none").into() };
-        let c = &mut self.customers[ix as usize];
-        let b: &mut Billing = c.billing.get_or_insert_with(Default::default);
-        // A churned customer that starts or pays again is reactivated.
-        let rejoin = |b: &mut Billing, facts: &mut Vec<Fact>, plan: u16, mrr: i64| {
-            let reactivation = b.status == Some(SubStatus::Churned);
-            b.status = Some(SubStatus::Active);
-            b.plan = plan;
-            b.mrr = mrr;
-            b.sub_started = ts;
-            b.set_dunning_since(None);
-            b.dunning_attempts = 0;
-            b.set_downgrade(None);
-            if reactivation {
-                b.clear_churned();
-                b.set_reactivated_at(ts);
-            }
-            facts.push(Fact::Joined {
-                plan: name(plan),
-                mrr,
-                reactivation,
-            });
-        };
-        match kind {
-            EventKind::SubscriptionStarted { mrr, .. } => {
-                let plan = plan_id.unwrap_or(0);
-                if b.status == Some(SubStatus::Active) {
-                    change_mrr(b, &mut facts, plan, mrr, name(plan));
-                } else {
-                    rejoin(b, &mut facts, plan, mrr);
-                }
-            }
-            EventKind::SubscriptionRenewed { mrr, .. } => {
-                let plan = plan_id.unwrap_or(b.plan);
-                let mrr = mrr.unwrap_or(b.mrr);
-                match b.status {
-                    Some(SubStatus::Active) => change_mrr(b, &mut facts, plan, mrr, name(plan)),
-                    _ => rejoin(b, &mut facts, plan, mrr),
-                }
-            }
-            EventKind::PlanChanged {
-                mrr, previous_mrr, ..
-            } => {
-                let plan = plan_id.unwrap_or(0);
-                if b.status == Some(SubStatus::Active) {
-                    let old = b.mrr;
-                    let prev_for_downgrade = previous_mrr.unwrap_or(old);
-                    let old_plan = b.plan;
-                    if mrr < prev_for_downgrade {
-                        b.set_downgrade(Some((ts, old_plan, prev_for_downgrade, mrr)));
-                    } else if b.downgrade().is_some_and(|(_, _, prev, _)| mrr >= prev) {
-                        b.set_downgrade(None);
-                    }
-                    if mrr != old || plan != old_plan {
-                        facts.push(Fact::MrrChanged {
-                            plan: name(plan),
-                            old_mrr: old,
-                            new_mrr: mrr,
-                        });
-                    }
-                    b.mrr = mrr;
-                    b.plan = plan;
-                } else {
-                    rejoin(b, &mut facts, plan, mrr);
-                }
-            }
-            EventKind::PaymentFailed {
-                mrr,
-                reason,
-                attempt,
-            } => {
-                if b.status == Some(SubStatus::Active) {
-                    if b.dunning_since().is_none() {
-                        b.set_dunning_since(Some(ts));
-                        b.dunning_attempts = 0;
-                        facts.push(Fact::DunningOpened);
-                    }
-                    b.dunning_attempts = b
-                        .dunning_attempts
-                        .saturating_add(1)
-                        .max(attempt.unwrap_or(0));
-                    b.note_dunning_reason(reason);
-                    if b.mrr == 0 {
-                        if let Some(m) = mrr {
-                            b.mrr = m;
-                        }
-                    }
-                }
-            }
-            EventKind::PaymentSucceeded { .. } => match b.status {
-                Some(SubStatus::Active) => {
-                    if b.take_dunning_since().is_some() {
-                        b.dunning_attempts = 0;
-                        facts.push(Fact::DunningClosed { recovered: true });
-                    }
-                }
-                Some(SubStatus::Churned) => {
-                    let (plan, mrr) = (b.plan, b.churned_mrr());
-                    rejoin(b, &mut facts, plan, mrr);
-                }
-                None => {}
-            },
-            EventKind::RefundIssued { amount } => facts.push(Fact::Refund {
-                amount: amount.unwrap_or(0),
-            }),
-            EventKind::SubscriptionCancelled { cancel_kind, .. } => {
-                if b.status != Some(SubStatus::Churned) {
-                    churn(b, ts, cancel_kind, &mut facts);
-                }
-            }
-            _ => {}
-        }
-        for f in facts {
-            self.ledger.record(ts, ix, f);
-        }
     }
 
     /// Evaluates `kinds` for one customer at `now` and stages transitions.
@@ -1491,136 +921,6 @@ impl Engine {
         }
     }
 
-    /// The next instant a time-based condition of `ix` can change.
-    fn next_deadline(&self, ix: u32) -> Option<Ts> {
-        let c = &self.customers[ix as usize];
-        let plan_id = Self::plan_of(c);
-        let plan = self.plans.name(plan_id);
-        let mut d: Option<Ts> = None;
-        let mut consider = |t: Option<Ts>| {
-            if let Some(t) = t {
-                d = Some(d.map_or(t, |x| x.min(t)));
-            }
-        };
-        if let Some(b) = &c.billing {
-            if b.status == Some(SubStatus::Active) {
-                consider(b.dunning_since().map(|s| s + self.cfg.dunning_grace));
-                if c.is_firing(AlertKind::Downgrade) {
-                    consider(
-                        b.downgrade()
-                            .map(|(t, ..)| t + self.cfg.alert(AlertKind::Downgrade, plan).window),
-                    );
-                }
-            }
-        }
-        if c.is_churned() {
-            return d;
-        }
-        consider(self.population_deadline(c, self.pop_for(plan_id), self.now()));
-        if c.is_firing(AlertKind::Detractor) {
-            consider(signals::feedback::detractor_expiry(
-                c,
-                self.cfg.alert(AlertKind::Detractor, plan).window,
-            ));
-        }
-        d
-    }
-
-    /// The earliest deadline of `c` (not churned) that depends on the
-    /// population, in context `pop` at `now` (or its last event, if later):
-    /// inactivity and key feature unused, those not firing.
-    fn population_deadline(&self, c: &Customer, pop: &Population, now: Ts) -> Option<Ts> {
-        let plan = self.plans.name(Self::plan_of(c));
-        // The context a deadline is computed in: now, for an alert not firing.
-        let now = now.max(c.last_seen);
-        let mut d: Option<Ts> = None;
-        let inact = self.cfg.alert(AlertKind::Inactivity, plan);
-        if c.last_usage != NEVER && !c.is_firing(AlertKind::Inactivity) && inact.enabled {
-            let ctx = self.ctx_not_firing(pop, inact, now);
-            let (allowed, _, _) = signals::inactivity::allowed_gap(c, &ctx);
-            d = Some(c.last_usage.saturating_add(allowed));
-        }
-        let kfu = self.cfg.alert(AlertKind::KeyFeatureUnused, plan);
-        if c.key_features.is_some() && !c.is_firing(AlertKind::KeyFeatureUnused) && kfu.enabled {
-            let ctx = self.ctx_not_firing(pop, kfu, now);
-            if let Some(t) = signals::inactivity::key_feature_deadline(c, &ctx) {
-                d = Some(d.map_or(t, |x| x.min(t)));
-            }
-        }
-        d
-    }
-
-    /// After a usage event of a customer with nothing firing that recorded no
-    /// new gap and was neither its first usage nor its first event: true when
-    /// its pending timer is provably still no later than its next deadline,
-    /// so [`Self::schedule`] would change nothing. Such an event leaves every
-    /// input of the deadlines as at the customer's last schedule (which put
-    /// the timer at or before all of them) except `last_usage`, which only
-    /// grows, the clock, which only makes allowed gaps longer, and, for a key
-    /// feature used at `ts`, that feature (its deadline is then at least
-    /// `ts + window`).
-    fn timer_still_first_after_usage(&self, ix: u32, ts: Ts, key_feature: bool) -> bool {
-        let c = &self.customers[ix as usize];
-        let t = c.timer_at;
-        if t == NEVER || t <= self.clock || !c.firing.is_empty() {
-            return false;
-        }
-        let plan = self.plans.name(Self::plan_of(c));
-        !key_feature
-            || t <= ts.saturating_add(self.cfg.alert(AlertKind::KeyFeatureUnused, plan).window)
-    }
-
-    /// Keeps one live timer per customer, at its next deadline.
-    fn schedule(&mut self, ix: u32) {
-        let Some(d) = self.next_deadline(ix) else {
-            return;
-        };
-        let c = &mut self.customers[ix as usize];
-        if c.timer_at == NEVER || d < c.timer_at || c.timer_at <= self.clock {
-            // The entry of the timer it replaces is still in the heap.
-            self.superseded_timers += usize::from(c.timer_at != NEVER);
-            c.timer_at = d;
-            self.timers.push(Reverse(Timer::new(d, ix)));
-        }
-    }
-
-    fn on_timer(&mut self, ix: u32, at: Ts) {
-        if self.customers[ix as usize].timer_at != at {
-            self.superseded_timers = self.superseded_timers.saturating_sub(1);
-            return;
-        }
-        self.catch_up(ix);
-        self.customers[ix as usize].timer_at = NEVER;
-        // Dunning that outlived its grace is an involuntary churn at that instant.
-        let grace = self.cfg.dunning_grace;
-        let mut facts = Vec::new();
-        if let Some(b) = self.customers[ix as usize].billing.as_mut() {
-            if let Some(since) = b.dunning_since() {
-                if b.status == Some(SubStatus::Active) && since + grace <= at {
-                    churn(b, since + grace, CancelKind::Involuntary, &mut facts);
-                }
-            }
-        }
-        let churn_ts = at;
-        // A churn ends every alert at once. Otherwise only the alerts that a
-        // deadline can change: the window alerts (engagement, seats, support
-        // load) change as days pass and are judged at the daily sweep and on
-        // their own events. Judging them at a timer too would tie them to when
-        // the timer was set, which depends on the population of that moment,
-        // and so on when the service last restarted.
-        let kinds: &[AlertKind] = if facts.is_empty() {
-            &TIMER_KINDS
-        } else {
-            &AlertKind::ALL
-        };
-        for f in facts {
-            self.ledger.record(churn_ts, ix, f);
-        }
-        self.evaluate(ix, kinds, at);
-        self.schedule(ix);
-        self.file_next_visit(ix, false);
-    }
-
     /// Daily: population context, then the customers on the calendar of
     /// visits for today ([`Self::visit`]); every other customer has nothing
     /// a sweep can change (debug builds check each).
@@ -1636,27 +936,8 @@ impl Engine {
             self.visit(ix, now);
             self.file_next_visit_from(ix, today + 1, false);
         }
-        // Superseded timers are only ever skipped when due: drop them once
-        // they are many, so the heap stays near one entry per customer.
-        let live = self.timers.len() - self.superseded_timers;
-        if self.superseded_timers > live / 4 + 1024 {
-            let customers = &self.customers;
-            self.timers
-                .retain(|Reverse(t)| customers[t.ix() as usize].timer_at == t.at());
-            self.timers
-                .shrink_to(self.timers.len() + self.timers.len() / 2);
-            self.superseded_timers = 0;
-        }
-        let horizon = self.cfg.dedup_horizon;
-        while let Some(&(ts, key)) = self.dedup_queue.front() {
-            if ts + horizon >= self.watermark {
-                break;
-            }
-            self.dedup_queue.pop_front();
-            if self.dedup.get(&key) == Some(&ts) {
-                self.dedup.remove(&key);
-            }
-        }
+        self.drop_superseded_timers();
+        self.expire_dedup();
         // The weekly totals are a sweep's only (~80 bytes per sampled
         // customer): not kept between sweeps.
         self.week_cache_day = i32::MIN;
@@ -1738,12 +1019,7 @@ impl Engine {
             self.evaluate(ix, &kinds[..n], now);
         }
         if self.sweep_reschedules(&self.customers[ix as usize], now) {
-            let c = &mut self.customers[ix as usize];
-            if c.timer_at != NEVER && c.timer_at < now {
-                c.timer_at = NEVER;
-                self.superseded_timers += 1;
-            }
-            self.schedule(ix);
+            self.reschedule(ix, now);
         }
     }
 
@@ -2026,11 +1302,6 @@ impl Engine {
     pub fn sweep_work(&self) -> (u64, u64) {
         self.sweep_work
     }
-
-    /// Events waiting in the reorder buffer.
-    pub fn buffered(&self) -> usize {
-        self.runs.iter().map(VecDeque::len).sum::<usize>() + self.heap.len()
-    }
 }
 
 /// Whether a sweep of `today` judges `c`'s window alerts at all: used
@@ -2054,32 +1325,6 @@ fn prune_to(c: &mut Customer, at: Ts) {
     }
 }
 
-/// A subscribed customer's plan or MRR changed (without a downgrade record).
-fn change_mrr(b: &mut Billing, facts: &mut Vec<Fact>, plan: u16, mrr: i64, plan_name: Box<str>) {
-    if b.mrr != mrr || b.plan != plan {
-        facts.push(Fact::MrrChanged {
-            plan: plan_name,
-            old_mrr: b.mrr,
-            new_mrr: mrr,
-        });
-        b.mrr = mrr;
-        b.plan = plan;
-    }
-}
-
-fn churn(b: &mut Billing, ts: Ts, kind: CancelKind, facts: &mut Vec<Fact>) {
-    let had_sub = b.status == Some(SubStatus::Active);
-    if b.take_dunning_since().is_some() {
-        facts.push(Fact::DunningClosed { recovered: false });
-    }
-    b.dunning_attempts = 0;
-    b.status = Some(SubStatus::Churned);
-    b.set_churned(ts, kind, b.mrr);
-    if had_sub {
-        facts.push(Fact::Churned { kind, mrr: b.mrr });
-    }
-}
-
 fn resolved_summary(kind: AlertKind) -> &'static str {
     match kind {
         AlertKind::EngagementDrop => "activity is back near this customer's baseline",
@@ -2095,54 +1340,7 @@ fn resolved_summary(kind: AlertKind) -> &'static str {
 }
 
 #[cfg(test)]
-mod storage_tests {
-    use super::{Ids, SWEEP_KINDS, TIMER_KINDS, Timer};
-    use crate::catalogue::AlertKind;
-
-    #[test]
-    fn timer_and_sweep_kinds_are_every_alert_once_in_order() {
-        let mut both: Vec<AlertKind> = TIMER_KINDS.iter().chain(&SWEEP_KINDS).copied().collect();
-        both.sort_by_key(|k| *k as u8);
-        assert_eq!(both, AlertKind::ALL);
-        assert!(TIMER_KINDS.is_sorted_by_key(|k| *k as u8));
-    }
-
-    #[test]
-    fn timers_order_as_deadline_then_customer() {
-        let pairs = [
-            (i64::MIN, 0),
-            (-5, 7),
-            (-5, 9),
-            (0, 1),
-            (1, 0),
-            (1 << 40, 3),
-            (i64::MAX, 2),
-        ];
-        for w in pairs.windows(2) {
-            let (a, b) = (Timer::new(w[0].0, w[0].1), Timer::new(w[1].0, w[1].1));
-            assert!(a < b, "{w:?}");
-            assert_eq!((a.at(), a.ix()), w[0]);
-        }
-    }
-
-    #[test]
-    fn ids_read_back_before_and_after_the_wide_switch() {
-        let mut ids = Ids::default();
-        let all: Vec<String> = (0..12).map(|i| format!("c-{i}")).collect();
-        for id in &all {
-            ids.push(id);
-        }
-        assert!(!ids.wide_ends.is_empty(), "the test limit was passed");
-        for (i, id) in all.iter().enumerate() {
-            assert_eq!(ids.get(i as u32), id);
-        }
-    }
-}
-
-#[cfg(test)]
 mod tests {
-    use super::NewIds;
-
     /// On a workload where most customers are quiet on any day (the light
     /// profile: about nine events a customer over 28 days), the daily sweep
     /// visits a small share of the customers, where a sweep over all of
@@ -2228,24 +1426,5 @@ mod tests {
         assert_eq!(e.sweep_pending(), None);
         e.ingest(usage(t0 + 2 * DAY_MS + 3 * 3_600_000), 9);
         assert_eq!(e.sweep_pending(), Some(t0 + 2 * DAY_MS));
-    }
-
-    #[test]
-    fn new_ids_warn_once_per_minute_past_the_limit_after_the_first_hour() {
-        let mut n = NewIds::default();
-        let hour = 3_600_000;
-        // The first hour: every customer is new, no warning.
-        assert!((0..50).all(|_| !n.add(0, 10)));
-        // A quiet minute, then a flood of 12 in one minute: warned at the 11th, once.
-        assert!(!n.add(2 * hour, 10));
-        let warned: Vec<bool> = (0..12).map(|_| n.add(2 * hour + 60_000, 10)).collect();
-        assert_eq!(warned.iter().filter(|w| **w).count(), 1);
-        assert!(warned[10]);
-        // The next minute reports the flood as the last complete one.
-        assert!(!n.add(2 * hour + 120_000, 10));
-        assert_eq!(n.last_minute, 12);
-        // A gap of minutes: the last complete minute had none.
-        assert!(!n.add(2 * hour + 600_000, 10));
-        assert_eq!(n.last_minute, 0);
     }
 }
