@@ -11,7 +11,7 @@ use crate::signals::{self, Population};
 use crate::state::customer::{Customer, NEVER, SubStatus};
 
 /// What a customer's timer evaluates: every alert but those judged at the
-/// daily sweep ([`super::SWEEP_KINDS`]).
+/// daily sweep ([`super::sweep::SWEEP_KINDS`]).
 pub(super) const TIMER_KINDS: [AlertKind; 6] = [
     AlertKind::Inactivity,
     AlertKind::KeyFeatureUnused,
@@ -218,7 +218,7 @@ impl Engine {
 mod tests {
     use super::{TIMER_KINDS, Timer};
     use crate::catalogue::AlertKind;
-    use crate::engine::SWEEP_KINDS;
+    use crate::engine::sweep::SWEEP_KINDS;
 
     #[test]
     fn timer_and_sweep_kinds_are_every_alert_once_in_order() {
