@@ -190,3 +190,58 @@ fn churn(b: &mut Billing, ts: Ts, kind: CancelKind, facts: &mut Vec<Fact>) {
         facts.push(Fact::Churned { kind, mrr: b.mrr });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{apply, expire_dunning};
+    use crate::business::Fact;
+    use crate::event::{CancelKind, EventKind};
+    use crate::state::customer::{Billing, SubStatus};
+
+    /// The machine on its own, without an engine: a failed payment opens
+    /// dunning; a dunning past its grace is an involuntary churn at the end
+    /// of the grace (not at the timer); a payment after it reactivates at
+    /// the churned MRR.
+    #[test]
+    fn dunning_past_its_grace_churns_and_a_payment_reactivates() {
+        let name = |_: u16| -> Box<str> { "pro".into() };
+        let mut b = Billing::default();
+        let started = EventKind::SubscriptionStarted {
+            plan: "pro".into(),
+            mrr: 500,
+        };
+        let joined = Fact::Joined {
+            plan: "pro".into(),
+            mrr: 500,
+            reactivation: false,
+        };
+        assert_eq!(apply(&mut b, 0, started, Some(1), name), [joined]);
+        let failed = EventKind::PaymentFailed {
+            mrr: None,
+            reason: None,
+            attempt: None,
+        };
+        assert_eq!(apply(&mut b, 10, failed, None, name), [Fact::DunningOpened]);
+        assert_eq!(b.dunning_since(), Some(10));
+        assert!(expire_dunning(&mut b, 14, 5).is_empty(), "within its grace");
+        let churned = Fact::Churned {
+            kind: CancelKind::Involuntary,
+            mrr: 500,
+        };
+        let closed = Fact::DunningClosed { recovered: false };
+        assert_eq!(expire_dunning(&mut b, 20, 5), [closed, churned]);
+        assert_eq!(b.status, Some(SubStatus::Churned));
+        assert_eq!(b.churned(), Some((15, CancelKind::Involuntary)));
+        let paid = EventKind::PaymentSucceeded { amount: None };
+        let rejoined = Fact::Joined {
+            plan: "pro".into(),
+            mrr: 500,
+            reactivation: true,
+        };
+        assert_eq!(apply(&mut b, 30, paid, None, name), [rejoined]);
+        assert_eq!(
+            (b.status, b.reactivated_at()),
+            (Some(SubStatus::Active), Some(30))
+        );
+    }
+}
