@@ -70,7 +70,7 @@ use serde::{Serialize, Serializer};
 use crate::event::{CancelKind, DAY_MS, Ts, format_ts, parse_ts};
 
 mod span;
-use span::{Slot, Span, Views};
+use span::{End, Slot, Span, Views};
 
 /// Dense customer index, assigned by the engine and stable for the process.
 pub type CustomerIx = u32;
@@ -665,81 +665,94 @@ impl Book {
     /// Applies one fact; `None` when it changes nothing.
     fn apply(&mut self, e: &Entry) -> Option<(Cust, Cust, Flow)> {
         let before = self.get(e.customer);
-        let mut after = before;
-        let subscribed = before.has(SUBSCRIBED);
-        let flow = match e.kind {
-            Kind::Joined | Kind::MrrChanged => {
-                if e.kind == Kind::MrrChanged && !subscribed {
-                    return None;
-                }
-                after.plan = e.id;
-                after.mrr = e.value;
-                after.flags |= SUBSCRIBED | BILLED;
-                if subscribed {
-                    if after == before {
-                        return None;
-                    }
-                    Flow::MrrChanged
-                } else {
-                    Flow::Joined {
-                        reactivation: e.aux != 0 || before.has(BILLED),
-                    }
-                }
-            }
-            Kind::Churned => {
-                if !subscribed {
-                    return None;
-                }
-                after.flags &= !(SUBSCRIBED | DUNNING);
-                Flow::Churned {
-                    kind: usize::from(e.aux != 0),
-                    closed_dunning: before.has(DUNNING),
-                }
-            }
-            Kind::Segment => {
-                if before.segment == e.id {
-                    return None;
-                }
-                after.segment = e.id;
-                Flow::Segment
-            }
-            Kind::DunningOpened => {
-                if !subscribed || before.has(DUNNING) {
-                    return None;
-                }
-                after.flags |= DUNNING;
-                Flow::DunningOpened
-            }
-            Kind::DunningClosed => {
-                if !before.has(DUNNING) {
-                    return None;
-                }
-                after.flags &= !DUNNING;
-                Flow::DunningClosed {
-                    recovered: e.aux != 0,
-                }
-            }
-            Kind::Nps | Kind::Csat | Kind::Ces | Kind::Refund => {
-                if !before.has(BILLED) {
-                    return None;
-                }
-                match e.kind {
-                    Kind::Nps => Flow::Nps(e.aux),
-                    Kind::Csat => Flow::Csat(e.aux),
-                    Kind::Ces => Flow::Ces(e.aux),
-                    _ => Flow::Refund(e.value),
-                }
-            }
-        };
+        let (after, flow) = transition(before, e)?;
+        self.set(e.customer, after);
+        Some((before, after, flow))
+    }
+
+    /// Sets a customer's state, its stock following.
+    fn set(&mut self, c: CustomerIx, after: Cust) {
+        let before = self.get(c);
         self.add_stock(&before, -1);
         self.add_stock(&after, 1);
-        let i = e.customer as usize;
+        let i = c as usize;
         if self.custs.len() <= i {
             self.custs.resize(i + 1, Cust::default());
         }
         self.custs[i] = after;
-        Some((before, after, flow))
     }
+}
+
+/// What one fact does to a customer in state `before`: its state after and
+/// the flow; `None` when it changes nothing.
+fn transition(before: Cust, e: &Entry) -> Option<(Cust, Flow)> {
+    let mut after = before;
+    let subscribed = before.has(SUBSCRIBED);
+    let flow = match e.kind {
+        Kind::Joined | Kind::MrrChanged => {
+            if e.kind == Kind::MrrChanged && !subscribed {
+                return None;
+            }
+            after.plan = e.id;
+            after.mrr = e.value;
+            after.flags |= SUBSCRIBED | BILLED;
+            if subscribed {
+                if after == before {
+                    return None;
+                }
+                Flow::MrrChanged
+            } else {
+                Flow::Joined {
+                    reactivation: e.aux != 0 || before.has(BILLED),
+                }
+            }
+        }
+        Kind::Churned => {
+            if !subscribed {
+                return None;
+            }
+            after.flags &= !(SUBSCRIBED | DUNNING);
+            Flow::Churned {
+                kind: usize::from(e.aux != 0),
+                closed_dunning: before.has(DUNNING),
+            }
+        }
+        Kind::Segment => {
+            if before.segment == e.id {
+                return None;
+            }
+            after.segment = e.id;
+            Flow::Segment
+        }
+        Kind::DunningOpened => {
+            if !subscribed || before.has(DUNNING) {
+                return None;
+            }
+            after.flags |= DUNNING;
+            Flow::DunningOpened
+        }
+        Kind::DunningClosed => {
+            if !before.has(DUNNING) {
+                return None;
+            }
+            after.flags &= !DUNNING;
+            Flow::DunningClosed {
+                recovered: e.aux != 0,
+            }
+        }
+        Kind::Nps | Kind::Csat | Kind::Ces | Kind::Refund => {
+            if !before.has(BILLED) {
+                return None;
+            }
+            match e.kind {
+                Kind::Nps => Flow::Nps(e.aux),
+                Kind::Csat => Flow::Csat(e.aux),
+                Kind::Ces => Flow::Ces(e.aux),
+                _ => Flow::Refund(e.value),
+            }
+        }
+    };
+    Some((after, flow))
 }
 
 // ---------------------------------------------------------------------------
@@ -1498,9 +1511,9 @@ impl Ledger {
             customer: slot,
             ..e
         };
-        if self.live.apply(&slotted).is_none() {
+        let Some(change) = self.live.apply(&slotted) else {
             return;
-        }
+        };
         match known {
             Some(s) => self.last_ts[s as usize] = ts,
             None => {
@@ -1512,14 +1525,14 @@ impl Ledger {
         if self.views.month.as_ref().is_some_and(|m| ts < m.start) {
             self.closed = None;
         }
-        self.views.push(slotted);
+        self.views.push(slotted, change);
     }
 
     /// Moves the kept periods' end to `now`, closing each calendar month it
     /// passes; rebuilds them from the log when `now` is before their end.
     fn advance_views(&mut self, now: Ts) {
         if self.views.end.is_none_or(|end| now < end) {
-            self.views = Views::build(now, log_range(&self.log, &self.slots, Ts::MIN, now));
+            self.views = Views::build(now, self.slotted());
             self.closed = None;
             return;
         }
@@ -1542,7 +1555,7 @@ impl Ledger {
             }
             let Views { head, month, .. } = &mut self.views;
             if let Some(m) = month {
-                m.roll(head, n);
+                m.roll(End::new(head, &self.live), n);
             }
         }
     }
@@ -1555,14 +1568,15 @@ impl Ledger {
         let start = now.saturating_sub(window.max(0));
         self.advance_views(now);
         let Views { head, rolling, .. } = &mut self.views;
+        let end = End::new(head, &self.live);
         match rolling {
             Some(s) if s.start <= start => {
                 let leaving = log_range(&self.log, &self.slots, s.start, start);
-                s.advance(head, start, leaving);
+                s.advance(end, start, leaving);
             }
             _ => {
                 let facts = log_range(&self.log, &self.slots, Ts::MIN, now);
-                *rolling = Some(Span::build(head, start, facts));
+                *rolling = Some(Span::build(end, start, facts));
             }
         }
         match &self.views.rolling {
@@ -1575,7 +1589,7 @@ impl Ledger {
     fn span_report(&self, s: &Span) -> PeriodReport {
         let (t, end) = (&s.tail, self.views.end.unwrap_or(s.start));
         let at_start = (&t.total, &t.plans[..], &t.segments[..]);
-        self.period_report(s.start, end, &s.acc, at_start, &self.views.head)
+        self.period_report(s.start, end, &s.acc, at_start, self.views.end_stock())
     }
 
     /// Metrics of `[start, end)` (an `end` before `start` is taken as `start`).
@@ -1603,7 +1617,8 @@ impl Ledger {
         self.advance_views(until);
         if self.views.month.is_none() {
             let facts = log_range(&self.log, &self.slots, Ts::MIN, until);
-            self.views.month = Some(Span::build(&self.views.head, this_month, facts));
+            let end = End::new(&self.views.head, &self.live);
+            self.views.month = Some(Span::build(end, this_month, facts));
             self.closed = None;
         }
         let Some(m) = &self.views.month else {

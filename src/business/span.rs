@@ -25,7 +25,7 @@ use std::collections::VecDeque;
 
 use rustc_hash::FxHashMap;
 
-use super::{Acc, Book, Cust, Entry, Flow, SUBSCRIBED, count_flow, pos};
+use super::{Acc, Book, Cust, Entry, Flow, SUBSCRIBED, count_flow, pos, transition};
 use crate::event::Ts;
 
 /// Index of a customer in the ledger's books: dense over the customers with
@@ -47,8 +47,8 @@ pub(super) struct Span {
 
 impl Span {
     /// Takes a customer's start-cohort contribution out (`sign` -1) or puts
-    /// it in (1).
-    fn cohort(&mut self, head: &Book, slot: Slot, sign: i64) {
+    /// it in (1), given its MRR at the end.
+    fn cohort(&mut self, slot: Slot, end_mrr: i64, sign: i64) {
         let s = self.tail.get(slot);
         if !s.has(SUBSCRIBED) {
             return;
@@ -62,7 +62,7 @@ impl Span {
                 });
             }
             None => {
-                let d = head.get(slot).mrr - s.mrr;
+                let d = end_mrr - s.mrr;
                 self.acc.at(s.plan, s.segment, |r| {
                     r.cohort_expansion += sign * pos(d);
                     r.cohort_contraction += sign * pos(-d);
@@ -82,8 +82,9 @@ impl Span {
     }
 
     /// `e` leaves the period: applied to the start book, its flow taken back.
-    fn leave(&mut self, head: &Book, e: &Entry) {
-        self.cohort(head, e.customer, -1);
+    fn leave(&mut self, end: End<'_>, e: &Entry) {
+        let end_mrr = end.get(e.customer).mrr;
+        self.cohort(e.customer, end_mrr, -1);
         if let Some((before, after, flow)) = self.tail.apply(e) {
             count_flow(&mut self.acc, before, after, flow, -1);
             if matches!(flow, Flow::Churned { .. })
@@ -95,21 +96,26 @@ impl Span {
                 }
             }
         }
-        self.cohort(head, e.customer, 1);
+        self.cohort(e.customer, end_mrr, 1);
     }
 
     /// Moves the start forward to `start` over `leaving` (the log's facts in
     /// `[self.start, start)`, in log order).
-    pub(super) fn advance(&mut self, head: &Book, start: Ts, leaving: impl Iterator<Item = Entry>) {
+    pub(super) fn advance(
+        &mut self,
+        end: End<'_>,
+        start: Ts,
+        leaving: impl Iterator<Item = Entry>,
+    ) {
         for e in leaving {
-            self.leave(head, &e);
+            self.leave(end, &e);
         }
         self.start = start;
     }
 
     /// The period `[start, end)` from the log's facts before `end` (in log
-    /// order) and the book at `end`.
-    pub(super) fn build(head: &Book, start: Ts, facts: impl Iterator<Item = Entry>) -> Span {
+    /// order) and the state at `end`.
+    pub(super) fn build(end: End<'_>, start: Ts, facts: impl Iterator<Item = Entry>) -> Span {
         let mut s = Span {
             start,
             ..Span::default()
@@ -126,18 +132,19 @@ impl Span {
             }
         }
         for slot in 0..s.tail.custs.len() as Slot {
-            s.cohort(head, slot, 1);
+            s.cohort(slot, end.get(slot).mrr, 1);
         }
         s
     }
 
-    /// Starts the next period at `end` (a calendar month closed): the start
-    /// book becomes the end book and the counters start from zero.
-    pub(super) fn roll(&mut self, head: &Book, end: Ts) {
-        self.tail = head.clone();
+    /// Starts the next period at `at`, the views' end (a calendar month
+    /// closed): the start book becomes the end book and the counters start
+    /// from zero.
+    pub(super) fn roll(&mut self, end: End<'_>, at: Ts) {
+        self.tail = end.book();
         self.acc = Acc::default();
         self.churns.clear();
-        self.start = end;
+        self.start = at;
     }
 
     /// Approximate heap bytes held.
@@ -148,14 +155,56 @@ impl Span {
     }
 }
 
+/// The state before the kept periods' end: the ledger's live book, but for
+/// the customers with facts at or after the end (few: facts come at or
+/// before the clock the periods end at), whose state before the first of
+/// those is kept here. So the end costs no book of its own.
+#[derive(Debug, Default)]
+pub(super) struct Head {
+    /// The stock before the end (its `custs` stay empty).
+    stock: Book,
+    /// Customers with facts at or after the end: their state before the
+    /// first of them, and how many there are.
+    pending: FxHashMap<Slot, (Cust, u32)>,
+}
+
+/// The state at the views' end: [`Head`] over the live book.
+#[derive(Clone, Copy)]
+pub(super) struct End<'a> {
+    head: &'a Head,
+    live: &'a Book,
+}
+
+impl<'a> End<'a> {
+    pub(super) fn new(head: &'a Head, live: &'a Book) -> Self {
+        End { head, live }
+    }
+
+    fn get(&self, slot: Slot) -> Cust {
+        match self.head.pending.get(&slot) {
+            Some(&(c, _)) => c,
+            None => self.live.get(slot),
+        }
+    }
+
+    /// The whole book at the end.
+    fn book(&self) -> Book {
+        let mut b = self.live.clone();
+        for (&slot, &(c, _)) in &self.head.pending {
+            b.set(slot, c);
+        }
+        b
+    }
+}
+
 /// The kept periods: the rolling window and the open calendar month, both
 /// ending at `end`.
 #[derive(Debug, Default)]
 pub(super) struct Views {
     /// Where every kept period ends (exclusive); `None` until first asked for.
     pub(super) end: Option<Ts>,
-    /// The book before `end`.
-    pub(super) head: Book,
+    /// The state before `end`.
+    pub(super) head: Head,
     /// The rolling window.
     pub(super) rolling: Option<Span>,
     /// The open calendar month.
@@ -163,23 +212,41 @@ pub(super) struct Views {
 }
 
 impl Views {
-    /// The book at `end` from the log's facts before it, and no period yet.
-    pub(super) fn build(end: Ts, facts: impl Iterator<Item = Entry>) -> Views {
-        let mut head = Book::default();
-        for e in facts {
-            head.apply(&e);
+    /// The state at `end` from the whole log (in log order), and no period yet.
+    pub(super) fn build(end: Ts, log: impl Iterator<Item = Entry>) -> Views {
+        let mut book = Book::default();
+        let mut pending: FxHashMap<Slot, (Cust, u32)> = FxHashMap::default();
+        for e in log {
+            if e.ts < end {
+                book.apply(&e);
+            } else {
+                let p = pending
+                    .entry(e.customer)
+                    .or_insert((book.get(e.customer), 0));
+                p.1 += 1;
+            }
         }
+        let stock = Book {
+            custs: Vec::new(),
+            ..book
+        };
         Views {
             end: Some(end),
-            head,
+            head: Head { stock, pending },
             rolling: None,
             month: None,
         }
     }
 
-    /// Applies a fact before `end` to the head and to every period: a flow
-    /// where it is in the period, part of the start where it is before it.
-    fn apply(&mut self, e: &Entry) {
+    /// The stock at `end`.
+    pub(super) fn end_stock(&self) -> &Book {
+        &self.head.stock
+    }
+
+    /// A fact before `end` moved a customer from `before` to `after`: the
+    /// end's stock follows, and every period counts it as a flow where it is
+    /// in the period, as part of the start where it is before it.
+    fn apply(&mut self, e: &Entry, (before, after, flow): (Cust, Cust, Flow)) {
         let Views {
             head,
             rolling,
@@ -188,41 +255,62 @@ impl Views {
         } = self;
         let mut spans = [rolling.as_mut(), month.as_mut()];
         for s in spans.iter_mut().flatten() {
-            s.cohort(head, e.customer, -1);
+            s.cohort(e.customer, before.mrr, -1);
         }
-        let change = head.apply(e);
+        head.stock.add_stock(&before, -1);
+        head.stock.add_stock(&after, 1);
         for s in spans.iter_mut().flatten() {
             if e.ts < s.start {
                 s.tail.apply(e);
-            } else if let Some(change) = change {
-                s.enter(e.customer, change);
+            } else {
+                s.enter(e.customer, (before, after, flow));
             }
         }
         for s in spans.iter_mut().flatten() {
-            s.cohort(head, e.customer, 1);
+            s.cohort(e.customer, after.mrr, 1);
         }
     }
 
-    /// A fact just logged, with its slot (its customer's latest: see the
-    /// module doc). One at or after `end` waits in the log for `end` to pass it.
-    pub(super) fn push(&mut self, e: Entry) {
-        if self.end.is_some_and(|end| e.ts < end) {
-            self.apply(&e);
+    /// A fact just logged, with its slot and what it did to the live book
+    /// (it is its customer's latest: see the module doc). One at or after
+    /// `end` waits in the log for `end` to pass it.
+    pub(super) fn push(&mut self, e: Entry, change: (Cust, Cust, Flow)) {
+        let Some(end) = self.end else { return };
+        if e.ts < end {
+            // The customer has no fact at or after `end` (this one is its latest).
+            self.apply(&e, change);
+        } else {
+            let p = self.head.pending.entry(e.customer).or_insert((change.0, 0));
+            p.1 += 1;
         }
     }
 
     /// Moves `end` forward to `end` over `entering` (the log's facts in
-    /// `[self.end, end)`, in log order).
+    /// `[self.end, end)`, in log order; each is pending in the head).
     pub(super) fn advance(&mut self, end: Ts, entering: impl Iterator<Item = Entry>) {
         for e in entering {
-            self.apply(&e);
+            let Some(&(before, left)) = self.head.pending.get(&e.customer) else {
+                continue;
+            };
+            if left <= 1 {
+                self.head.pending.remove(&e.customer);
+            }
+            if let Some((after, flow)) = transition(before, &e) {
+                if left > 1 {
+                    self.head.pending.insert(e.customer, (after, left - 1));
+                }
+                self.apply(&e, (before, after, flow));
+            } else if left > 1 {
+                self.head.pending.insert(e.customer, (before, left - 1));
+            }
         }
         self.end = Some(end);
     }
 
     /// Approximate heap bytes held.
     pub(super) fn heap_bytes(&self) -> usize {
-        self.head.heap_bytes()
+        self.head.stock.heap_bytes()
+            + self.head.pending.capacity() * (std::mem::size_of::<(Slot, (Cust, u32))>() + 1)
             + [&self.rolling, &self.month]
                 .iter()
                 .flat_map(|s| s.iter())
