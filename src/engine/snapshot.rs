@@ -419,6 +419,15 @@ mod tests {
     use crate::event::{Event, decode};
     use crate::generate::{GenerateOptions, Profile, generate_to_vec};
 
+    /// An engine that ingested `evs`, numbered in order.
+    fn ingested(cfg: &Arc<Config>, evs: impl IntoIterator<Item = Event>) -> Engine {
+        let mut e = Engine::new(cfg.clone());
+        for (i, ev) in evs.into_iter().enumerate() {
+            e.ingest(ev, i as u64);
+        }
+        e
+    }
+
     /// The generator's valid events for `opts`.
     fn generated(cfg: &Config, opts: &GenerateOptions) -> Vec<Event> {
         generate_to_vec(opts)
@@ -510,10 +519,7 @@ mod tests {
     #[test]
     fn a_snapshot_written_while_encoded_is_the_same_bytes() {
         let cfg = Arc::new(Config::default());
-        let mut e = Engine::new(cfg.clone());
-        for (i, ev) in events(&cfg).into_iter().enumerate() {
-            e.ingest(ev, i as u64);
-        }
+        let mut e = ingested(&cfg, events(&cfg));
         e.take_alerts();
         let bytes = e.snapshot_bytes().unwrap();
         // After something already in the file, as a caller may have put there.
@@ -579,10 +585,7 @@ mod tests {
     #[test]
     fn alerts_not_taken_refuse_a_snapshot() {
         let cfg = Arc::new(Config::default());
-        let mut e = Engine::new(cfg.clone());
-        for (i, ev) in events(&cfg).into_iter().enumerate() {
-            e.ingest(ev, i as u64);
-        }
+        let mut e = ingested(&cfg, events(&cfg));
         e.finish(None);
         let err = e.snapshot_bytes().unwrap_err().to_string();
         assert!(err.contains("take the engine's alerts"), "{err}");
@@ -591,10 +594,7 @@ mod tests {
     #[test]
     fn a_refused_restore_says_why() {
         let cfg = Arc::new(Config::default());
-        let mut e = Engine::new(cfg.clone());
-        for (i, ev) in events(&cfg).into_iter().take(5000).enumerate() {
-            e.ingest(ev, i as u64);
-        }
+        let mut e = ingested(&cfg, events(&cfg).into_iter().take(5000));
         e.take_alerts();
         let bytes = e.snapshot_bytes().unwrap();
         let refuse = |b: &[u8], c: &Arc<Config>| Engine::restore(c.clone(), b).err().unwrap();
