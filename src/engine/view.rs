@@ -375,45 +375,74 @@ impl Engine {
         let now = self.now();
         let mut out = Vec::new();
         for (ix, c) in self.customers.iter().enumerate() {
-            if c.firing.is_empty() {
-                continue;
-            }
-            let h = self.health(ix as u32, now);
-            let plan = self.plans.name(Self::plan_of(c));
-            for f in &c.firing {
-                out.push(AlertEvent {
-                    customer_id: self.ids.get(ix as u32).into(),
-                    alert: f.kind,
-                    status: AlertStatus::Firing,
-                    severity: self.cfg.alert(f.kind, plan).severity,
-                    plan: plan.map(Into::into),
-                    segment: self.segments.name(c.segment).map(Into::into),
-                    starts_at: f.starts_at,
-                    ends_at: None,
-                    updated_at: None,
-                    health_score: h.score,
-                    mrr_at_risk: c.mrr(),
-                    currency: self.cfg.decode.reporting_currency.clone(),
-                    summary: f.summary.clone(),
-                    evidence: f.evidence.clone(),
-                });
+            if !c.firing.is_empty() {
+                let score = self.health(ix as u32, now).score;
+                self.firing_of(ix as u32, score, &mut out);
             }
         }
-        out.sort_by(|a, b| (&a.customer_id, a.alert).cmp(&(&b.customer_id, b.alert)));
+        sort_firing(&mut out);
         out
     }
 
+    /// Customer `ix`'s firing alerts, at health score `score`.
+    fn firing_of(&self, ix: u32, score: u8, out: &mut Vec<AlertEvent>) {
+        let c = &self.customers[ix as usize];
+        let plan = self.plans.name(Self::plan_of(c));
+        for f in &c.firing {
+            out.push(AlertEvent {
+                customer_id: self.ids.get(ix).into(),
+                alert: f.kind,
+                status: AlertStatus::Firing,
+                severity: self.cfg.alert(f.kind, plan).severity,
+                plan: plan.map(Into::into),
+                segment: self.segments.name(c.segment).map(Into::into),
+                starts_at: f.starts_at,
+                ends_at: None,
+                updated_at: None,
+                health_score: score,
+                mrr_at_risk: c.mrr(),
+                currency: self.cfg.decode.reporting_currency.clone(),
+                summary: f.summary.clone(),
+                evidence: f.evidence.clone(),
+            });
+        }
+    }
+
     /// What readers see, in one pass over the customers: the gauges, the
-    /// customers at risk and the firing alerts. The consume loop computes it
-    /// (paced) and publishes it, so that no reader computes every customer
-    /// while holding the engine.
+    /// customers at risk and the firing alerts.
     pub fn read_view(&self) -> ReadView {
-        let mut at_risk = Vec::new();
-        let snapshot = self.snapshot_with(|row| {
+        let mut b = ViewBuilder::default();
+        self.build_view(&mut b, usize::MAX).unwrap_or_default()
+    }
+
+    /// Adds the next `slice` customers to the view `b` is building, and
+    /// returns the view once every customer is in it (`b` starts over then).
+    /// The consume loop builds each partition's view a slice per refresh and
+    /// publishes it, so that no reader computes every customer while holding
+    /// the engine, and the consume loop never holds it for a whole pass.
+    pub fn build_view(&self, b: &mut ViewBuilder, slice: usize) -> Option<ReadView> {
+        let now = self.now();
+        let end = (b.next as usize)
+            .saturating_add(slice)
+            .min(self.customers.len());
+        for ix in b.next..end as u32 {
+            let row = self.row(ix, now);
+            self.count_row(&mut b.groups, ix, &row);
+            self.firing_of(ix, row.health_score, &mut b.firing);
             if row.risk != Risk::Low || !row.firing.is_empty() {
-                at_risk.push(row);
+                b.at_risk.push(row);
             }
-        });
+        }
+        b.next = end as u32;
+        if end < self.customers.len() {
+            return None;
+        }
+        let ViewBuilder {
+            groups,
+            mut at_risk,
+            mut firing,
+            ..
+        } = std::mem::take(b);
         rank_at_risk(&mut at_risk);
         // A query's best rows (any plan and segment filter) are among the
         // best of the groups it covers.
@@ -428,50 +457,57 @@ impl Engine {
             .collect();
         let mut keep = keep.into_iter();
         at_risk.retain(|_| keep.next().unwrap_or(false));
-        ReadView {
-            as_of: self.now(),
-            snapshot,
+        sort_firing(&mut firing);
+        Some(ReadView {
+            as_of: now,
+            snapshot: self.snapshot_of(groups),
             at_risk,
-            firing: self.firing(),
-        }
+            firing,
+        })
     }
 
     /// Gauges per (plan, segment).
     pub fn snapshot(&self) -> Snapshot {
-        self.snapshot_with(|_| {})
+        let now = self.now();
+        let mut groups = BTreeMap::new();
+        for ix in 0..self.customers.len() as u32 {
+            self.count_row(&mut groups, ix, &self.row(ix, now));
+        }
+        self.snapshot_of(groups)
     }
 
-    /// Gauges per (plan, segment), handing each customer's row to `each`.
-    fn snapshot_with(&self, mut each: impl FnMut(CustomerRow)) -> Snapshot {
-        let now = self.now();
-        let mut groups: BTreeMap<(u16, u16), GroupSnapshot> = BTreeMap::new();
-        for ix in 0..self.customers.len() as u32 {
-            let c = &self.customers[ix as usize];
-            let row = self.row(ix, now);
-            let g = groups
-                .entry((Self::plan_of(c), c.segment))
-                .or_insert_with(|| GroupSnapshot {
-                    plan: self
-                        .plans
-                        .name(Self::plan_of(c))
-                        .unwrap_or("none")
-                        .to_string(),
-                    segment: self.segments.name(c.segment).unwrap_or("none").to_string(),
-                    ..Default::default()
-                });
-            g.customers += 1;
-            *g.by_lifecycle.entry(row.lifecycle).or_default() += 1;
-            *g.by_risk.entry(row.risk).or_default() += 1;
-            for f in &row.firing {
-                *g.firing.entry(f).or_default() += 1;
-            }
-            if !c.is_churned() {
-                g.mrr += row.mrr.unwrap_or(0);
-            }
-            g.mrr_at_risk += row.mrr_at_risk;
-            g.health_sum += u64::from(row.health_score);
-            each(row);
+    /// Counts customer `ix`, whose row is `row`, in its group's gauges.
+    fn count_row(
+        &self,
+        groups: &mut BTreeMap<(u16, u16), GroupSnapshot>,
+        ix: u32,
+        row: &CustomerRow,
+    ) {
+        let c = &self.customers[ix as usize];
+        let g = groups
+            .entry((Self::plan_of(c), c.segment))
+            .or_insert_with(|| GroupSnapshot {
+                plan: (self.plans.name(Self::plan_of(c)))
+                    .unwrap_or("none")
+                    .to_string(),
+                segment: self.segments.name(c.segment).unwrap_or("none").to_string(),
+                ..Default::default()
+            });
+        g.customers += 1;
+        *g.by_lifecycle.entry(row.lifecycle).or_default() += 1;
+        *g.by_risk.entry(row.risk).or_default() += 1;
+        for f in &row.firing {
+            *g.firing.entry(f).or_default() += 1;
         }
+        if !c.is_churned() {
+            g.mrr += row.mrr.unwrap_or(0);
+        }
+        g.mrr_at_risk += row.mrr_at_risk;
+        g.health_sum += u64::from(row.health_score);
+    }
+
+    /// The gauges from the groups' counts.
+    fn snapshot_of(&self, groups: BTreeMap<(u16, u16), GroupSnapshot>) -> Snapshot {
         Snapshot {
             groups: groups.into_values().collect(),
             folded: [self.plans.folded, self.segments.folded],
@@ -482,6 +518,22 @@ impl Engine {
             },
         }
     }
+}
+
+/// Firing alerts in the API's order: by customer, then alert.
+fn sort_firing(v: &mut [AlertEvent]) {
+    v.sort_by(|a, b| (&a.customer_id, a.alert).cmp(&(&b.customer_id, b.alert)));
+}
+
+/// A [`ReadView`] being built a slice of customers at a time
+/// ([`Engine::build_view`]).
+#[derive(Debug, Default)]
+pub struct ViewBuilder {
+    /// The next customer to add.
+    next: u32,
+    groups: BTreeMap<(u16, u16), GroupSnapshot>,
+    at_risk: Vec<CustomerRow>,
+    firing: Vec<AlertEvent>,
 }
 
 #[cfg(test)]
@@ -541,5 +593,23 @@ mod tests {
             serde_json::to_value(&v.at_risk).unwrap(),
             serde_json::to_value(&want).unwrap()
         );
+        // Built a slice at a time: the same view, once the last slice is in.
+        let mut b = ViewBuilder::default();
+        let mut slices = 0;
+        let sliced = loop {
+            slices += 1;
+            if let Some(v) = e.build_view(&mut b, 7) {
+                break v;
+            }
+        };
+        assert_eq!(slices, e.customer_count().div_ceil(7));
+        assert_eq!(sliced.firing, v.firing);
+        assert_eq!(ids(&sliced.at_risk), ids(&v.at_risk));
+        assert_eq!(
+            serde_json::to_value(&sliced.snapshot).unwrap(),
+            serde_json::to_value(&v.snapshot).unwrap()
+        );
+        // And the builder starts over.
+        assert!(e.build_view(&mut b, 7).is_none());
     }
 }

@@ -72,8 +72,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::engine::Engine;
 use crate::engine::population::release_sweeps;
+use crate::engine::{Engine, ViewBuilder};
 use crate::event::decode_keyed;
 use crate::kafka::producer::Outbox;
 use crate::kafka::worker::{self, Batch, Done, Work};
@@ -90,6 +90,9 @@ const BATCH: usize = 512;
 const WORK_QUEUE: usize = 64;
 /// How often lag, readiness and engine gauges are refreshed.
 const METRICS_EVERY: Duration = Duration::from_secs(1);
+/// Customers of a partition added to its read view per refresh (about
+/// 50 ms of work): a refresh holds an engine no longer than that.
+const VIEW_SLICE: usize = 50_000;
 
 /// Why the consume loop stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -301,6 +304,8 @@ struct Part {
     last_input: Instant,
     /// Last message per input topic, to tell a drained topic from a slow one.
     topic_input: [Option<Instant>; 3],
+    /// The read view being built, a slice of customers per refresh.
+    view: ViewBuilder,
 }
 
 impl Part {
@@ -678,6 +683,7 @@ impl ConsumerLoop {
                     assigned,
                     last_input: Instant::now(),
                     topic_input: [None; 3],
+                    view: ViewBuilder::default(),
                 },
             );
             self.shared.insert_engine(r.partition, engine.clone());
@@ -827,13 +833,14 @@ impl ConsumerLoop {
     fn refresh_metrics(&mut self) {
         let high = lock(&self.consumer.context().high).clone();
         let mut total_lag: u64 = 0;
-        // A read view computes every customer's health: paced
-        // (`next_refresh`), and published for the HTTP handlers.
+        // A read view computes every customer's health: built a slice per
+        // refresh (the engine is never held for a whole pass), paced
+        // (`next_refresh`), and published for the HTTP handlers and gauges.
         let take_snapshot = Instant::now() >= self.snapshot_due;
         let mut snapshot_spent = Duration::ZERO;
-        let mut snapshots = Vec::with_capacity(self.parts.len());
+        let mut published = false;
         let (mut customers, mut bytes) = (0usize, 0usize);
-        for (p, part) in &self.parts {
+        for (p, part) in self.parts.iter_mut() {
             for (i, t) in self.topics.iter().enumerate() {
                 if !part.assigned[i] {
                     continue;
@@ -851,16 +858,22 @@ impl ConsumerLoop {
             let e = lock(&part.engine);
             if take_snapshot {
                 let t = Instant::now();
-                let view = Arc::new(e.read_view());
-                snapshots.push(view.snapshot.clone());
-                self.shared.publish_view(*p, view);
+                if let Some(view) = e.build_view(&mut part.view, VIEW_SLICE) {
+                    self.shared.publish_view(*p, Arc::new(view));
+                    published = true;
+                }
                 snapshot_spent += t.elapsed();
             }
             customers += e.customer_count();
             bytes += e.state_bytes();
         }
-        if take_snapshot {
+        // With no partition left, the gauges empty.
+        if published || (take_snapshot && self.parts.is_empty()) {
+            let views = self.shared.views();
+            let snapshots: Vec<_> = views.iter().map(|(_, v)| v.snapshot.clone()).collect();
             self.metrics.set_engine(&snapshots);
+        }
+        if take_snapshot {
             self.snapshot_due = next_refresh(snapshot_spent);
         }
         if Instant::now() >= self.business_due {
