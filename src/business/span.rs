@@ -2,9 +2,10 @@
 //! bounds move forward, so that a report costs O(plans + segments) instead
 //! of a replay of the whole log.
 //!
-//! [`Views`] holds the book at `end` (`head`: every fact before it), shared
-//! by every kept period, and per period a [`Span`]: the book at its `start`
-//! (`tail`) and its counters. A fact entering the periods (`head` passes it)
+//! [`Views`] holds the state at `end` (every fact before it), shared by
+//! every kept period: the ledger's live book, but for the few customers with
+//! facts at or after `end` ([`Head`]). Per period a [`Span`] holds the book
+//! at its `start` (`tail`) and its counters. A fact entering the periods (`head` passes it)
 //! adds its flow to each; a fact leaving one (its `tail` passes it) takes the
 //! same flow back out, recomputed from the same customer state, so the
 //! counters always equal a replay of the facts in the period. The facts
