@@ -172,13 +172,10 @@ impl Summary {
                     .sum::<u64>();
             }
         }
-        for (_, engine) in shared.engines() {
-            let mut e = crate::lock(&engine);
-            if e.max_ts().is_some() {
-                s.clock = Some(s.clock.map_or(e.clock(), |c| c.max(e.clock())));
-            }
-            s.customers += e.customer_count() as u64;
-            for g in e.snapshot().groups {
+        // Counts by risk and lifecycle from the published views (scoring
+        // every customer is the consume loop's work, a slice at a time).
+        for (_, v) in shared.views() {
+            for g in &v.snapshot.groups {
                 s.firing += g.firing.values().sum::<u64>();
                 s.high_risk += g.by_risk.get(&Risk::High).copied().unwrap_or(0);
                 s.churned += g
@@ -187,6 +184,13 @@ impl Summary {
                     .copied()
                     .unwrap_or(0);
             }
+        }
+        for (_, engine) in shared.engines() {
+            let mut e = crate::lock(&engine);
+            if e.max_ts().is_some() {
+                s.clock = Some(s.clock.map_or(e.clock(), |c| c.max(e.clock())));
+            }
+            s.customers += e.customer_count() as u64;
             let r = e.business_rolling().overall;
             s.window_churned += r.cohort_churned_voluntary + r.cohort_churned_involuntary;
             s.window_base += r.customers_start;
