@@ -297,7 +297,7 @@ async fn alerts(State(st): State<HttpState>, Query(q): Query<AlertsQuery>) -> Re
     }
     // Each engine sorts its own; merged, the order must not depend on which
     // partitions this instance holds.
-    firing.sort_by(|a, b| (&a.customer_id, a.alert).cmp(&(&b.customer_id, b.alert)));
+    crate::engine::sort_firing(&mut firing);
     let mut out = Vec::new();
     for a in firing {
         match serde_json::from_str::<serde_json::Value>(&a.to_json()) {

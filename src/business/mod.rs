@@ -1567,22 +1567,21 @@ impl Ledger {
     pub fn rolling(&mut self, window: Ts, now: Ts) -> PeriodReport {
         let start = now.saturating_sub(window.max(0));
         self.advance_views(now);
-        let Views { head, rolling, .. } = &mut self.views;
-        let end = End::new(head, &self.live);
-        match rolling {
-            Some(s) if s.start <= start => {
-                let leaving = log_range(&self.log, &self.slots, s.start, start);
-                s.advance(end, start, leaving);
+        let end = End::new(&self.views.head, &self.live);
+        let span = match self.views.rolling.take() {
+            Some(mut s) if s.start <= start => {
+                s.advance(
+                    end,
+                    start,
+                    log_range(&self.log, &self.slots, s.start, start),
+                );
+                s
             }
-            _ => {
-                let facts = log_range(&self.log, &self.slots, Ts::MIN, now);
-                *rolling = Some(Span::build(end, start, facts));
-            }
-        }
-        match &self.views.rolling {
-            Some(s) => self.span_report(s),
-            None => self.report(start, now),
-        }
+            _ => Span::build(end, start, log_range(&self.log, &self.slots, Ts::MIN, now)),
+        };
+        let r = self.span_report(&span);
+        self.views.rolling = Some(span);
+        r
     }
 
     /// The report of a kept period (it ends where the views do).
@@ -1615,20 +1614,24 @@ impl Ledger {
             return Vec::new();
         };
         self.advance_views(until);
-        if self.views.month.is_none() {
-            let facts = log_range(&self.log, &self.slots, Ts::MIN, until);
-            let end = End::new(&self.views.head, &self.live);
-            self.views.month = Some(Span::build(end, this_month, facts));
-            self.closed = None;
-        }
-        let Some(m) = &self.views.month else {
-            return Vec::new();
+        let m = match self.views.month.take() {
+            Some(m) => m,
+            None => {
+                self.closed = None;
+                let end = End::new(&self.views.head, &self.live);
+                Span::build(
+                    end,
+                    this_month,
+                    log_range(&self.log, &self.slots, Ts::MIN, until),
+                )
+            }
         };
-        let open = self.span_report(m);
+        let open = self.span_report(&m);
         let closed = match self.closed.take() {
             Some(c) => c,
             None => self.replay(&month_bounds(first_month, m.start)),
         };
+        self.views.month = Some(m);
         let mut out = closed.clone();
         self.closed = Some(closed);
         out.push(open);

@@ -293,16 +293,15 @@ impl Views {
             let Some(&(before, left)) = self.head.pending.get(&e.customer) else {
                 continue;
             };
-            if left <= 1 {
+            let change = transition(before, &e);
+            if left > 1 {
+                let after = change.map_or(before, |(after, _)| after);
+                self.head.pending.insert(e.customer, (after, left - 1));
+            } else {
                 self.head.pending.remove(&e.customer);
             }
-            if let Some((after, flow)) = transition(before, &e) {
-                if left > 1 {
-                    self.head.pending.insert(e.customer, (after, left - 1));
-                }
+            if let Some((after, flow)) = change {
                 self.apply(&e, (before, after, flow));
-            } else if left > 1 {
-                self.head.pending.insert(e.customer, (before, left - 1));
             }
         }
         self.end = Some(end);

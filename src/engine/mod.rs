@@ -58,7 +58,7 @@ use reorder::{Pending, Source};
 use timers::Timer;
 pub use view::{
     AT_RISK_KEPT, AlertView, BillingView, CustomerRow, CustomerView, FeedbackView, GroupSnapshot,
-    Lifecycle, ReadView, Snapshot, ViewBuilder, WeekView, rank_at_risk,
+    Lifecycle, ReadView, Snapshot, ViewBuilder, WeekView, rank_at_risk, sort_firing,
 };
 use visits::Visits;
 use window::day_of;

@@ -521,7 +521,7 @@ impl Engine {
 }
 
 /// Firing alerts in the API's order: by customer, then alert.
-fn sort_firing(v: &mut [AlertEvent]) {
+pub fn sort_firing(v: &mut [AlertEvent]) {
     v.sort_by(|a, b| (&a.customer_id, a.alert).cmp(&(&b.customer_id, b.alert)));
 }
 
