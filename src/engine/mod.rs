@@ -367,13 +367,10 @@ impl Engine {
         );
         for c in &self.customers {
             add(
-                "activity",
-                m(c.activity.heap_bytes()),
-                usize::from(c.activity.heap_bytes() > 0),
+                "usage (activity and seats)",
+                m(c.usage.heap_bytes()),
+                usize::from(c.usage.heap_bytes() > 0),
             );
-            if let Some(s) = c.seats() {
-                add("seats", m(s.heap_bytes()), 1);
-            }
             if let Some(k) = &c.key_features {
                 add("key_features", m(16) + m(k.heap_bytes()), 2);
             }

@@ -172,7 +172,7 @@ impl Engine {
                     .map(|d| (day_of(d) as Ts * DAY_MS).max(from_ts)),
             );
             consider(
-                c.activity
+                c.activity()
                     .buckets()
                     .last()
                     .map(|b| Ts::from(b.day + window::HORIZON_DAYS) * DAY_MS),
@@ -294,7 +294,7 @@ impl Engine {
             if acc.daily.is_empty() {
                 acc.daily.resize(horizon, 0);
             }
-            for b in c.activity.buckets() {
+            for b in c.activity().buckets() {
                 if let Ok(i) = usize::try_from(today - 1 - b.day) {
                     if i < horizon {
                         acc.daily[i] += u64::from(b.events);
@@ -428,7 +428,7 @@ const RESOLVED_TICKETS_KEPT: Ts = 70 * DAY_MS;
 /// Drops what a sweep at `at` drops from `c`'s windows: activity beyond the
 /// horizon, resolved tickets older than [`RESOLVED_TICKETS_KEPT`].
 fn prune_to(c: &mut Customer, at: Ts) {
-    c.activity.prune(day_of(at));
+    c.usage.prune(day_of(at));
     if let Some(f) = c.feedback.as_deref_mut() {
         f.tickets
             .retain(|t| !t.resolved || at - t.opened < RESOLVED_TICKETS_KEPT);

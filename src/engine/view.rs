@@ -330,9 +330,9 @@ impl Engine {
                 WeekView {
                     from: from as Ts * DAY_MS,
                     to: to as Ts * DAY_MS,
-                    events: c.activity.events(from, to),
-                    quantity: c.activity.quantity(from, to),
-                    active_days: c.activity.active_days(from, to),
+                    events: c.activity().events(from, to),
+                    quantity: c.activity().quantity(from, to),
+                    active_days: c.activity().active_days(from, to),
                     active_users: c.seats().map_or(0, |s| s.distinct(from, to)),
                 }
             })

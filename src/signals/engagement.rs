@@ -67,7 +67,7 @@ pub fn measure(
 /// Weekly standard deviation implied by the daily counts of the baseline weeks.
 pub fn week_sd_from_days(c: &Customer, today: i32) -> f64 {
     let from = (today - 63).max(crate::state::window::day_of(c.first_seen));
-    (7.0 * c.activity.daily_residual_variance(from, today - 7)).sqrt()
+    (7.0 * c.activity().daily_residual_variance(from, today - 7)).sqrt()
 }
 
 /// Days in the recent window of [`fortnight`].
@@ -88,8 +88,8 @@ pub fn fortnight(c: &Customer, today: i32) -> Option<(f64, f64, i32)> {
     if days < FORTNIGHT_MIN_BASELINE_DAYS {
         return None;
     }
-    let rate = c.activity.events(to - days, to) as f64 / f64::from(days);
-    Some((c.activity.events(to, today) as f64, rate, days))
+    let rate = c.activity().events(to - days, to) as f64 / f64::from(days);
+    Some((c.activity().events(to, today) as f64, rate, days))
 }
 
 /// A population seat factor below this is a shared quiet period.
@@ -171,7 +171,7 @@ pub fn shift(c: &Customer, today: i32, pop: &Population) -> Option<Shift> {
     let (bto, bfrom) = (today - scan, today - scan - blen);
     let mut sum = [0.0f64; 7];
     let mut x = [0.0f64; SHIFT_SCAN_DAYS as usize];
-    for b in c.activity.buckets() {
+    for b in c.activity().buckets() {
         if (bfrom..bto).contains(&b.day) {
             sum[b.day.rem_euclid(7) as usize] += f64::from(b.events);
         } else if (bto..today).contains(&b.day) {
@@ -188,7 +188,7 @@ pub fn shift(c: &Customer, today: i32, pop: &Population) -> Option<Shift> {
     // to five samples of a weekday are noisy.
     const PULL: f64 = 0.5;
     let mu: [f64; 7] = std::array::from_fn(|w| (sum[w] + PULL * mean) / (weeks + PULL));
-    let dispersion = (c.activity.daily_residual_variance(bfrom, bto) / mean).max(1.0);
+    let dispersion = (c.activity().daily_residual_variance(bfrom, bto) / mean).max(1.0);
     let (fall, log_target) = (1.0 - SHIFT_TARGET, SHIFT_TARGET.ln());
     let mut s = 0.0f64;
     let mut since = bto;
@@ -306,12 +306,7 @@ pub fn engagement_drop_may_fire_from(c: &Customer, p: &AlertParams, from: Ts) ->
     if c.is_churned() {
         return None;
     }
-    let events: u64 = c
-        .activity
-        .buckets()
-        .iter()
-        .map(|b| u64::from(b.events))
-        .sum();
+    let events: u64 = c.activity().buckets().map(|b| u64::from(b.events)).sum();
     // 7 / 21 with a margin for rounding in `shift`'s mean.
     (events as f64 / 3.0 * (1.0 + 1e-9) >= p.min_baseline.max(f64::MIN_POSITIVE))
         .then(|| from.max(c.first_seen.saturating_add(p.window)))

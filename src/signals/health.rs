@@ -69,7 +69,7 @@ pub fn score(c: &Customer, ctx: &Ctx<'_>, seats_min_baseline: f64) -> Health {
     // baseline weeks, so a slow slide shows), weighted by how sure the drop
     // is; with little history, against the plan's population.
     let current = c.current_events(ctx.today) as f64;
-    let mut wk = c.baseline_weeks(ctx.today, |a, b| c.activity.events(a, b) as f64);
+    let mut wk = c.baseline_weeks(ctx.today, |a, b| c.activity().events(a, b) as f64);
     let weeks = wk.len;
     let vals = wk.values_mut();
     vals.sort_by(|a, b| a.total_cmp(b));
@@ -114,7 +114,7 @@ pub fn score(c: &Customer, ctx: &Ctx<'_>, seats_min_baseline: f64) -> Health {
             // The customer's own day-to-day spread when wider than Poisson
             // (an irregular rhythm), widened for the baseline's own error.
             let to = ctx.today - engagement::FORTNIGHT_DAYS;
-            let own = c.activity.daily_residual_variance(to - days, to)
+            let own = c.activity().daily_residual_variance(to - days, to)
                 * f64::from(engagement::FORTNIGHT_DAYS);
             let noise = (expected.max(own).max(1.0)
                 * (1.0 + f64::from(engagement::FORTNIGHT_DAYS) / f64::from(days)))

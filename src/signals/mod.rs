@@ -127,7 +127,7 @@ impl WeekTotals {
         Self {
             events: std::array::from_fn(|k| {
                 let k = k as i32;
-                let n = c.activity.events(today - 7 * (k + 1), today - 7 * k);
+                let n = c.activity().events(today - 7 * (k + 1), today - 7 * k);
                 u32::try_from(n).unwrap_or(u32::MAX)
             }),
             seats: c.seats().map(|s| s.distinct_weeks(today)),

@@ -5,7 +5,7 @@
 use crate::catalogue::AlertKind;
 use crate::event::{CancelKind, DAY_MS, Severity, Ts};
 
-use super::window::{Activity, Seats, day_of, median};
+use super::window::{Activity, Seats, Usage, day_of, median};
 
 /// Sentinel for "never".
 pub const NEVER: Ts = i64::MIN;
@@ -436,10 +436,9 @@ pub struct Customer {
     pub last_seen: Ts,
     /// Latest usage time.
     pub last_usage: Ts,
-    /// Usage by day.
-    pub activity: Activity,
-    /// Active users by day.
-    pub seats: Seats,
+    /// Usage by day and active users by day, in one box (see
+    /// [`Self::activity`] and [`Self::seats`]).
+    pub usage: Usage,
     /// Per configured key feature, how it was used.
     pub key_features: Option<Box<KeyFeatureUse>>,
     /// Recent gaps between active days, in days (ring).
@@ -465,8 +464,7 @@ impl Customer {
             first_seen: ts,
             last_seen: ts,
             last_usage: NEVER,
-            activity: Activity::default(),
-            seats: Seats::default(),
+            usage: Usage::default(),
             key_features: None,
             gaps: [0; GAP_SLOTS],
             gap_count: 0,
@@ -493,9 +491,9 @@ impl Customer {
             }
         }
         self.last_usage = self.last_usage.max(ts);
-        self.activity.add(day, quantity, today);
+        self.usage.add(day, quantity, today);
         if let Some(u) = user_hash {
-            self.seats.add(u, day);
+            self.usage.add_user(u, day);
         }
     }
 
@@ -560,14 +558,14 @@ impl Customer {
 
     /// Median weekly events over the baseline weeks, with how many weeks it used.
     pub fn baseline_events(&self, today: i32) -> (Option<f64>, usize) {
-        let mut w = self.baseline_weeks(today, |a, b| self.activity.events(a, b) as f64);
+        let mut w = self.baseline_weeks(today, |a, b| self.activity().events(a, b) as f64);
         let n = w.len;
         (median(w.values_mut()), n)
     }
 
     /// Events in the 7 days before `today`.
     pub fn current_events(&self, today: i32) -> u64 {
-        self.activity.events(today - 7, today)
+        self.activity().events(today - 7, today)
     }
 
     /// Median weekly distinct users over the baseline weeks.
@@ -590,9 +588,14 @@ impl Customer {
         self.seats().map_or(0, |s| s.distinct(today - 7, today))
     }
 
+    /// Usage by day.
+    pub fn activity(&self) -> Activity<'_> {
+        self.usage.activity()
+    }
+
     /// Active users by day, once any usage event named a user.
-    pub fn seats(&self) -> Option<&Seats> {
-        Some(&self.seats).filter(|s| s.is_tracking())
+    pub fn seats(&self) -> Option<Seats<'_>> {
+        Some(self.usage.seats()).filter(|s| s.is_tracking())
     }
 
     /// Is the alert firing?
@@ -618,8 +621,7 @@ impl Customer {
     /// Approximate bytes this customer occupies.
     pub fn bytes(&self) -> usize {
         std::mem::size_of::<Self>()
-            + self.activity.heap_bytes()
-            + self.seats.heap_bytes()
+            + self.usage.heap_bytes()
             + self
                 .key_features
                 .as_ref()
@@ -642,7 +644,7 @@ mod size_tests {
     #[test]
     fn customer_state_stays_small() {
         assert!(
-            std::mem::size_of::<Customer>() <= 160,
+            std::mem::size_of::<Customer>() <= 144,
             "{}",
             std::mem::size_of::<Customer>()
         );

@@ -1,4 +1,5 @@
-//! Compact per-customer rolling windows, bucketed by UTC day of event time.
+//! Compact per-customer rolling windows, bucketed by UTC day of event time,
+//! held in one allocation per customer ([`Usage`]) and read through two views:
 //!
 //! - [`Activity`]: sparse daily buckets of event count and quantity (only days
 //!   with activity are stored) for [`HORIZON_DAYS`] days.
@@ -27,62 +28,250 @@ pub struct DayBucket {
     pub quantity: f32,
 }
 
-/// Sparse daily activity buckets, sorted by day. Exactly sized: a new day
-/// reallocates, which is rare next to the events that land on a known day.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
-pub struct Activity {
-    buckets: Box<[DayBucket]>,
+/// A customer's usage windows in one allocation: its daily activity
+/// buckets and its active users' day bitmaps. Most customers have both, and
+/// one box instead of two saves a pointer and an allocation's overhead per
+/// customer, and a cache miss per usage event.
+///
+/// Layout, in `u32` words: `[days, then 3 per day: day, events, quantity
+/// bits (sorted by day), then the seats' words]`. The seats' words are
+/// empty until the first user, then `[anchor, users, then per user: hash,
+/// low and high half of its day bitmap]`, with some room at the end once
+/// there are more than a few users. The anchor is the day of bit 0 of every
+/// bitmap (the newest day seen); bit i set = active on day `anchor - i`.
+/// Exactly sized otherwise: a new day reallocates, which is rare next to
+/// the events that land on a known day. No usage at all: no allocation.
+///
+/// A snapshot stores it as the two parts it was before (format v1): the
+/// buckets, then the seats' words, room included.
+#[derive(Debug, Clone, Default)]
+pub struct Usage {
+    words: Box<[u32]>,
 }
 
-impl Activity {
+/// Words of one day bucket or one user.
+const CELL: usize = 3;
+
+impl Usage {
+    fn days_len(&self) -> usize {
+        self.words.first().map_or(0, |n| *n as usize)
+    }
+
+    fn seats_start(&self) -> usize {
+        if self.words.is_empty() {
+            0
+        } else {
+            1 + CELL * self.days_len()
+        }
+    }
+
+    /// Daily activity.
+    pub fn activity(&self) -> Activity<'_> {
+        Activity(self.words.get(1..self.seats_start()).unwrap_or(&[]))
+    }
+
+    /// Active users by day (tracking or not).
+    pub fn seats(&self) -> Seats<'_> {
+        Seats(&self.words[self.seats_start()..])
+    }
+
+    /// Rebuilds the box from new day words and seat words.
+    fn rebuild(&mut self, days: &[u32], seats: &[u32]) {
+        if days.is_empty() && seats.is_empty() {
+            self.words = Box::default();
+            return;
+        }
+        let mut w = Vec::with_capacity(1 + days.len() + seats.len());
+        w.push((days.len() / CELL) as u32);
+        w.extend_from_slice(days);
+        w.extend_from_slice(seats);
+        self.words = w.into_boxed_slice();
+    }
+
     /// Adds one event on `day`; `today` is the newest day seen, for pruning.
     pub fn add(&mut self, day: i32, quantity: f64, today: i32) {
         if day <= today - HORIZON_DAYS {
             return; // older than anything a window looks at
         }
-        let new = DayBucket {
-            day,
-            events: 1,
-            quantity: quantity as f32,
+        let n = self.days_len();
+        let days = self.activity();
+        let at = match days.0.chunks_exact(CELL).last().map(|c| c[0] as i32) {
+            Some(last) if last == day => Ok(n - 1),
+            Some(last) if last < day => Err(n),
+            None => Err(0),
+            Some(_) => days.partition_point_day(day),
         };
-        let n = self.buckets.len();
-        match self.buckets.last_mut() {
-            Some(b) if b.day == day => {
-                b.events = b.events.saturating_add(1);
-                b.quantity += quantity as f32;
+        match at {
+            Ok(i) => {
+                let j = 1 + CELL * i;
+                self.words[j + 1] = self.words[j + 1].saturating_add(1);
+                self.words[j + 2] = (f32::from_bits(self.words[j + 2]) + quantity as f32).to_bits();
             }
-            Some(b) if b.day < day => self.insert(n, new),
-            None => self.insert(0, new),
-            Some(_) => match self.buckets.binary_search_by_key(&day, |b| b.day) {
-                Ok(i) => {
-                    self.buckets[i].events = self.buckets[i].events.saturating_add(1);
-                    self.buckets[i].quantity += quantity as f32;
-                }
-                Err(i) => self.insert(i, new),
-            },
+            Err(i) => {
+                let cut = CELL * i;
+                let mut d = Vec::with_capacity(days.0.len() + CELL);
+                d.extend_from_slice(&days.0[..cut]);
+                d.extend_from_slice(&[day as u32, 1, (quantity as f32).to_bits()]);
+                d.extend_from_slice(&days.0[cut..]);
+                let seats = self.words[self.seats_start()..].to_vec();
+                self.rebuild(&d, &seats);
+            }
         }
         self.prune(today);
-    }
-
-    fn insert(&mut self, i: usize, b: DayBucket) {
-        let mut v = Vec::with_capacity(self.buckets.len() + 1);
-        v.extend_from_slice(&self.buckets[..i]);
-        v.push(b);
-        v.extend_from_slice(&self.buckets[i..]);
-        self.buckets = v.into_boxed_slice();
     }
 
     /// Drops buckets that fell out of the horizon.
     pub fn prune(&mut self, today: i32) {
         let keep_from = today - HORIZON_DAYS + 1;
-        let n = self
-            .buckets
-            .iter()
-            .take_while(|b| b.day < keep_from)
-            .count();
+        let days = self.activity();
+        let n = days.buckets().take_while(|b| b.day < keep_from).count();
         if n > 0 {
-            self.buckets = self.buckets[n..].into();
+            let kept = days.0[CELL * n..].to_vec();
+            let seats = self.words[self.seats_start()..].to_vec();
+            self.rebuild(&kept, &seats);
         }
+    }
+
+    /// Marks `user` active on `day`.
+    pub fn add_user(&mut self, user_hash: u32, day: i32) {
+        let s0 = self.seats_start();
+        if self.words.len() == s0 {
+            let days = self.activity().0.to_vec();
+            self.rebuild(&days, &[0; SEATS_HEAD]);
+        }
+        let s0 = self.seats_start();
+        let seats = &mut self.words[s0..];
+        if seats[1] == 0 && seats[0] == 0 {
+            seats[0] = day as u32;
+        }
+        let anchor = seats[0] as i32;
+        if day > anchor {
+            let shift = (day - anchor) as u32;
+            // Shift every bitmap and drop the users left without a day, in order.
+            let mut kept = 0;
+            for i in 0..seats[1] as usize {
+                let bits = seat_bits(seats, i);
+                let bits = if shift >= 64 { 0 } else { bits << shift };
+                if bits != 0 {
+                    let hash = seats[SEATS_HEAD + CELL * i];
+                    set_seat(seats, kept, hash, bits);
+                    kept += 1;
+                }
+            }
+            seats[1] = kept as u32;
+            seats[0] = day as u32;
+        }
+        let back = seats[0] as i32 - day;
+        if back >= 64 {
+            return;
+        }
+        let bit = 1u64 << back;
+        let n = seats[1] as usize;
+        if let Some(i) = (0..n).find(|&i| seats[SEATS_HEAD + CELL * i] == user_hash) {
+            let bits = seat_bits(seats, i) | bit;
+            set_seat(seats, i, user_hash, bits);
+        } else if n < MAX_SEATS {
+            if SEATS_HEAD + CELL * (n + 1) > seats.len() {
+                let room = if n < EXACT_USERS { n + 1 } else { n + n / 2 };
+                let mut grown = vec![0u32; SEATS_HEAD + CELL * room];
+                grown[..seats.len()].copy_from_slice(seats);
+                let days = self.activity().0.to_vec();
+                self.rebuild(&days, &grown);
+            }
+            let seats = &mut self.words[s0..];
+            set_seat(seats, n, user_hash, bit);
+            seats[1] = (n + 1) as u32;
+        }
+    }
+
+    /// Heap bytes used.
+    pub fn heap_bytes(&self) -> usize {
+        self.words.len() * std::mem::size_of::<u32>()
+    }
+}
+
+impl serde::Serialize for Usage {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        /// The buckets as the snapshot's format v1 stores them.
+        struct Buckets<'a>(Activity<'a>);
+        impl serde::Serialize for Buckets<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_seq(self.0.buckets())
+            }
+        }
+        let mut t = s.serialize_tuple(2)?;
+        t.serialize_element(&Buckets(self.activity()))?;
+        t.serialize_element(self.seats().0)?;
+        t.end()
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Usage {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Usage;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("activity buckets, then seat words")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Usage, A::Error> {
+                use serde::de::Error;
+                let buckets: Vec<DayBucket> = a
+                    .next_element()?
+                    .ok_or_else(|| A::Error::invalid_length(0, &self))?;
+                let seats: Vec<u32> = a
+                    .next_element()?
+                    .ok_or_else(|| A::Error::invalid_length(1, &self))?;
+                let users_fit = seats.len() >= SEATS_HEAD
+                    && (seats.len() - SEATS_HEAD).is_multiple_of(CELL)
+                    && seats[1] as usize <= (seats.len() - SEATS_HEAD) / CELL;
+                if !seats.is_empty() && !users_fit {
+                    return Err(A::Error::custom("seat words do not hold their users"));
+                }
+                if !buckets.is_sorted_by(|a, b| a.day < b.day) {
+                    return Err(A::Error::custom("activity buckets out of day order"));
+                }
+                let days: Vec<u32> = buckets
+                    .iter()
+                    .flat_map(|b| [b.day as u32, b.events, b.quantity.to_bits()])
+                    .collect();
+                let mut u = Usage::default();
+                u.rebuild(&days, &seats);
+                Ok(u)
+            }
+        }
+        d.deserialize_tuple(2, V)
+    }
+}
+
+/// Daily activity: sparse daily buckets of event count and quantity (only
+/// days with activity), sorted by day, for [`HORIZON_DAYS`] days.
+#[derive(Debug, Clone, Copy)]
+pub struct Activity<'a>(&'a [u32]);
+
+impl<'a> Activity<'a> {
+    /// Where `day`'s bucket is (`Ok`), or where it would go (`Err`).
+    fn partition_point_day(&self, day: i32) -> Result<usize, usize> {
+        let i = self.start_of(day);
+        match self.0.get(CELL * i) {
+            Some(&d) if d as i32 == day => Ok(i),
+            _ => Err(i),
+        }
+    }
+
+    /// Index of the first bucket on or after `day`.
+    fn start_of(&self, day: i32) -> usize {
+        let (mut lo, mut hi) = (0, self.0.len() / CELL);
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            if (self.0[CELL * mid] as i32) < day {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
     }
 
     /// Events in days `[from, to)`.
@@ -129,116 +318,69 @@ impl Activity {
         self.range(from, to).count() as u32
     }
 
-    fn range(&self, from: i32, to: i32) -> impl Iterator<Item = &DayBucket> {
-        let start = self.buckets.partition_point(|b| b.day < from);
-        self.buckets[start..].iter().take_while(move |b| b.day < to)
+    fn range(&self, from: i32, to: i32) -> impl Iterator<Item = DayBucket> + 'a {
+        let start = self.start_of(from);
+        Activity(&self.0[CELL * start..])
+            .buckets()
+            .take_while(move |b| b.day < to)
     }
 
-    /// Buckets held.
-    pub fn buckets(&self) -> &[DayBucket] {
-        &self.buckets
+    /// The buckets, oldest first.
+    pub fn buckets(self) -> impl DoubleEndedIterator<Item = DayBucket> + ExactSizeIterator + 'a {
+        self.0.chunks_exact(CELL).map(|c| DayBucket {
+            day: c[0] as i32,
+            events: c[1],
+            quantity: f32::from_bits(c[2]),
+        })
     }
 
-    /// Heap bytes used.
+    /// Heap bytes of the buckets.
     pub fn heap_bytes(&self) -> usize {
-        self.buckets.len() * std::mem::size_of::<DayBucket>()
+        std::mem::size_of_val(self.0)
     }
 }
 
-/// Distinct active users by day, exact over the last 64 days.
-///
-/// One allocation, created by the first user: `[anchor, users, then per
-/// user: hash, low and high half of its day bitmap]`, with some room at the
-/// end once there are more than a few users. The anchor is the day of bit 0
-/// of every bitmap (the newest day seen); bit i set = active on day
-/// `anchor - i`.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
-pub struct Seats {
-    data: Box<[u32]>,
-}
+/// Distinct active users by day, exact over the last 64 days (the seats'
+/// words of a [`Usage`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Seats<'a>(&'a [u32]);
 
 /// Most users tracked per customer; beyond it new users are not counted.
 pub const MAX_SEATS: usize = 4096;
 
-/// Words before the first user in [`Seats`].
-const HEAD: usize = 2;
+/// Words before the first user in the seats' words.
+const SEATS_HEAD: usize = 2;
 /// Users stored without spare room.
 const EXACT_USERS: usize = 8;
 
-impl Seats {
+fn seat_bits(seats: &[u32], i: usize) -> u64 {
+    let j = SEATS_HEAD + CELL * i;
+    u64::from(seats[j + 1]) | (u64::from(seats[j + 2]) << 32)
+}
+
+fn set_seat(seats: &mut [u32], i: usize, hash: u32, bits: u64) {
+    let j = SEATS_HEAD + CELL * i;
+    seats[j] = hash;
+    seats[j + 1] = bits as u32;
+    seats[j + 2] = (bits >> 32) as u32;
+}
+
+impl Seats<'_> {
     fn anchor(&self) -> i32 {
-        self.data.first().map_or(0, |a| *a as i32)
+        self.0.first().map_or(0, |a| *a as i32)
     }
 
     fn len(&self) -> usize {
-        self.data.get(1).map_or(0, |n| *n as usize)
-    }
-
-    fn bits(&self, i: usize) -> u64 {
-        let j = HEAD + 3 * i;
-        u64::from(self.data[j + 1]) | (u64::from(self.data[j + 2]) << 32)
-    }
-
-    fn set(&mut self, i: usize, hash: u32, bits: u64) {
-        let j = HEAD + 3 * i;
-        self.data[j] = hash;
-        self.data[j + 1] = bits as u32;
-        self.data[j + 2] = (bits >> 32) as u32;
+        self.0.get(1).map_or(0, |n| *n as usize)
     }
 
     fn users(&self) -> impl Iterator<Item = (u32, u64)> + '_ {
-        (0..self.len()).map(|i| (self.data[HEAD + 3 * i], self.bits(i)))
+        (0..self.len()).map(|i| (self.0[SEATS_HEAD + CELL * i], seat_bits(self.0, i)))
     }
 
     /// True once a user was added (even if all have aged out since).
     pub fn is_tracking(&self) -> bool {
-        !self.data.is_empty()
-    }
-
-    /// Marks `user` active on `day`.
-    pub fn add(&mut self, user_hash: u32, day: i32) {
-        if self.data.is_empty() {
-            self.data = vec![0u32; HEAD].into_boxed_slice();
-        }
-        if self.len() == 0 && self.anchor() == 0 {
-            self.data[0] = day as u32;
-        }
-        let anchor = self.anchor();
-        if day > anchor {
-            let shift = (day - anchor) as u32;
-            // Shift every bitmap and drop the users left without a day, in order.
-            let mut kept = 0;
-            for i in 0..self.len() {
-                let bits = self.bits(i);
-                let bits = if shift >= 64 { 0 } else { bits << shift };
-                if bits != 0 {
-                    let hash = self.data[HEAD + 3 * i];
-                    self.set(kept, hash, bits);
-                    kept += 1;
-                }
-            }
-            self.data[1] = kept as u32;
-            self.data[0] = day as u32;
-        }
-        let back = self.anchor() - day;
-        if back >= 64 {
-            return;
-        }
-        let bit = 1u64 << back;
-        let n = self.len();
-        if let Some(i) = (0..n).find(|&i| self.data[HEAD + 3 * i] == user_hash) {
-            let bits = self.bits(i) | bit;
-            self.set(i, user_hash, bits);
-        } else if n < MAX_SEATS {
-            if HEAD + 3 * (n + 1) > self.data.len() {
-                let room = if n < EXACT_USERS { n + 1 } else { n + n / 2 };
-                let mut grown = vec![0u32; HEAD + 3 * room];
-                grown[..self.data.len()].copy_from_slice(&self.data);
-                self.data = grown.into_boxed_slice();
-            }
-            self.set(n, user_hash, bit);
-            self.data[1] = (n + 1) as u32;
-        }
+        !self.0.is_empty()
     }
 
     /// Distinct users active in each of the 9 weeks before `today`: index
@@ -249,7 +391,7 @@ impl Seats {
             std::array::from_fn(|k| self.mask(today - 7 * (k as i32 + 1), today - 7 * k as i32));
         let mut out = [0u32; 9];
         let n = self.len();
-        for u in self.data[HEAD..HEAD + 3 * n].chunks_exact(3) {
+        for u in self.0[SEATS_HEAD..SEATS_HEAD + CELL * n].chunks_exact(CELL) {
             let bits = u64::from(u[1]) | (u64::from(u[2]) << 32);
             for (o, m) in out.iter_mut().zip(masks) {
                 *o += u32::from(bits & m != 0);
@@ -324,7 +466,7 @@ impl Seats {
 
     /// Heap bytes used.
     pub fn heap_bytes(&self) -> usize {
-        self.data.len() * std::mem::size_of::<u32>()
+        std::mem::size_of_val(self.0)
     }
 }
 
@@ -349,51 +491,63 @@ mod tests {
 
     #[test]
     fn late_events_land_in_their_day() {
-        let mut a = Activity::default();
-        a.add(100, 1.0, 100);
-        a.add(98, 2.0, 100);
-        a.add(99, 1.0, 100);
-        a.add(98, 1.0, 100);
+        let mut u = Usage::default();
+        u.add(100, 1.0, 100);
+        u.add(98, 2.0, 100);
+        u.add(99, 1.0, 100);
+        u.add(98, 1.0, 100);
+        let a = u.activity();
         assert_eq!(
-            a.buckets().iter().map(|b| b.day).collect::<Vec<_>>(),
+            a.buckets().map(|b| b.day).collect::<Vec<_>>(),
             vec![98, 99, 100]
         );
         assert_eq!(a.events(98, 99), 2);
         assert_eq!(a.quantity(98, 101), 5.0);
-        a.add(100 + HORIZON_DAYS, 1.0, 100 + HORIZON_DAYS);
-        assert_eq!(a.events(0, 1000), 1, "old days pruned");
+        u.add(100 + HORIZON_DAYS, 1.0, 100 + HORIZON_DAYS);
+        assert_eq!(u.activity().events(0, 1000), 1, "old days pruned");
     }
 
     #[test]
     fn seats_count_distinct_users_per_window() {
-        let mut s = Seats::default();
-        s.add(1, 10);
-        s.add(2, 10);
-        s.add(1, 12);
-        s.add(3, 20);
+        let mut u = Usage::default();
+        assert!(!u.seats().is_tracking());
+        u.add_user(1, 10);
+        u.add_user(2, 10);
+        u.add_user(1, 12);
+        u.add_user(3, 20);
+        let s = u.seats();
+        assert!(s.is_tracking());
         assert_eq!(s.distinct(10, 11), 2);
         assert_eq!(s.distinct(10, 21), 3);
         assert_eq!(s.distinct(11, 20), 1);
         assert_eq!(s.distinct(13, 20), 0);
-        s.add(4, 90); // everything earlier falls out of the 64-day bitmap
-        assert_eq!(s.distinct(0, 100), 1);
+        u.add_user(4, 90); // everything earlier falls out of the 64-day bitmap
+        assert_eq!(u.seats().distinct(0, 100), 1);
+        assert!(
+            u.activity().buckets().next().is_none(),
+            "users alone add no day"
+        );
     }
 
     proptest! {
         /// The windows agree with a naive recompute over the raw events.
         #[test]
         fn windows_match_naive_recompute(
-            evs in proptest::collection::vec((0i32..120, 0u32..6, 0.0f64..10.0), 1..300),
+            evs in proptest::collection::vec((0i32..120, 0u32..14, 0.0f64..10.0), 1..300),
             from_back in 1i32..63, len in 1i32..40,
         ) {
-            let mut a = Activity::default();
-            let mut s = Seats::default();
+            let mut u = Usage::default();
             let mut today = i32::MIN;
             for &(day, user, q) in &evs {
                 today = today.max(day);
-                a.add(day, q, today);
-                s.add(user, day);
+                u.add(day, q, today);
+                u.add_user(user, day);
             }
+            // A snapshot's round trip keeps it as it was.
+            let bytes = postcard::to_stdvec(&u).unwrap();
+            let back: Usage = postcard::from_bytes(&bytes).unwrap();
+            prop_assert_eq!(&back.words, &u.words);
+            let (a, s) = (u.activity(), u.seats());
             let from = today - from_back;
             let to = (from + len).min(today + 1);
             let in_range: Vec<_> = evs.iter().filter(|(d, _, _)| *d >= from && *d < to).collect();
