@@ -48,7 +48,7 @@ fn apply(
         b.mrr = mrr;
         b.sub_started = ts;
         b.set_dunning_since(None);
-        b.dunning_attempts = 0;
+        b.set_dunning_attempts(0);
         b.set_downgrade(None);
         if reactivation {
             b.clear_churned();
@@ -111,13 +111,14 @@ fn apply(
             if b.status == Some(SubStatus::Active) {
                 if b.dunning_since().is_none() {
                     b.set_dunning_since(Some(ts));
-                    b.dunning_attempts = 0;
+                    b.set_dunning_attempts(0);
                     facts.push(Fact::DunningOpened);
                 }
-                b.dunning_attempts = b
-                    .dunning_attempts
+                let n = b
+                    .dunning_attempts()
                     .saturating_add(1)
                     .max(attempt.unwrap_or(0));
+                b.set_dunning_attempts(n);
                 b.note_dunning_reason(reason);
                 if b.mrr == 0 {
                     if let Some(m) = mrr {
@@ -129,7 +130,7 @@ fn apply(
         EventKind::PaymentSucceeded { .. } => match b.status {
             Some(SubStatus::Active) => {
                 if b.take_dunning_since().is_some() {
-                    b.dunning_attempts = 0;
+                    b.set_dunning_attempts(0);
                     facts.push(Fact::DunningClosed { recovered: true });
                 }
             }
@@ -183,7 +184,7 @@ fn churn(b: &mut Billing, ts: Ts, kind: CancelKind, facts: &mut Vec<Fact>) {
     if b.take_dunning_since().is_some() {
         facts.push(Fact::DunningClosed { recovered: false });
     }
-    b.dunning_attempts = 0;
+    b.set_dunning_attempts(0);
     b.status = Some(SubStatus::Churned);
     b.set_churned(ts, kind, b.mrr);
     if had_sub {

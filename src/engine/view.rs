@@ -358,7 +358,7 @@ impl Engine {
                 status: b.status,
                 subscribed_since: (b.sub_started != NEVER).then_some(b.sub_started),
                 dunning_since: b.dunning_since(),
-                dunning_attempts: b.dunning_attempts,
+                dunning_attempts: b.dunning_attempts(),
                 churned: b.churned(),
             }),
             feedback: c.feedback.as_deref().map(|f| FeedbackView {

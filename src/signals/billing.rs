@@ -56,12 +56,12 @@ pub fn payment_failed(c: &Customer, ctx: &Ctx<'_>) -> Option<Finding> {
         starts_at: since,
         summary: format!(
             "Payment failed ({} attempt(s)); involuntary churn at {} unless a payment succeeds",
-            b.dunning_attempts,
+            b.dunning_attempts(),
             format_ts(deadline)
         ),
         evidence: json!({
             "first_failed_at": format_ts(since),
-            "attempts": b.dunning_attempts,
+            "attempts": b.dunning_attempts(),
             "reason": b.dunning_reason(),
             "mrr": b.mrr,
             "grace_days": r1(ctx.dunning_grace as f64 / DAY_MS as f64),

@@ -23,18 +23,15 @@ pub enum SubStatus {
 }
 
 /// Billing state of a customer that sent billing events. What most
-/// subscribed customers never need (churn, downgrade, reactivation, failure
-/// reason) lives in a separate box, so the common case is one small allocation.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+/// subscribed customers never need (an open dunning period, churn,
+/// downgrade, reactivation, failure reason) lives in a separate box, so the
+/// common case is small and inline in [`Customer`].
+#[derive(Debug, Clone)]
 pub struct Billing {
     /// MRR in reporting minor units.
     pub mrr: i64,
     /// When the current subscription began.
     pub sub_started: Ts,
-    /// Open dunning period: first failure time (NEVER = none).
-    dunning_since: Ts,
-    /// Failed attempts in the open dunning period.
-    pub dunning_attempts: u32,
     /// Interned plan id.
     pub plan: u16,
     /// Subscription status; `None` before any `subscription_started`.
@@ -42,9 +39,17 @@ pub struct Billing {
     rare: Option<Box<BillingRare>>,
 }
 
-/// The rarely set part of [`Billing`].
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+/// The rarely set part of [`Billing`]. It exists while a dunning period is
+/// open, and from the first time any other field is set on.
+#[derive(Debug, Clone)]
 struct BillingRare {
+    /// Open dunning period: first failure time (NEVER = none).
+    dunning_since: Ts,
+    /// Failed attempts in the open dunning period.
+    dunning_attempts: u32,
+    /// Whether a field below was ever set (the snapshot's format v1 kept
+    /// the dunning fields inline and this part only from then on).
+    kept: bool,
     dunning_reason: Option<Box<str>>,
     churned: Option<(Ts, CancelKind)>,
     churned_mrr: i64,
@@ -52,13 +57,96 @@ struct BillingRare {
     reactivated_at: Option<Ts>,
 }
 
+impl Default for BillingRare {
+    fn default() -> Self {
+        Self {
+            dunning_since: NEVER,
+            dunning_attempts: 0,
+            kept: false,
+            dunning_reason: None,
+            churned: None,
+            churned_mrr: 0,
+            downgrade: None,
+            reactivated_at: None,
+        }
+    }
+}
+
+/// [`Billing`] as a snapshot stores it (format v1).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct BillingWire {
+    mrr: i64,
+    sub_started: Ts,
+    dunning_since: Ts,
+    dunning_attempts: u32,
+    plan: u16,
+    status: Option<SubStatus>,
+    rare: Option<BillingRareWire>,
+}
+
+/// [`BillingRare`] as a snapshot stores it (format v1).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct BillingRareWire {
+    dunning_reason: Option<Box<str>>,
+    churned: Option<(Ts, CancelKind)>,
+    churned_mrr: i64,
+    downgrade: Option<(Ts, u16, i64, i64)>,
+    reactivated_at: Option<Ts>,
+}
+
+impl serde::Serialize for Billing {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let r = self.rare.as_deref();
+        BillingWire {
+            mrr: self.mrr,
+            sub_started: self.sub_started,
+            dunning_since: r.map_or(NEVER, |r| r.dunning_since),
+            dunning_attempts: self.dunning_attempts(),
+            plan: self.plan,
+            status: self.status,
+            rare: r.filter(|r| r.kept).map(|r| BillingRareWire {
+                dunning_reason: r.dunning_reason.clone(),
+                churned: r.churned,
+                churned_mrr: r.churned_mrr,
+                downgrade: r.downgrade,
+                reactivated_at: r.reactivated_at,
+            }),
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Billing {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let w = BillingWire::deserialize(d)?;
+        let mut b = Billing {
+            mrr: w.mrr,
+            sub_started: w.sub_started,
+            plan: w.plan,
+            status: w.status,
+            rare: w.rare.map(|r| {
+                Box::new(BillingRare {
+                    kept: true,
+                    dunning_reason: r.dunning_reason,
+                    churned: r.churned,
+                    churned_mrr: r.churned_mrr,
+                    downgrade: r.downgrade,
+                    reactivated_at: r.reactivated_at,
+                    ..Default::default()
+                })
+            }),
+        };
+        b.set_dunning_since((w.dunning_since != NEVER).then_some(w.dunning_since));
+        b.set_dunning_attempts(w.dunning_attempts);
+        Ok(b)
+    }
+}
+
 impl Default for Billing {
     fn default() -> Self {
         Self {
             mrr: 0,
             sub_started: NEVER,
-            dunning_since: NEVER,
-            dunning_attempts: 0,
             plan: 0,
             status: None,
             rare: None,
@@ -67,25 +155,68 @@ impl Default for Billing {
 }
 
 impl Billing {
+    /// The rare part, for a field other than the dunning ones.
     fn rare_mut(&mut self) -> &mut BillingRare {
+        let r = self.rare.get_or_insert_with(Default::default);
+        r.kept = true;
+        r
+    }
+
+    /// The rare part, for the dunning fields.
+    fn dunning_mut(&mut self) -> &mut BillingRare {
         self.rare.get_or_insert_with(Default::default)
+    }
+
+    /// Frees the rare part when it holds nothing.
+    fn tidy(&mut self) {
+        if self
+            .rare
+            .as_ref()
+            .is_some_and(|r| !r.kept && r.dunning_since == NEVER && r.dunning_attempts == 0)
+        {
+            self.rare = None;
+        }
     }
 
     /// Open dunning period: first failure time.
     pub fn dunning_since(&self) -> Option<Ts> {
-        (self.dunning_since != NEVER).then_some(self.dunning_since)
+        let since = self.rare.as_ref()?.dunning_since;
+        (since != NEVER).then_some(since)
     }
 
     /// Opens (`Some`) or closes (`None`) the dunning period.
     pub fn set_dunning_since(&mut self, since: Option<Ts>) {
-        self.dunning_since = since.unwrap_or(NEVER);
+        match since {
+            Some(t) => self.dunning_mut().dunning_since = t,
+            None => {
+                if let Some(r) = self.rare.as_deref_mut() {
+                    r.dunning_since = NEVER;
+                }
+                self.tidy();
+            }
+        }
     }
 
     /// Closes the dunning period, returning when it opened.
     pub fn take_dunning_since(&mut self) -> Option<Ts> {
         let since = self.dunning_since();
-        self.dunning_since = NEVER;
+        self.set_dunning_since(None);
         since
+    }
+
+    /// Failed attempts in the open dunning period.
+    pub fn dunning_attempts(&self) -> u32 {
+        self.rare.as_ref().map_or(0, |r| r.dunning_attempts)
+    }
+
+    /// Sets the failed attempts of the open dunning period.
+    pub fn set_dunning_attempts(&mut self, n: u32) {
+        if n != 0 {
+            self.dunning_mut().dunning_attempts = n;
+        } else if let Some(r) = self.rare.as_deref_mut() {
+            r.dunning_attempts = 0;
+            self.tidy();
+        }
     }
 
     /// Latest failure reason.
@@ -639,17 +770,84 @@ impl Customer {
 mod size_tests {
     use super::*;
 
+    /// The snapshot stores billing as format v1 did (dunning inline, the
+    /// rare part only once a rare field was set), whatever is boxed now.
+    #[test]
+    fn billing_keeps_its_v1_wire_form() {
+        #[derive(serde::Serialize)]
+        struct V1 {
+            mrr: i64,
+            sub_started: Ts,
+            dunning_since: Ts,
+            dunning_attempts: u32,
+            plan: u16,
+            status: Option<SubStatus>,
+            rare: Option<BillingRareWire>,
+        }
+        let mut b = Billing {
+            mrr: 4900,
+            sub_started: 7,
+            plan: 2,
+            status: Some(SubStatus::Active),
+            ..Default::default()
+        };
+        b.set_dunning_since(Some(10));
+        b.set_dunning_attempts(2);
+        let v1 = V1 {
+            mrr: 4900,
+            sub_started: 7,
+            dunning_since: 10,
+            dunning_attempts: 2,
+            plan: 2,
+            status: Some(SubStatus::Active),
+            rare: None,
+        };
+        let bytes = postcard::to_stdvec(&b).unwrap();
+        assert_eq!(bytes, postcard::to_stdvec(&v1).unwrap());
+        let back: Billing = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(postcard::to_stdvec(&back).unwrap(), bytes);
+        assert_eq!(
+            (back.dunning_since(), back.dunning_attempts()),
+            (Some(10), 2)
+        );
+
+        // Closing the dunning period frees the box ...
+        b.take_dunning_since();
+        b.set_dunning_attempts(0);
+        assert!(b.rare.is_none());
+        // ... unless a rare field was set, which v1 then stored.
+        b.set_reactivated_at(20);
+        b.take_dunning_since();
+        let v1 = V1 {
+            dunning_since: NEVER,
+            dunning_attempts: 0,
+            rare: Some(BillingRareWire {
+                dunning_reason: None,
+                churned: None,
+                churned_mrr: 0,
+                downgrade: None,
+                reactivated_at: Some(20),
+            }),
+            ..v1
+        };
+        let bytes = postcard::to_stdvec(&b).unwrap();
+        assert_eq!(bytes, postcard::to_stdvec(&v1).unwrap());
+        let back: Billing = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(postcard::to_stdvec(&back).unwrap(), bytes);
+        assert_eq!(back.reactivated_at(), Some(20));
+    }
+
     /// Memory per customer is a product target (see the README's benchmarks):
     /// the fixed part must not grow unnoticed.
     #[test]
     fn customer_state_stays_small() {
         assert!(
-            std::mem::size_of::<Customer>() <= 144,
+            std::mem::size_of::<Customer>() <= 136,
             "{}",
             std::mem::size_of::<Customer>()
         );
         assert!(
-            std::mem::size_of::<Billing>() <= 40,
+            std::mem::size_of::<Billing>() <= 32,
             "{}",
             std::mem::size_of::<Billing>()
         );
