@@ -67,7 +67,13 @@ impl Usage {
 
     /// Daily activity.
     pub fn activity(&self) -> Activity<'_> {
-        Activity(self.words.get(1..self.seats_start()).unwrap_or(&[]))
+        Activity(
+            self.words
+                .get(1..self.seats_start())
+                .unwrap_or(&[])
+                .as_chunks()
+                .0,
+        )
     }
 
     /// Active users by day (tracking or not).
@@ -75,17 +81,20 @@ impl Usage {
         Seats(&self.words[self.seats_start()..])
     }
 
-    /// Rebuilds the box from new day words and seat words.
-    fn rebuild(&mut self, days: &[u32], seats: &[u32]) {
-        if days.is_empty() && seats.is_empty() {
-            self.words = Box::default();
-            return;
+    /// The words of `n_days` days followed by `parts` (the rest of the day
+    /// words, then the seat words), in one exactly sized allocation; no
+    /// allocation when empty.
+    fn built(n_days: usize, parts: &[&[u32]]) -> Box<[u32]> {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        if len == 0 {
+            return Box::default();
         }
-        let mut w = Vec::with_capacity(1 + days.len() + seats.len());
-        w.push((days.len() / CELL) as u32);
-        w.extend_from_slice(days);
-        w.extend_from_slice(seats);
-        self.words = w.into_boxed_slice();
+        let mut w = Vec::with_capacity(1 + len);
+        w.push(n_days as u32);
+        for p in parts {
+            w.extend_from_slice(p);
+        }
+        w.into_boxed_slice()
     }
 
     /// Adds one event on `day`; `today` is the newest day seen, for pruning.
@@ -95,7 +104,7 @@ impl Usage {
         }
         let n = self.days_len();
         let days = self.activity();
-        let at = match days.0.chunks_exact(CELL).last().map(|c| c[0] as i32) {
+        let at = match days.0.last().map(|c| c[0] as i32) {
             Some(last) if last == day => Ok(n - 1),
             Some(last) if last < day => Err(n),
             None => Err(0),
@@ -108,13 +117,10 @@ impl Usage {
                 self.words[j + 2] = (f32::from_bits(self.words[j + 2]) + quantity as f32).to_bits();
             }
             Err(i) => {
-                let cut = CELL * i;
-                let mut d = Vec::with_capacity(days.0.len() + CELL);
-                d.extend_from_slice(&days.0[..cut]);
-                d.extend_from_slice(&[day as u32, 1, (quantity as f32).to_bits()]);
-                d.extend_from_slice(&days.0[cut..]);
-                let seats = self.words[self.seats_start()..].to_vec();
-                self.rebuild(&d, &seats);
+                let new = [day as u32, 1, (quantity as f32).to_bits()];
+                let rest = self.words.get(1..).unwrap_or(&[]);
+                let (before, after) = rest.split_at(CELL * i);
+                self.words = Self::built(n + 1, &[before, &new, after]);
             }
         }
         self.prune(today);
@@ -123,21 +129,19 @@ impl Usage {
     /// Drops buckets that fell out of the horizon.
     pub fn prune(&mut self, today: i32) {
         let keep_from = today - HORIZON_DAYS + 1;
-        let days = self.activity();
-        let n = days.buckets().take_while(|b| b.day < keep_from).count();
+        let n = (self.activity().0.iter())
+            .take_while(|c| (c[0] as i32) < keep_from)
+            .count();
         if n > 0 {
-            let kept = days.0[CELL * n..].to_vec();
-            let seats = self.words[self.seats_start()..].to_vec();
-            self.rebuild(&kept, &seats);
+            self.words = Self::built(self.days_len() - n, &[&self.words[1 + CELL * n..]]);
         }
     }
 
     /// Marks `user` active on `day`.
     pub fn add_user(&mut self, user_hash: u32, day: i32) {
-        let s0 = self.seats_start();
-        if self.words.len() == s0 {
-            let days = self.activity().0.to_vec();
-            self.rebuild(&days, &[0; SEATS_HEAD]);
+        if self.words.len() == self.seats_start() {
+            let days = self.words.get(1..).unwrap_or(&[]);
+            self.words = Self::built(self.days_len(), &[days, &[0; SEATS_HEAD]]);
         }
         let s0 = self.seats_start();
         let seats = &mut self.words[s0..];
@@ -173,10 +177,8 @@ impl Usage {
         } else if n < MAX_SEATS {
             if SEATS_HEAD + CELL * (n + 1) > seats.len() {
                 let room = if n < EXACT_USERS { n + 1 } else { n + n / 2 };
-                let mut grown = vec![0u32; SEATS_HEAD + CELL * room];
-                grown[..seats.len()].copy_from_slice(seats);
-                let days = self.activity().0.to_vec();
-                self.rebuild(&days, &grown);
+                let more = vec![0u32; SEATS_HEAD + CELL * room - seats.len()];
+                self.words = Self::built(self.days_len(), &[&self.words[1..], &more]);
             }
             let seats = &mut self.words[s0..];
             set_seat(seats, n, user_hash, bit);
@@ -236,9 +238,9 @@ impl<'de> serde::Deserialize<'de> for Usage {
                     .iter()
                     .flat_map(|b| [b.day as u32, b.events, b.quantity.to_bits()])
                     .collect();
-                let mut u = Usage::default();
-                u.rebuild(&days, &seats);
-                Ok(u)
+                Ok(Usage {
+                    words: Usage::built(buckets.len(), &[&days, &seats]),
+                })
             }
         }
         d.deserialize_tuple(2, V)
@@ -248,30 +250,21 @@ impl<'de> serde::Deserialize<'de> for Usage {
 /// Daily activity: sparse daily buckets of event count and quantity (only
 /// days with activity), sorted by day, for [`HORIZON_DAYS`] days.
 #[derive(Debug, Clone, Copy)]
-pub struct Activity<'a>(&'a [u32]);
+pub struct Activity<'a>(&'a [[u32; CELL]]);
 
 impl<'a> Activity<'a> {
     /// Where `day`'s bucket is (`Ok`), or where it would go (`Err`).
     fn partition_point_day(&self, day: i32) -> Result<usize, usize> {
         let i = self.start_of(day);
-        match self.0.get(CELL * i) {
-            Some(&d) if d as i32 == day => Ok(i),
+        match self.0.get(i) {
+            Some(c) if c[0] as i32 == day => Ok(i),
             _ => Err(i),
         }
     }
 
     /// Index of the first bucket on or after `day`.
     fn start_of(&self, day: i32) -> usize {
-        let (mut lo, mut hi) = (0, self.0.len() / CELL);
-        while lo < hi {
-            let mid = (lo + hi) / 2;
-            if (self.0[CELL * mid] as i32) < day {
-                lo = mid + 1;
-            } else {
-                hi = mid;
-            }
-        }
-        lo
+        self.0.partition_point(|c| (c[0] as i32) < day)
     }
 
     /// Events in days `[from, to)`.
@@ -320,14 +313,14 @@ impl<'a> Activity<'a> {
 
     fn range(&self, from: i32, to: i32) -> impl Iterator<Item = DayBucket> + 'a {
         let start = self.start_of(from);
-        Activity(&self.0[CELL * start..])
+        Activity(&self.0[start..])
             .buckets()
             .take_while(move |b| b.day < to)
     }
 
     /// The buckets, oldest first.
     pub fn buckets(self) -> impl DoubleEndedIterator<Item = DayBucket> + ExactSizeIterator + 'a {
-        self.0.chunks_exact(CELL).map(|c| DayBucket {
+        self.0.iter().map(|c| DayBucket {
             day: c[0] as i32,
             events: c[1],
             quantity: f32::from_bits(c[2]),
