@@ -32,7 +32,16 @@ fn main() {
     if !args.iter().any(|a| a == "--bench") {
         return; // built and run as a test: nothing to measure
     }
-    match args.iter().find(|a| !a.starts_with("--")) {
+    let pass = args
+        .iter()
+        .position(|a| a == "--pass")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
+    match args
+        .iter()
+        .find(|a| !a.starts_with("--") && Some(*a) != pass.as_ref())
+    {
+        Some(p) if pass.is_some() => one_pass(pass.as_deref().unwrap_or(""), p),
         Some(p) => measure(p, &std::fs::read(p).expect("read input file"), 3, None),
         None => {
             use churnwatch::generate::{GenerateArgs, Profile};
@@ -62,6 +71,34 @@ fn main() {
             }
         }
     }
+}
+
+/// One pass over FILE, for `scripts/bench-cachegrind.sh`: `read` (the file
+/// into memory only), `decode`, or `full` (the backtest, decode included).
+fn one_pass(pass: &str, path: &str) {
+    let data = std::fs::read(path).expect("read input file");
+    let cfg = Arc::new(Config::default());
+    let lines = || data.split(|b| *b == b'\n').filter(|l| !l.is_empty());
+    let n = match pass {
+        "read" => lines().count() as u64,
+        "decode" => lines()
+            .filter(|l| event::decode(l, &cfg.decode).is_ok())
+            .count() as u64,
+        "full" => {
+            let (engine, _) = churnwatch::backtest::replay(
+                cfg.clone(),
+                Cursor::new(&data),
+                None,
+                |_| Ok(()),
+                |_, _, _| Ok(()),
+                |_| {},
+            )
+            .expect("replay");
+            engine.stats().applied
+        }
+        other => panic!("--pass {other}: read, decode or full"),
+    };
+    println!("{pass} {n}");
 }
 
 fn measure(name: &str, data: &[u8], rounds: usize, target: Option<f64>) {
