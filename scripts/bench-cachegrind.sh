@@ -32,6 +32,7 @@ command -v valgrind >/dev/null || { echo "valgrind is not installed (apt-get ins
 
 cargo build --release --quiet
 bench=$(cargo bench --bench ratio --no-run --message-format=json 2>/dev/null \
+    | grep '"kind":\["bench"\]' | grep '"name":"ratio"' \
     | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)
 [[ -x "$bench" ]] || { echo "could not build the ratio bench" >&2; exit 1; }
 
