@@ -315,9 +315,7 @@ fn memory_child(path: &str) {
     let before = vm_rss_bytes();
     let file = std::fs::File::open(path).expect("open events file");
     let started = Instant::now();
-    let (engine, _summary) =
-        churnwatch::backtest::replay(cfg, file, None, |_| Ok(()), |_, _, _| Ok(()), |_| {})
-            .expect("replay");
+    let (engine, _summary) = churnwatch::backtest::replay_quietly(cfg, file).expect("replay");
     let after = vm_rss_bytes();
     let n = engine.customer_count().max(1);
     for (part, bytes, allocs) in engine.memory_breakdown() {

@@ -85,15 +85,8 @@ fn one_pass(pass: &str, path: &str) {
             .filter(|l| event::decode(l, &cfg.decode).is_ok())
             .count() as u64,
         "full" => {
-            let (engine, _) = churnwatch::backtest::replay(
-                cfg.clone(),
-                Cursor::new(&data),
-                None,
-                |_| Ok(()),
-                |_, _, _| Ok(()),
-                |_| {},
-            )
-            .expect("replay");
+            let (engine, _) = churnwatch::backtest::replay_quietly(cfg.clone(), Cursor::new(&data))
+                .expect("replay");
             engine.stats().applied
         }
         other => panic!("--pass {other}: read, decode or full"),

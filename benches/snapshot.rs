@@ -34,15 +34,8 @@ fn main() {
         data.push(b'\n');
     }
     let cfg = Arc::new(Config::default());
-    let (mut engine, _) = churnwatch::backtest::replay(
-        cfg.clone(),
-        Cursor::new(&data),
-        None,
-        |_| Ok(()),
-        |_, _, _| Ok(()),
-        |_| {},
-    )
-    .expect("replay");
+    let (mut engine, _) =
+        churnwatch::backtest::replay_quietly(cfg.clone(), Cursor::new(&data)).expect("replay");
     drop(data);
     engine.take_alerts();
     let n = engine.customer_count();

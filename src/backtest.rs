@@ -124,6 +124,12 @@ fn create(path: &Option<PathBuf>) -> Result<Option<BufWriter<File>>, BacktestErr
         .transpose()
 }
 
+/// [`replay`] with nothing done per alert, reject or progress step (the
+/// benchmarks): the engine and the summary.
+pub fn replay_quietly(cfg: Arc<Config>, reader: impl Read) -> io::Result<(Engine, Summary)> {
+    replay(cfg, reader, None, |_| Ok(()), |_, _, _| Ok(()), |_| {})
+}
+
 /// Replays `reader` through a fresh engine. Returns the engine (for tests and
 /// callers that want more than the files) and the summary.
 pub fn replay(

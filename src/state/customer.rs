@@ -774,16 +774,7 @@ mod size_tests {
     /// rare part only once a rare field was set), whatever is boxed now.
     #[test]
     fn billing_keeps_its_v1_wire_form() {
-        #[derive(serde::Serialize)]
-        struct V1 {
-            mrr: i64,
-            sub_started: Ts,
-            dunning_since: Ts,
-            dunning_attempts: u32,
-            plan: u16,
-            status: Option<SubStatus>,
-            rare: Option<BillingRareWire>,
-        }
+        // `BillingWire` is the layout v1 derived for `Billing`.
         let mut b = Billing {
             mrr: 4900,
             sub_started: 7,
@@ -793,7 +784,7 @@ mod size_tests {
         };
         b.set_dunning_since(Some(10));
         b.set_dunning_attempts(2);
-        let v1 = V1 {
+        let v1 = BillingWire {
             mrr: 4900,
             sub_started: 7,
             dunning_since: 10,
@@ -818,7 +809,7 @@ mod size_tests {
         // ... unless a rare field was set, which v1 then stored.
         b.set_reactivated_at(20);
         b.take_dunning_since();
-        let v1 = V1 {
+        let v1 = BillingWire {
             dunning_since: NEVER,
             dunning_attempts: 0,
             rare: Some(BillingRareWire {
