@@ -462,6 +462,12 @@ impl<'de> serde::Deserialize<'de> for Packed {
                 e.value
             )));
         }
+        if !(PACKED_TS.0..=PACKED_TS.1).contains(&e.ts) {
+            return Err(serde::de::Error::custom(format!(
+                "fact time {} outside the times an event can carry",
+                e.ts
+            )));
+        }
         Ok(e.into())
     }
 }
@@ -2598,6 +2604,40 @@ mod tests {
             prop_assert_eq!(Entry::from(Packed::from(e)), e);
             prop_assert_eq!(Packed::from(e).ts(), ts);
             prop_assert_eq!(Kind::ALL[kind] as usize, kind);
+        }
+    }
+
+    /// A stored fact that no event could have made is refused on restore
+    /// rather than stored altered.
+    #[test]
+    fn a_packed_entry_out_of_range_is_refused() {
+        let ok = Entry {
+            ts: 5,
+            value: 7,
+            customer: 1,
+            id: 2,
+            kind: Kind::Joined,
+            aux: 1,
+        };
+        let bytes = postcard::to_stdvec(&ok).unwrap();
+        assert_eq!(
+            Entry::from(postcard::from_bytes::<Packed>(&bytes).unwrap()),
+            ok
+        );
+        for bad in [
+            Entry { ts: i64::MAX, ..ok },
+            Entry {
+                ts: PACKED_TS.0 - 1,
+                ..ok
+            },
+            Entry {
+                value: MAX_AMOUNT + 1,
+                ..ok
+            },
+            Entry { value: -1, ..ok },
+        ] {
+            let bytes = postcard::to_stdvec(&bad).unwrap();
+            assert!(postcard::from_bytes::<Packed>(&bytes).is_err(), "{bad:?}");
         }
     }
 
