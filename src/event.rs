@@ -688,12 +688,12 @@ fn opt_label(v: &Option<Val<'_>>, field: &'static str) -> Result<Option<Box<str>
         .transpose()
 }
 
-fn opt_str(v: &Option<Val<'_>>, field: &'static str) -> Result<Option<Box<str>>, RejectReason> {
-    Ok(opt_borrowed_str(v, field)?.map(Box::from))
-}
-
-fn opt_id(v: &Option<Val<'_>>, field: &'static str) -> Result<Option<Id>, RejectReason> {
-    Ok(opt_borrowed_str(v, field)?.map(Id::from))
+/// An optional string field, owned as `T` (`Box<str>`, or [`Id`] for ids).
+fn opt_str<T: for<'s> From<&'s str>>(
+    v: &Option<Val<'_>>,
+    field: &'static str,
+) -> Result<Option<T>, RejectReason> {
+    Ok(opt_borrowed_str(v, field)?.map(T::from))
 }
 
 fn opt_borrowed_str<'b>(
@@ -840,7 +840,7 @@ pub fn decode_str(text: &str, cfg: &DecodeConfig) -> Result<Event, RejectReason>
             return Err(RejectReason::TsInFuture { ts, clock });
         }
     }
-    let event_id = opt_id(&raw.event_id, "event_id")?;
+    let event_id = opt_str(&raw.event_id, "event_id")?;
     let segment = opt_label(&raw.segment, "segment")?;
 
     let kind = match ty {
@@ -886,7 +886,7 @@ pub fn decode_str(text: &str, cfg: &DecodeConfig) -> Result<Event, RejectReason>
             score: score(&raw.score, 1, 7)?,
         },
         "support_ticket" => {
-            let severity = match opt_str(&raw.severity, "severity")?.as_deref() {
+            let severity = match opt_borrowed_str(&raw.severity, "severity")? {
                 None | Some("normal") => Severity::Normal,
                 Some("low") => Severity::Low,
                 Some("high") => Severity::High,
@@ -899,7 +899,7 @@ pub fn decode_str(text: &str, cfg: &DecodeConfig) -> Result<Event, RejectReason>
                     });
                 }
             };
-            let resolved = match opt_str(&raw.status, "status")?.as_deref() {
+            let resolved = match opt_borrowed_str(&raw.status, "status")? {
                 None | Some("opened") => false,
                 Some("resolved") => true,
                 Some(other) => {
@@ -912,7 +912,7 @@ pub fn decode_str(text: &str, cfg: &DecodeConfig) -> Result<Event, RejectReason>
             };
             EventKind::SupportTicket {
                 severity,
-                ticket_id: opt_id(&raw.ticket_id, "ticket_id")?,
+                ticket_id: opt_str(&raw.ticket_id, "ticket_id")?,
                 resolved,
             }
         }
@@ -928,7 +928,7 @@ pub fn decode_str(text: &str, cfg: &DecodeConfig) -> Result<Event, RejectReason>
 }
 
 fn decode_billing(ty: &str, raw: &Raw<'_>, cfg: &DecodeConfig) -> Result<EventKind, RejectReason> {
-    let rate = match opt_str(&raw.currency, "currency")?.as_deref() {
+    let rate = match opt_borrowed_str(&raw.currency, "currency")? {
         None => 1.0,
         Some(c) if c == cfg.reporting_currency => 1.0,
         Some(c) => *cfg
@@ -978,7 +978,7 @@ fn decode_billing(ty: &str, raw: &Raw<'_>, cfg: &DecodeConfig) -> Result<EventKi
             amount: conv(opt_money(&raw.amount, "amount")?),
         },
         _ => {
-            let cancel_kind = match opt_str(&raw.cancel_kind, "cancel_kind")?.as_deref() {
+            let cancel_kind = match opt_borrowed_str(&raw.cancel_kind, "cancel_kind")? {
                 None | Some("voluntary") => CancelKind::Voluntary,
                 Some("involuntary") => CancelKind::Involuntary,
                 Some(other) => {

@@ -434,15 +434,14 @@ impl From<Entry> for Packed {
 
 impl From<Packed> for Entry {
     fn from(p: Packed) -> Self {
-        let a = u64::from(p.0[1]) << 32 | u64::from(p.0[0]);
         let b = u64::from(p.0[4]) << 32 | u64::from(p.0[3]);
         Entry {
-            ts: (a as i64) >> 8,
+            ts: p.ts(),
             value: (b & ((1 << 41) - 1)) as i64,
             customer: p.0[2],
             id: (b >> 41) as u16,
             kind: Kind::ALL[((b >> 57) & 15) as usize],
-            aux: a as u8,
+            aux: p.0[0] as u8,
         }
     }
 }

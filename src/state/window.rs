@@ -108,7 +108,7 @@ impl Usage {
             Some(last) if last == day => Ok(n - 1),
             Some(last) if last < day => Err(n),
             None => Err(0),
-            Some(_) => days.partition_point_day(day),
+            Some(_) => days.0.binary_search_by_key(&day, |c| c[0] as i32),
         };
         match at {
             Ok(i) => {
@@ -253,15 +253,6 @@ impl<'de> serde::Deserialize<'de> for Usage {
 pub struct Activity<'a>(&'a [[u32; CELL]]);
 
 impl<'a> Activity<'a> {
-    /// Where `day`'s bucket is (`Ok`), or where it would go (`Err`).
-    fn partition_point_day(&self, day: i32) -> Result<usize, usize> {
-        let i = self.start_of(day);
-        match self.0.get(i) {
-            Some(c) if c[0] as i32 == day => Ok(i),
-            _ => Err(i),
-        }
-    }
-
     /// Index of the first bucket on or after `day`.
     fn start_of(&self, day: i32) -> usize {
         self.0.partition_point(|c| (c[0] as i32) < day)
